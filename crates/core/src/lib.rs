@@ -1,1 +1,36 @@
-pub fn placeholder() {}
+//! lifewatch-core: the lifecycle engine of lifewatch.
+//!
+//! It parses CloudEvents lines into typed events (or rejections with a named
+//! reason), folds them per entity through the account, project and dispute
+//! state machines, detects stuck entities, illegal transitions, failures,
+//! quota breaches and regional outages in event time, and describes each as a
+//! routed incident record.
+//!
+//! It does no IO: no files, no sockets, no clock, no async runtime. Drivers
+//! (the replay command, the SQLite store, the NATS monitor) feed it events and
+//! instants and persist or publish what it reports. See [`Engine`] for the call
+//! order.
+
+mod config;
+mod engine;
+mod event;
+mod incident;
+mod machine;
+mod time;
+mod timeline;
+
+pub use config::{Config, ConfigError, DEFAULT_CONFIG_TOML, OwnerRule, RawConfig, SeverityOverride};
+pub use engine::{Change, Engine, EngineStats, EntityRef, EntityView, Outcome};
+pub use event::{
+    AccountEvent, DataFieldSpec, DisputeEvent, EntityType, Event, EventType, FieldType, MAX_ID_BYTES,
+    MAX_LINE_BYTES, MAX_SUBJECT_CHARS, Payload, ProjectEvent, RejectReason, Rejection, is_valid_entity_id,
+    parse_event,
+};
+pub use incident::{
+    EntityRecord, IncidentKind, IncidentRecord, MAX_RECORD_EVENTS, Severity, Status, SubjectType, Transition,
+};
+pub use machine::{
+    AccountMachine, AccountState, DisputeMachine, DisputeState, Machine, ProjectMachine, ProjectState, Rule,
+    State, Step, Target, step,
+};
+pub use time::{Duration, Timestamp};

@@ -1,0 +1,427 @@
+//! Configuration in two stages: [`RawConfig`] is what the TOML file says
+//! (serde, unknown keys refused), [`Config`] is the validated, typed form the
+//! engine runs on (durations parsed, owner rules compiled, catch-all checked).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::event::EntityType;
+use crate::incident::{IncidentKind, Severity, SubjectType};
+use crate::machine::State;
+use crate::time::Duration;
+
+/// The shipped configuration, `ops/lifewatch.toml`, built into the binary so
+/// that lifewatch runs the same from any directory.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../../ops/lifewatch.toml");
+
+/// A configuration that could not be used; names the key and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file is not valid TOML, or has an unknown key or a value of the wrong type.
+    #[error("{0}")]
+    Syntax(String),
+    /// A key has a value that breaks a rule.
+    #[error("`{key}`: {message}")]
+    Invalid {
+        /// The dotted key.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), message: message.into() }
+}
+
+/// The configuration file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// How many distinct projects of one region must each have an open
+    /// `stuck` or `provisioning_failed` incident for a `regional_outage`.
+    pub outage_threshold: Option<u32>,
+    /// Deadlines per entity type and state, as human durations (`15m`, `5d`).
+    #[serde(default)]
+    pub deadlines: BTreeMap<String, BTreeMap<String, String>>,
+    /// Plans by name, with their project limit.
+    #[serde(default)]
+    pub plans: BTreeMap<String, RawPlan>,
+    /// Default severity per incident kind.
+    #[serde(default)]
+    pub severity: BTreeMap<String, String>,
+    /// Exceptions to the default severity, first match wins.
+    #[serde(default)]
+    pub severity_override: Vec<RawSeverityOverride>,
+    /// Ordered owner rules; the last must be a catch-all (no `kinds`, no `entities`).
+    #[serde(default)]
+    pub owners: Vec<RawOwnerRule>,
+    /// Runbook path per incident kind; kinds not listed get `ops/runbooks/<kind>.md`.
+    #[serde(default)]
+    pub runbooks: BTreeMap<String, String>,
+    /// Options of the live monitor.
+    #[serde(default)]
+    pub live: RawLive,
+    /// Options read by the NATS adapter (connection, streams); opaque here.
+    pub nats: Option<toml::Table>,
+}
+
+/// One plan.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlan {
+    /// How many live projects an account on this plan may have.
+    pub max_projects: u32,
+}
+
+/// One severity exception.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSeverityOverride {
+    /// The incident kind it applies to.
+    pub kind: String,
+    /// The entity type it applies to (any when absent).
+    pub entity: Option<String>,
+    /// The state it applies to (any when absent).
+    pub state: Option<String>,
+    /// The severity to use.
+    pub severity: String,
+}
+
+/// One owner rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOwnerRule {
+    /// Incident kinds it matches (any when absent).
+    pub kinds: Option<Vec<String>>,
+    /// Entity types it matches: account, project, dispute, region (any when absent).
+    pub entities: Option<Vec<String>>,
+    /// The team that owns matching incidents.
+    pub owner: String,
+}
+
+/// Options of the live monitor.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLive {
+    /// How long after a deadline falls due the live monitor waits for late
+    /// events before it declares the entity stuck (default `30s`).
+    pub allowed_lateness: Option<String>,
+    /// How far ahead of the wall clock an event may be timed before it is
+    /// rejected as `time_in_future` (default `5m`).
+    pub max_future: Option<String>,
+}
+
+/// A compiled owner rule.
+#[derive(Clone, Debug)]
+pub struct OwnerRule {
+    /// Kinds matched; `None` matches any.
+    pub kinds: Option<Vec<IncidentKind>>,
+    /// Entity types matched; `None` matches any.
+    pub entities: Option<Vec<SubjectType>>,
+    /// The owning team.
+    pub owner: String,
+}
+
+/// A compiled severity exception.
+#[derive(Clone, Debug)]
+pub struct SeverityOverride {
+    /// Kind matched.
+    pub kind: IncidentKind,
+    /// Entity type matched; `None` matches any.
+    pub entity: Option<SubjectType>,
+    /// State matched; `None` matches any.
+    pub state: Option<State>,
+    /// The severity.
+    pub severity: Severity,
+}
+
+/// The validated configuration the engine runs on.
+#[derive(Clone, Debug)]
+pub struct Config {
+    deadlines: [Option<Duration>; State::COUNT],
+    plans: Vec<(String, u32)>,
+    /// Regional outage threshold (at least 1).
+    pub outage_threshold: u32,
+    severities: [Severity; IncidentKind::ALL.len()],
+    severity_overrides: Vec<SeverityOverride>,
+    owner_rules: Vec<OwnerRule>,
+    runbooks: [String; IncidentKind::ALL.len()],
+    /// Live mode: wait this long past a deadline before declaring stuck.
+    pub allowed_lateness: Duration,
+    /// Live mode: reject events timed further than this ahead of the wall clock.
+    pub max_future: Duration,
+    /// The `[nats]` table, for the NATS adapter to validate.
+    pub nats: toml::Table,
+}
+
+impl Config {
+    /// Parses and validates a TOML configuration.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError::Syntax(error.to_string()))?;
+        Config::from_raw(raw)
+    }
+
+    /// The shipped defaults.
+    pub fn shipped() -> Config {
+        // The shipped file is checked by a test; falling back to an empty
+        // configuration would only drop deadlines, so there is none.
+        match Config::from_toml(DEFAULT_CONFIG_TOML) {
+            Ok(config) => config,
+            Err(error) => panic!("the built-in ops/lifewatch.toml is invalid: {error}"),
+        }
+    }
+
+    /// Validates a raw configuration.
+    pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
+        let outage_threshold = raw.outage_threshold.unwrap_or(5);
+        if outage_threshold == 0 {
+            return Err(invalid("outage_threshold", "must be at least 1"));
+        }
+
+        let mut deadlines = [None; State::COUNT];
+        for (entity_name, states) in &raw.deadlines {
+            let entity_type = EntityType::parse(entity_name).ok_or_else(|| {
+                invalid(
+                    format!("deadlines.{entity_name}"),
+                    "unknown entity type (expected account, project or dispute)",
+                )
+            })?;
+            for (state_name, text) in states {
+                let key = format!("deadlines.{entity_name}.{state_name}");
+                let state = State::parse(entity_type, state_name)
+                    .ok_or_else(|| invalid(&key, format!("{entity_type} has no state {state_name:?}")))?;
+                if state.is_terminal() {
+                    return Err(invalid(&key, "a terminal state cannot have a deadline"));
+                }
+                let duration = Duration::parse_human(text).map_err(|message| invalid(&key, message))?;
+                if duration <= Duration::ZERO {
+                    return Err(invalid(&key, "must be longer than zero"));
+                }
+                deadlines[state.index()] = Some(duration);
+            }
+        }
+
+        let plans = raw.plans.into_iter().map(|(name, plan)| (name, plan.max_projects)).collect();
+
+        let mut severities = [
+            Severity::Error,
+            Severity::Error,
+            Severity::Error,
+            Severity::Warning,
+            Severity::Warning,
+            Severity::Warning,
+            Severity::Error,
+            Severity::Critical,
+        ];
+        for (kind_name, severity_name) in &raw.severity {
+            let key = format!("severity.{kind_name}");
+            let kind = parse_kind(&key, kind_name)?;
+            severities[kind as usize] = parse_severity(&key, severity_name)?;
+        }
+        let mut severity_overrides = Vec::new();
+        for (index, rule) in raw.severity_override.iter().enumerate() {
+            let key = format!("severity_override[{index}]");
+            let kind = parse_kind(&format!("{key}.kind"), &rule.kind)?;
+            let entity = rule
+                .entity
+                .as_deref()
+                .map(|name| parse_subject(&format!("{key}.entity"), name))
+                .transpose()?;
+            let state = match (&rule.state, entity) {
+                (None, _) => None,
+                (Some(name), Some(subject)) => {
+                    let entity_type = EntityType::parse(subject.as_str())
+                        .ok_or_else(|| invalid(format!("{key}.state"), "a region has no states"))?;
+                    Some(State::parse(entity_type, name).ok_or_else(|| {
+                        invalid(format!("{key}.state"), format!("{entity_type} has no state {name:?}"))
+                    })?)
+                }
+                (Some(_), None) => {
+                    return Err(invalid(format!("{key}.state"), "a state needs an `entity`"));
+                }
+            };
+            let severity = parse_severity(&format!("{key}.severity"), &rule.severity)?;
+            severity_overrides.push(SeverityOverride { kind, entity, state, severity });
+        }
+
+        if raw.owners.is_empty() {
+            return Err(invalid("owners", "at least one rule is needed, ending in a catch-all"));
+        }
+        let mut owner_rules = Vec::new();
+        let last = raw.owners.len() - 1;
+        for (index, rule) in raw.owners.iter().enumerate() {
+            let key = format!("owners[{index}]");
+            if rule.owner.trim().is_empty() {
+                return Err(invalid(format!("{key}.owner"), "must name a team"));
+            }
+            let kinds = rule
+                .kinds
+                .as_ref()
+                .map(|names| names.iter().map(|name| parse_kind(&format!("{key}.kinds"), name)).collect())
+                .transpose()?;
+            let entities = rule
+                .entities
+                .as_ref()
+                .map(|names| {
+                    names.iter().map(|name| parse_subject(&format!("{key}.entities"), name)).collect()
+                })
+                .transpose()?;
+            let catch_all = kinds.is_none() && entities.is_none();
+            if catch_all && index != last {
+                return Err(invalid(
+                    key,
+                    "a catch-all rule (no kinds, no entities) must be the last; rules after it are never reached",
+                ));
+            }
+            if !catch_all && index == last {
+                return Err(invalid(key, "the last owner rule must be a catch-all (no kinds, no entities)"));
+            }
+            owner_rules.push(OwnerRule { kinds, entities, owner: rule.owner.clone() });
+        }
+
+        let mut runbooks: [String; IncidentKind::ALL.len()] =
+            IncidentKind::ALL.map(|kind| format!("ops/runbooks/{kind}.md"));
+        for (kind_name, path) in &raw.runbooks {
+            let key = format!("runbooks.{kind_name}");
+            let kind = parse_kind(&key, kind_name)?;
+            if path.trim().is_empty() {
+                return Err(invalid(key, "must be a path"));
+            }
+            runbooks[kind as usize] = path.clone();
+        }
+
+        let duration = |key: &str, value: &Option<String>, default: i64| -> Result<Duration, ConfigError> {
+            match value {
+                None => Ok(Duration::from_seconds(default)),
+                Some(text) => Duration::parse_human(text).map_err(|message| invalid(key, message)),
+            }
+        };
+        let allowed_lateness = duration("live.allowed_lateness", &raw.live.allowed_lateness, 30)?;
+        let max_future = duration("live.max_future", &raw.live.max_future, 300)?;
+
+        Ok(Config {
+            deadlines,
+            plans,
+            outage_threshold,
+            severities,
+            severity_overrides,
+            owner_rules,
+            runbooks,
+            allowed_lateness,
+            max_future,
+            nats: raw.nats.unwrap_or_default(),
+        })
+    }
+
+    /// The deadline of a state, if it has one.
+    pub fn deadline(&self, state: State) -> Option<Duration> {
+        self.deadlines[state.index()]
+    }
+
+    /// The project limit of a plan; `None` for a plan not configured.
+    pub fn max_projects(&self, plan: &str) -> Option<u32> {
+        self.plans.iter().find(|(name, _)| name == plan).map(|(_, max)| *max)
+    }
+
+    /// The severity of an incident.
+    pub fn severity(&self, kind: IncidentKind, entity: SubjectType, state: Option<State>) -> Severity {
+        self.severity_overrides
+            .iter()
+            .find(|rule| {
+                rule.kind == kind
+                    && rule.entity.is_none_or(|wanted| wanted == entity)
+                    && rule.state.is_none_or(|wanted| Some(wanted) == state)
+            })
+            .map_or(self.severities[kind as usize], |rule| rule.severity)
+    }
+
+    /// The owner of an incident: the first rule that matches.
+    pub fn owner(&self, kind: IncidentKind, entity: SubjectType) -> &str {
+        self.owner_rules
+            .iter()
+            .find(|rule| {
+                rule.kinds.as_ref().is_none_or(|kinds| kinds.contains(&kind))
+                    && rule.entities.as_ref().is_none_or(|entities| entities.contains(&entity))
+            })
+            .map_or("launch-ops", |rule| rule.owner.as_str())
+    }
+
+    /// The runbook path of a kind.
+    pub fn runbook(&self, kind: IncidentKind) -> &str {
+        &self.runbooks[kind as usize]
+    }
+
+    /// The owner rules in order.
+    pub fn owner_rules(&self) -> &[OwnerRule] {
+        &self.owner_rules
+    }
+}
+
+fn parse_kind(key: &str, name: &str) -> Result<IncidentKind, ConfigError> {
+    IncidentKind::parse(name).ok_or_else(|| invalid(key, format!("unknown incident kind {name:?}")))
+}
+
+fn parse_severity(key: &str, name: &str) -> Result<Severity, ConfigError> {
+    Severity::parse(name)
+        .ok_or_else(|| invalid(key, format!("unknown severity {name:?} (critical, error, warning or info)")))
+}
+
+fn parse_subject(key: &str, name: &str) -> Result<SubjectType, ConfigError> {
+    SubjectType::parse(name).ok_or_else(|| {
+        invalid(key, format!("unknown entity type {name:?} (account, project, dispute or region)"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::{AccountState, ProjectState};
+
+    #[test]
+    fn shipped_config_has_the_spec_defaults() {
+        let config = Config::shipped();
+        assert_eq!(
+            config.deadline(State::Project(ProjectState::Provisioning)),
+            Some(Duration::from_seconds(900))
+        );
+        assert_eq!(config.deadline(State::Account(AccountState::Active)), None);
+        assert_eq!(config.max_projects("free"), Some(3));
+        assert_eq!(config.max_projects("gold"), None);
+        assert_eq!(config.outage_threshold, 5);
+        assert_eq!(
+            config.severity(
+                IncidentKind::Stuck,
+                SubjectType::Project,
+                Some(State::Project(ProjectState::Deleting))
+            ),
+            Severity::Warning
+        );
+        assert_eq!(config.severity(IncidentKind::Stuck, SubjectType::Account, None), Severity::Error);
+        assert_eq!(config.owner(IncidentKind::Stuck, SubjectType::Dispute), "billing-support");
+        assert_eq!(config.owner(IncidentKind::OnboardingFailed, SubjectType::Project), "launch-ops");
+        assert_eq!(config.owner(IncidentKind::RegionalOutage, SubjectType::Region), "platform-oncall");
+        assert_eq!(config.runbook(IncidentKind::QuotaBreach), "ops/runbooks/quota_breach.md");
+    }
+
+    #[test]
+    fn bad_configurations_name_the_key() {
+        let cases = [
+            ("outage_threshold = 0\n", "outage_threshold"),
+            ("[deadlines.project]\nprovisioning = \"15 minutes\"\n", "deadlines.project.provisioning"),
+            ("[deadlines.project]\nopen = \"1m\"\n", "deadlines.project.open"),
+            ("[deadlines.project]\ndeleted = \"1m\"\n", "deadlines.project.deleted"),
+            ("[[owners]]\nkinds = [\"stuck\"]\nowner = \"x\"\n", "owners[0]"),
+            ("[[owners]]\nowner = \"x\"\n[[owners]]\nowner = \"y\"\n", "owners[0]"),
+            ("[[owners]]\nkinds = [\"stuk\"]\nowner = \"x\"\n[[owners]]\nowner = \"y\"\n", "owners[0].kinds"),
+            ("[severity]\nstuck = \"bad\"\n[[owners]]\nowner = \"y\"\n", "severity.stuck"),
+        ];
+        for (text, key) in cases {
+            let message = Config::from_toml(text).unwrap_err().to_string();
+            assert!(message.contains(key), "{text}: {message}");
+        }
+        let unknown = Config::from_toml("outage_treshold = 3\n").unwrap_err().to_string();
+        assert!(unknown.contains("outage_treshold"), "{unknown}");
+    }
+}

@@ -1,0 +1,95 @@
+//! `lifewatch replay`: run event files through the engine offline.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use lifewatch_core::{Engine, Outcome, RejectReason, Rejection, Timestamp, parse_event};
+
+use crate::input::{Input, Line, for_each_line, is_blank};
+
+/// A rejected line: where it was and why.
+pub struct RejectedLine {
+    /// The input's name.
+    pub source: String,
+    /// The 1-based line number in that input.
+    pub line: u64,
+    /// Why.
+    pub rejection: Rejection,
+}
+
+/// Totals of one replay.
+#[derive(Default)]
+pub struct ReplayTotals {
+    /// Non-blank lines read.
+    pub lines: u64,
+    /// Events applied.
+    pub accepted: u64,
+    /// Events dropped as duplicates.
+    pub duplicates: u64,
+    /// Lines rejected.
+    pub rejected: Vec<RejectedLine>,
+}
+
+/// Feeds every line of `inputs`, in order, to `engine` as one stream.
+pub fn feed(engine: &mut Engine, inputs: &[PathBuf]) -> anyhow::Result<ReplayTotals> {
+    let mut totals = ReplayTotals::default();
+    let default_input = [PathBuf::from("-")];
+    let inputs = if inputs.is_empty() { &default_input[..] } else { inputs };
+    for path in inputs {
+        let input = Input::open(path)?;
+        let name = input.name.clone();
+        for_each_line(input.into_reader(), |number, line| {
+            let result = match line {
+                Line::TooLong(length) => Err(Rejection::new(
+                    RejectReason::TooLarge,
+                    format!("line of {length} bytes exceeds the limit of {}", lifewatch_core::MAX_LINE_BYTES),
+                )),
+                Line::Text(bytes) if is_blank(bytes) => return,
+                Line::Text(bytes) => parse_event(bytes).map(|event| engine.handle_event(&event)),
+            };
+            totals.lines += 1;
+            match result {
+                Ok(Outcome::Accepted) => totals.accepted += 1,
+                Ok(Outcome::Duplicate) => totals.duplicates += 1,
+                Err(rejection) => {
+                    totals.rejected.push(RejectedLine { source: name.clone(), line: number, rejection })
+                }
+            }
+        })
+        .map_err(|error| anyhow::anyhow!("cannot read {name}: {error}"))?;
+    }
+    Ok(totals)
+}
+
+/// Moves the engine's clock to the end of the replay: `now`, or the latest
+/// accepted event time.
+pub fn finish(engine: &mut Engine, now: Option<Timestamp>) {
+    if let Some(now) = now.or(engine.latest_event_time()) {
+        engine.handle_time(now);
+    }
+}
+
+/// The summary on standard error: every rejected line, then the totals.
+pub fn report(totals: &ReplayTotals) -> io::Result<()> {
+    let stderr = io::stderr();
+    let mut err = io::BufWriter::new(stderr.lock());
+    for rejected in &totals.rejected {
+        writeln!(err, "{}:{}: rejected: {}", rejected.source, rejected.line, rejected.rejection)?;
+    }
+    let mut by_reason: BTreeMap<RejectReason, u64> = BTreeMap::new();
+    for rejected in &totals.rejected {
+        *by_reason.entry(rejected.rejection.reason).or_default() += 1;
+    }
+    let reasons: Vec<String> = by_reason.iter().map(|(reason, count)| format!("{reason} {count}")).collect();
+    let reasons = if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(", ")) };
+    writeln!(
+        err,
+        "replay: {} lines, {} accepted, {} duplicates, {} rejected{reasons}",
+        totals.lines,
+        totals.accepted,
+        totals.duplicates,
+        totals.rejected.len()
+    )?;
+    err.flush()
+}
