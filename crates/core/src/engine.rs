@@ -289,6 +289,16 @@ impl Engine {
         })
     }
 
+    /// Every tracked entity, accounts first, each type in the order first seen.
+    pub fn entities(&self) -> impl Iterator<Item = EntityRef> + '_ {
+        let refs = |entity_type: EntityType, count: usize| {
+            (0..count as u32).map(move |index| EntityRef { entity_type, index })
+        };
+        refs(EntityType::Account, self.accounts.items.len())
+            .chain(refs(EntityType::Project, self.projects.items.len()))
+            .chain(refs(EntityType::Dispute, self.disputes.items.len()))
+    }
+
     /// Looks an entity up by type and id.
     pub fn find_entity(&self, entity_type: EntityType, id: &str) -> Option<EntityRef> {
         let index = match entity_type {
