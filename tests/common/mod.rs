@@ -1,0 +1,209 @@
+//! Helpers shared by the end-to-end tests: running the `lifewatch` binary,
+//! reading its records, and normalising them for comparison.
+
+// Each test crate uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use lifewatch_core::Timestamp;
+use serde_json::Value;
+
+/// The root of the repository (the binary package).
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// What one run of the binary produced.
+#[derive(Debug)]
+pub struct Run {
+    /// The exit status code (`None` if killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: Vec<u8>,
+    /// Standard error, lossily decoded.
+    pub stderr: String,
+}
+
+impl Run {
+    /// Standard output as text.
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8(self.stdout.clone()).expect("lifewatch printed invalid UTF-8 on stdout")
+    }
+
+    /// Panics with the whole output unless the run exited 0.
+    pub fn assert_success(&self) -> &Run {
+        assert_eq!(self.code, Some(0), "lifewatch failed:\nstdout:\n{}\nstderr:\n{}", self.stdout_text(), self.stderr);
+        self
+    }
+
+    /// Standard output parsed as JSON Lines.
+    pub fn records(&self) -> Vec<Value> {
+        self.stdout_text()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}")))
+            .collect()
+    }
+}
+
+/// Runs `lifewatch ARGS` in the repository root, with `stdin` as standard
+/// input (empty when `None`).
+pub fn lifewatch(args: &[&str], stdin: Option<&[u8]>) -> Run {
+    lifewatch_in(repo_root(), args, stdin)
+}
+
+/// Runs `lifewatch ARGS` in `dir`.
+pub fn lifewatch_in(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lifewatch"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start lifewatch");
+    let input = stdin.unwrap_or_default().to_vec();
+    let mut pipe = child.stdin.take().expect("stdin is piped");
+    // Write from another thread so that a large input cannot deadlock against
+    // a full stdout pipe.
+    let writer = std::thread::spawn(move || {
+        // The child may exit before reading everything (e.g. a usage error).
+        let _ = pipe.write_all(&input);
+    });
+    let output = child.wait_with_output().expect("cannot wait for lifewatch");
+    writer.join().expect("stdin writer panicked");
+    Run {
+        code: output.status.code(),
+        stdout: output.stdout,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// `lifewatch replay FILES [--now NOW] --format jsonl`, which must succeed.
+pub fn replay_jsonl(files: &[&str], now: Option<&str>) -> Run {
+    let mut args = vec!["replay"];
+    args.extend_from_slice(files);
+    if let Some(now) = now {
+        args.extend_from_slice(&["--now", now]);
+    }
+    args.extend_from_slice(&["--format", "jsonl"]);
+    let run = lifewatch(&args, None);
+    run.assert_success();
+    run
+}
+
+/// A fresh, empty directory for one test, under Cargo's target tmp dir.
+pub fn temp_dir(name: &str) -> PathBuf {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}-{unique}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).expect("cannot clear temp dir");
+    }
+    std::fs::create_dir_all(&dir).expect("cannot create temp dir");
+    dir
+}
+
+/// An incident reduced to the fields the conformance README compares:
+/// kind, entity, owner, severity, status, opened_at and resolved_at as
+/// instants, and state for `stuck` only.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub struct Normalised {
+    pub opened_at: Timestamp,
+    pub resolved_at: Option<Timestamp>,
+    pub kind: String,
+    pub entity_type: String,
+    pub entity_id: String,
+    pub state: Option<String>,
+    pub owner: String,
+    pub severity: String,
+    pub status: String,
+}
+
+fn text(record: &Value, path: &[&str]) -> String {
+    let mut value = record;
+    for key in path {
+        value = &value[*key];
+    }
+    value.as_str().unwrap_or_else(|| panic!("field {} is not a string in {record}", path.join("."))).to_string()
+}
+
+fn instant(record: &Value, field: &str) -> Option<Timestamp> {
+    match &record[field] {
+        Value::Null => None,
+        Value::String(time) => Some(
+            Timestamp::parse_rfc3339(time).unwrap_or_else(|| panic!("{field} {time:?} is not RFC 3339 in {record}")),
+        ),
+        other => panic!("{field} is {other}, not a time, in {record}"),
+    }
+}
+
+impl Normalised {
+    /// Reduces one record (as printed by replay or written in an expected file).
+    pub fn from_record(record: &Value) -> Normalised {
+        let kind = text(record, &["kind"]);
+        let state = if kind == "stuck" { record["state"].as_str().map(str::to_string) } else { None };
+        Normalised {
+            opened_at: instant(record, "opened_at").unwrap_or_else(|| panic!("no opened_at in {record}")),
+            resolved_at: instant(record, "resolved_at"),
+            entity_type: text(record, &["entity", "type"]),
+            entity_id: text(record, &["entity", "id"]),
+            owner: text(record, &["owner"]),
+            severity: text(record, &["severity"]),
+            status: text(record, &["status"]),
+            kind,
+            state,
+        }
+    }
+}
+
+impl std::fmt::Display for Normalised {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let resolved = self.resolved_at.map_or_else(|| "-".to_string(), |at| at.to_string());
+        write!(
+            f,
+            "{} {:<20} {:<19} {}:{} state={} owner={} severity={} {}",
+            self.opened_at,
+            resolved,
+            self.kind,
+            self.entity_type,
+            self.entity_id,
+            self.state.as_deref().unwrap_or("-"),
+            self.owner,
+            self.severity,
+            self.status
+        )
+    }
+}
+
+/// Compares two multisets of records; `Err` holds a readable diff.
+pub fn compare_multisets(expected: &[Normalised], actual: &[Normalised]) -> Result<(), String> {
+    let mut missing: Vec<Normalised> = expected.to_vec();
+    missing.sort();
+    let mut unexpected: Vec<Normalised> = Vec::new();
+    let mut sorted_actual = actual.to_vec();
+    sorted_actual.sort();
+    for record in sorted_actual {
+        match missing.iter().position(|wanted| *wanted == record) {
+            Some(position) => {
+                missing.remove(position);
+            }
+            None => unexpected.push(record),
+        }
+    }
+    if missing.is_empty() && unexpected.is_empty() {
+        return Ok(());
+    }
+    let mut diff = String::new();
+    for record in &missing {
+        diff.push_str(&format!("  - expected, not raised: {record}\n"));
+    }
+    for record in &unexpected {
+        diff.push_str(&format!("  + raised, not expected: {record}\n"));
+    }
+    Err(diff)
+}
