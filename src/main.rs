@@ -142,9 +142,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             let mut engine = Engine::new(config);
-            let totals = replay::feed(&mut engine, &files)?;
+            let mut totals = replay::feed(&mut engine, &files)?;
             replay::finish(&mut engine, now);
-            output::print_records(&engine.records(), format)?;
+            totals.entities = engine.entity_count();
+            let order = engine.sorted_incidents();
+            output::print_record_stream(order.into_iter().filter_map(|index| engine.record(index)), format)?;
             replay::report(&totals)?;
             Ok(ExitCode::SUCCESS)
         }

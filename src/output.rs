@@ -14,19 +14,20 @@ pub enum Format {
     Table,
 }
 
-/// Writes `records` to standard output in `format`.
-pub fn print_records(records: &[IncidentRecord], format: Format) -> io::Result<()> {
+/// Writes records to standard output in `format`, one at a time for JSON
+/// Lines so that a million incidents never sit in memory as records at once.
+pub fn print_record_stream(records: impl Iterator<Item = IncidentRecord>, format: Format) -> io::Result<()> {
     let stdout = io::stdout();
     let colour = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut out = io::BufWriter::with_capacity(256 * 1024, stdout.lock());
     match format {
         Format::Jsonl => {
             for record in records {
-                serde_json::to_writer(&mut out, record)?;
+                serde_json::to_writer(&mut out, &record)?;
                 out.write_all(b"\n")?;
             }
         }
-        Format::Table => write_table(&mut out, records, colour)?,
+        Format::Table => write_table(&mut out, &records.collect::<Vec<_>>(), colour)?,
     }
     out.flush()
 }

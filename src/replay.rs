@@ -29,6 +29,8 @@ pub struct ReplayTotals {
     pub duplicates: u64,
     /// Lines rejected.
     pub rejected: Vec<RejectedLine>,
+    /// Entities tracked at the end.
+    pub entities: usize,
 }
 
 /// Feeds every line of `inputs`, in order, to `engine` as one stream.
@@ -85,11 +87,12 @@ pub fn report(totals: &ReplayTotals) -> io::Result<()> {
     let reasons = if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(", ")) };
     writeln!(
         err,
-        "replay: {} lines, {} accepted, {} duplicates, {} rejected{reasons}",
+        "replay: {} lines, {} accepted, {} duplicates, {} rejected{reasons}; {} entities",
         totals.lines,
         totals.accepted,
         totals.duplicates,
-        totals.rejected.len()
+        totals.rejected.len(),
+        totals.entities
     )?;
     err.flush()
 }

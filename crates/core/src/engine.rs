@@ -257,17 +257,25 @@ impl Engine {
     /// Every incident that exists, open or resolved, ordered by `opened_at`
     /// then `key` (then creation order).
     pub fn records(&self) -> Vec<IncidentRecord> {
-        let mut records: Vec<(Timestamp, String, u32, IncidentRecord)> = self
+        self.sorted_incidents().into_iter().filter_map(|index| self.record(index)).collect()
+    }
+
+    /// The indexes of every incident that exists (retracted ones left out), in
+    /// the order of [`Engine::records`], for writing records one at a time.
+    pub fn sorted_incidents(&self) -> Vec<u32> {
+        let mut order: Vec<(Timestamp, String, u32, u32)> = self
             .incidents
             .iter()
-            .filter(|incident| !incident.retracted)
-            .map(|incident| {
-                let record = self.make_record(incident);
-                (incident.opened_at, record.key.clone(), incident.ordinal, record)
+            .enumerate()
+            .filter(|(_, incident)| !incident.retracted)
+            .map(|(index, incident)| {
+                let (subject_type, entity_id) = self.subject_of(incident.key);
+                let key = self.key_string(incident.key, subject_type, entity_id);
+                (incident.opened_at, key, incident.ordinal, index as u32)
             })
             .collect();
-        records.sort_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
-        records.into_iter().map(|(_, _, _, record)| record).collect()
+        order.sort_unstable();
+        order.into_iter().map(|(_, _, _, index)| index).collect()
     }
 
     /// The projection of one entity.
@@ -313,21 +321,29 @@ impl Engine {
 // ---------------------------------------------------------------------------
 // Entities
 
+/// One entity, kept small: at a million entities every byte here is a megabyte.
 #[derive(Clone, Debug)]
 struct Entity<S> {
     id: Box<str>,
-    state: Option<S>,
     entered_at: Timestamp,
     /// Bumped on every state entry; deadline heap entries of older visits are stale.
     visit: u32,
-    /// Projects and disputes: the account slot they belong to.
-    account: Option<u32>,
-    /// Projects: `project.requested` region; accounts: `account.created` region.
-    region: Option<u32>,
-    /// Accounts: the plan.
-    plan: Option<u32>,
+    /// Projects and disputes: the account slot they belong to ([`NONE`] if unknown).
+    account: u32,
+    /// Projects: `project.requested` region; accounts: `account.created` region ([`NONE`] if unknown).
+    region: u32,
+    /// Accounts: the plan ([`NONE`] if unknown).
+    plan: u32,
     /// Accounts: live projects that name this account.
     live_projects: u32,
+    state: Option<S>,
+}
+
+/// "No such slot" in the compact fields of [`Entity`].
+const NONE: u32 = u32::MAX;
+
+fn some(slot: u32) -> Option<u32> {
+    (slot != NONE).then_some(slot)
 }
 
 struct EntityFields<'a> {
@@ -346,9 +362,9 @@ impl<S: Copy + Into<State>> Entity<S> {
             id: &self.id,
             state: self.state.map(Into::into),
             entered_at: self.entered_at,
-            account: self.account,
-            region: self.region,
-            plan: self.plan,
+            account: some(self.account),
+            region: some(self.region),
+            plan: some(self.plan),
             live_projects: self.live_projects,
         }
     }
@@ -385,9 +401,9 @@ impl<S> Arena<S> {
             state: None,
             entered_at: Timestamp::MIN,
             visit: 0,
-            account: None,
-            region: None,
-            plan: None,
+            account: NONE,
+            region: NONE,
+            plan: NONE,
             live_projects: 0,
         });
         let items = &self.items;
@@ -654,6 +670,24 @@ impl Engine {
         }
     }
 
+    /// The subject type and id an incident key is about.
+    fn subject_of(&self, key: IncidentKey) -> (SubjectType, &str) {
+        match key.entity() {
+            Some(entity) => {
+                let subject_type = match entity.entity_type {
+                    EntityType::Account => SubjectType::Account,
+                    EntityType::Project => SubjectType::Project,
+                    EntityType::Dispute => SubjectType::Dispute,
+                };
+                (subject_type, self.name_of(entity))
+            }
+            None => match key {
+                IncidentKey::Outage(region) => (SubjectType::Region, self.strings.get(region)),
+                _ => (SubjectType::Region, ""),
+            },
+        }
+    }
+
     fn key_string(&self, key: IncidentKey, subject_type: SubjectType, entity_id: &str) -> String {
         let kind = key.kind();
         match key {
@@ -824,13 +858,13 @@ impl Engine {
                 let plan = self.strings.intern(plan);
                 let region = region.as_deref().map(|region| self.strings.intern(region));
                 let item = &mut self.accounts.items[index as usize];
-                item.plan = Some(plan);
-                item.region = region;
+                item.plan = plan;
+                item.region = region.unwrap_or(NONE);
                 plan_changed = true;
             }
             (Payload::AccountPlanChanged { plan }, _) => {
                 let plan = self.strings.intern(plan);
-                self.accounts.items[index as usize].plan = Some(plan);
+                self.accounts.items[index as usize].plan = plan;
                 plan_changed = true;
                 self.note_entity(entity);
             }
@@ -871,8 +905,8 @@ impl Engine {
                 let account = self.accounts.get_or_insert(account_id);
                 let region = self.strings.intern(region);
                 let item = &mut self.projects.items[index as usize];
-                item.account = Some(account);
-                item.region = Some(region);
+                item.account = account;
+                item.region = region;
                 let account_state = self.accounts.items[account as usize].state;
                 if account_state != Some(AccountState::Active) {
                     let why = match account_state {
@@ -949,7 +983,7 @@ impl Engine {
             let was_live = previous.is_some_and(ProjectState::is_live);
             let is_live = next.is_some_and(ProjectState::is_live);
             if was_live != is_live
-                && let Some(account) = self.projects.items[index as usize].account
+                && let Some(account) = some(self.projects.items[index as usize].account)
             {
                 let item = &mut self.accounts.items[account as usize];
                 if is_live {
@@ -978,7 +1012,7 @@ impl Engine {
         match &event.payload {
             Payload::DisputeOpened { account_id, amount_cents, currency } if outcome.legal => {
                 let account = self.accounts.get_or_insert(account_id);
-                self.disputes.items[index as usize].account = Some(account);
+                self.disputes.items[index as usize].account = account;
                 let amount = format!("{}.{:02}", amount_cents / 100, (amount_cents % 100).unsigned_abs());
                 let summary = format!(
                     "dispute {} opened by account {account_id} for {amount} {currency}",
@@ -1004,7 +1038,7 @@ impl Engine {
     fn check_account_quota(&mut self, account: u32, event: &Event<'_>, worse: bool) {
         let item = &self.accounts.items[account as usize];
         let live = item.live_projects;
-        let plan = item.plan.map(|plan| self.strings.get(plan).to_string());
+        let plan = some(item.plan).map(|plan| self.strings.get(plan).to_string());
         let limit = plan.as_deref().and_then(|plan| self.config.max_projects(plan));
         let key = IncidentKey::AccountQuota(account);
         let open = self.keys.get(&key).and_then(|slot| slot.open).is_some();
@@ -1038,7 +1072,7 @@ impl Engine {
         if entity.entity_type != EntityType::Project {
             return;
         }
-        let Some(region) = self.projects.items[entity.index as usize].region else { return };
+        let Some(region) = some(self.projects.items[entity.index as usize].region) else { return };
         let (start, end) = {
             let incident = &self.incidents[incident as usize];
             (incident.opened_at, incident.resolved_at.unwrap_or(Timestamp::MAX))

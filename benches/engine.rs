@@ -1,0 +1,71 @@
+//! Engine apply rate (criterion): parse + validate + apply of simulated
+//! `--faults` lines, against the baseline the issue names: serde_json decoding
+//! the same lines into owned, typed envelopes (attributes as `String`s, `time`
+//! as a chrono instant, `data` as a `serde_json::Value`).
+//!
+//! `cargo bench --bench engine` — both groups run side by side in one process;
+//! compare their throughput (elements/s). The end-to-end figure (file in,
+//! records out) comes from `benches/replay.sh`.
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use lifewatch_core::{Config, Engine, parse_event};
+use lifewatch_sim::{SimulateOptions, Simulator};
+
+/// The baseline's envelope: everything owned, as a naive consumer decodes it.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct OwnedEnvelope {
+    specversion: String,
+    id: String,
+    source: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    subject: String,
+    time: chrono::DateTime<chrono::Utc>,
+    datacontenttype: Option<String>,
+    data: Option<serde_json::Value>,
+}
+
+fn lines() -> Vec<String> {
+    let options = SimulateOptions { seed: 7, accounts: 5_000, faults: true, ..Default::default() };
+    Simulator::new(options).map(|line| line.line).collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let lines = lines();
+    let mut group = c.benchmark_group("events");
+    group.throughput(Throughput::Elements(lines.len() as u64));
+    group.sample_size(20);
+    group.bench_function("baseline_serde_owned_decode", |b| {
+        b.iter(|| {
+            let mut decoded = 0usize;
+            for line in &lines {
+                if let Ok(envelope) = serde_json::from_str::<OwnedEnvelope>(line) {
+                    decoded += envelope.id.len();
+                }
+            }
+            decoded
+        })
+    });
+    group.bench_function("lifewatch_parse_and_apply", |b| {
+        b.iter_batched(
+            || Engine::new(Config::shipped()),
+            |mut engine| {
+                for line in &lines {
+                    if let Ok(event) = parse_event(line.as_bytes()) {
+                        engine.handle_event(&event);
+                    }
+                }
+                engine
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("lifewatch_parse_only", |b| {
+        b.iter(|| lines.iter().filter(|line| parse_event(line.as_bytes()).is_ok()).count())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
