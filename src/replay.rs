@@ -1,7 +1,7 @@
 //! `lifewatch replay`: run event files through the engine offline.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 
 use lifewatch_core::{Engine, Outcome, RejectReason, Rejection, Timestamp, parse_event};
@@ -36,6 +36,9 @@ pub struct ReplayTotals {
 /// Feeds every line of `inputs`, in order, to `engine` as one stream.
 pub fn feed(engine: &mut Engine, inputs: &[PathBuf]) -> anyhow::Result<ReplayTotals> {
     let mut totals = ReplayTotals::default();
+    // Progress for people: only when standard error is a terminal, so logs and
+    // tests see nothing but the summary.
+    let progress = io::stderr().is_terminal();
     let default_input = [PathBuf::from("-")];
     let inputs = if inputs.is_empty() { &default_input[..] } else { inputs };
     for path in inputs {
@@ -51,6 +54,9 @@ pub fn feed(engine: &mut Engine, inputs: &[PathBuf]) -> anyhow::Result<ReplayTot
                 Line::Text(bytes) => parse_event(bytes).map(|event| engine.handle_event(&event)),
             };
             totals.lines += 1;
+            if progress && totals.lines % (1 << 18) == 0 {
+                eprint!("\rreplay: {} lines read…", totals.lines);
+            }
             match result {
                 Ok(Outcome::Accepted) => totals.accepted += 1,
                 Ok(Outcome::Duplicate) => totals.duplicates += 1,
@@ -60,6 +66,9 @@ pub fn feed(engine: &mut Engine, inputs: &[PathBuf]) -> anyhow::Result<ReplayTot
             }
         })
         .map_err(|error| anyhow::anyhow!("cannot read {name}: {error}"))?;
+    }
+    if progress && totals.lines >= 1 << 18 {
+        eprint!("\r\x1b[K");
     }
     Ok(totals)
 }
