@@ -152,7 +152,8 @@ struct Report {
     outages: u64,
 }
 
-struct Ent {
+struct Ent<'a> {
+    etype: &'a str,
     state: &'static str,
     entered: i64,
     late: bool,
@@ -160,78 +161,77 @@ struct Ent {
     region: Option<String>,
 }
 
+/// Counts a visit that is past its deadline at `now` (once per visit).
+fn late(r: &mut Report, e: &mut Ent, now: i64) {
+    if let Some(dl) = deadline(e.etype, e.state)
+        && now > e.entered + dl
+        && !e.late
+    {
+        e.late = true;
+        r.stuck += 1;
+        r.stuck_states.insert(format!("{}.{}", e.etype, e.state));
+    }
+}
+
 /// Folds the valid events through SPEC sections 2 and 3 and counts the trouble it sees.
 fn model(events: &[Event]) -> Report {
     let mut r = Report::default();
-    let mut ents: HashMap<String, Ent> = HashMap::new();
-    let mut plans: HashMap<String, u32> = HashMap::new();
-    let mut live: HashMap<String, u32> = HashMap::new();
-    let mut failing: HashMap<String, HashSet<String>> = HashMap::new();
-    let max = |plan: &str| match plan {
-        "free" => 3,
-        "team" => 20,
-        _ => 200,
-    };
+    let mut ents: HashMap<&str, Ent> = HashMap::new();
+    let (mut plan_max, mut live) = (HashMap::new(), HashMap::<String, u32>::new());
+    let mut failing: HashMap<String, HashSet<&str>> = HashMap::new();
     for ev in events {
         let Some(&(_, from, to, _)) = RULES.iter().find(|r| r.0 == ev.ty) else { continue };
-        let etype = ev.ty.split('.').next().unwrap_or_default();
-        let name = ev.ty.split('.').nth(1).unwrap_or_default();
-        let cur = ents.get(&ev.subject).map_or("", |e| e.state);
-        if let Some(e) = ents.get_mut(&ev.subject)
-            && let Some(dl) = deadline(etype, e.state)
-            && ev.time > e.entered + dl
-            && !e.late
+        let (etype, name) = ev.ty.split_once('.').unwrap_or_default();
+        let cur = ents.get(ev.subject.as_str()).map_or("", |e| e.state);
+        if let Some(e) = ents.get_mut(ev.subject.as_str()) {
+            late(&mut r, e, ev.time);
+        }
+        r.illegal += u64::from(!from.contains(&cur));
+        if matches!(cur, "closed" | "deleted")
+            || (from == [""] && !cur.is_empty())
+            || (to == "=" && cur.is_empty())
         {
-            e.late = true;
-            r.stuck += 1;
-            r.stuck_states.insert(format!("{etype}.{}", e.state));
-        }
-        if !from.contains(&cur) {
-            r.illegal += 1;
-        }
-        let exists = !cur.is_empty();
-        if matches!(cur, "closed" | "deleted") || (from == [""] && exists) || (to == "=" && !exists) {
             continue;
         }
-        let e = ents.entry(ev.subject.clone()).or_insert(Ent {
+        let field = |k: &str| ev.data.get(k).and_then(Value::as_str).map(str::to_string);
+        let e = ents.entry(&ev.subject).or_insert(Ent {
+            etype,
             state: "",
             entered: ev.time,
             late: false,
             account: None,
             region: None,
         });
-        let was_live = LIVE.contains(&e.state) && etype == "project";
+        let was_live = etype == "project" && LIVE.contains(&e.state);
         if to != "=" && to != e.state {
-            e.state = RULES.iter().find(|r| r.0 == ev.ty).map_or("", |r| r.2);
-            e.entered = ev.time;
-            e.late = false;
+            (e.state, e.entered, e.late) = (to, ev.time, false);
         }
-        let mut check_quota = None;
-        let str_of = |k: &str| ev.data.get(k).and_then(Value::as_str).map(str::to_string);
-        if ev.ty == "project.requested" && !exists {
-            let acc = str_of("account_id").unwrap_or_default();
-            if ents.get(&acc).map(|a| a.state) != Some("active") {
-                r.invariant += 1;
-            }
-            *live.entry(acc.clone()).or_default() += 1;
-            check_quota = Some(acc.clone());
-            let e = ents.get_mut(&ev.subject).expect("just inserted");
-            (e.account, e.region) = (Some(acc), str_of("region"));
+        let is_live = etype == "project" && LIVE.contains(&e.state);
+        let requested = ev.ty == "project.requested" && cur.is_empty();
+        if requested {
+            (e.account, e.region) = (field("account_id"), field("region"));
+        }
+        let (account, region) = (e.account.clone(), e.region.clone());
+        if requested && account.as_ref().and_then(|a| ents.get(a.as_str())).map(|a| a.state) != Some("active")
+        {
+            r.invariant += 1;
+        }
+        let mut quota = account.filter(|_| was_live != is_live);
+        if let Some(acc) = &quota {
+            let count = live.entry(acc.clone()).or_default();
+            *count = if is_live { *count + 1 } else { count.saturating_sub(1) };
         }
         if etype == "account" && matches!(name, "created" | "plan_changed") {
-            plans.insert(ev.subject.clone(), max(&str_of("plan").unwrap_or_default()));
-            check_quota = Some(ev.subject.clone());
+            let max = match field("plan").as_deref() {
+                Some("free") => 3,
+                Some("team") => 20,
+                _ => 200,
+            };
+            plan_max.insert(ev.subject.clone(), max);
+            quota = Some(ev.subject.clone());
         }
-        let (account, region) =
-            ents.get(&ev.subject).map(|e| (e.account.clone(), e.region.clone())).unwrap_or_default();
-        if was_live
-            && !LIVE.contains(&ents.get(&ev.subject).map_or("", |e| e.state))
-            && let Some(count) = account.as_ref().and_then(|a| live.get_mut(a))
-        {
-            *count -= 1;
-        }
-        if let Some(acc) = check_quota
-            && live.get(&acc).copied().unwrap_or(0) > plans.get(&acc).copied().unwrap_or(u32::MAX)
+        if let Some(acc) = quota
+            && live.get(&acc).copied().unwrap_or(0) > plan_max.get(&acc).copied().unwrap_or(u32::MAX)
         {
             r.account_quota += 1;
         }
@@ -239,30 +239,16 @@ fn model(events: &[Event]) -> Report {
             let set = failing.entry(region).or_default();
             let before = set.len();
             match name {
-                "provisioning_failed" => set.insert(ev.subject.clone()),
-                "provisioned" | "deletion_requested" | "deleted" => set.remove(&ev.subject),
+                "provisioning_failed" => set.insert(&ev.subject),
+                "provisioned" | "deletion_requested" | "deleted" => set.remove(ev.subject.as_str()),
                 _ => false,
             };
-            if before < 5 && set.len() >= 5 {
-                r.outages += 1;
-            }
+            r.outages += u64::from(before < 5 && set.len() >= 5);
         }
     }
     let now = events.iter().map(|e| e.time).max().unwrap_or(0);
-    for (subject, e) in &ents {
-        let etype = if subject.starts_with("acc_") { "account" } else { &subject[..3] };
-        let etype = match etype {
-            "prj" => "project",
-            "dsp" => "dispute",
-            t => t,
-        };
-        if let Some(dl) = deadline(etype, e.state)
-            && now > e.entered + dl
-            && !e.late
-        {
-            r.stuck += 1;
-            r.stuck_states.insert(format!("{etype}.{}", e.state));
-        }
+    for e in ents.values_mut() {
+        late(&mut r, e, now);
     }
     r
 }
