@@ -422,16 +422,18 @@ pub fn parse_event(line: &[u8]) -> Result<Event<'_>, Rejection> {
             format!("line of {} bytes exceeds the limit of {MAX_LINE_BYTES}", line.len()),
         ));
     }
+    // serde_json checks UTF-8 only in the strings it decodes, not in those it
+    // skips (extensions, extra data fields), so the whole line is checked here:
+    // JSON text is UTF-8, and a stored or forwarded event must be too.
+    if let Err(error) = std::str::from_utf8(line) {
+        return Err(Rejection::new(
+            RejectReason::MalformedJson,
+            format!("invalid UTF-8 at byte {}", error.valid_up_to()),
+        ));
+    }
     let envelope: RawEnvelope<'_> = match serde_json::from_slice(line) {
         Ok(envelope) => envelope,
-        Err(error) => {
-            let detail = if std::str::from_utf8(line).is_err() {
-                "invalid UTF-8".to_string()
-            } else {
-                error.to_string()
-            };
-            return Err(Rejection::new(RejectReason::MalformedJson, detail));
-        }
+        Err(error) => return Err(Rejection::new(RejectReason::MalformedJson, error.to_string())),
     };
     envelope.validate()
 }
@@ -1027,6 +1029,12 @@ mod tests {
         }
         assert_eq!(reason(&"x".repeat(MAX_LINE_BYTES + 1)), RejectReason::TooLarge);
         assert_eq!(parse_event(b"{\"id\":\"\xff\"}").unwrap_err().reason, RejectReason::MalformedJson);
+        // Invalid UTF-8 in a value the parser skips (an extra data field) counts too.
+        let skipped = GOOD.replace(r#""region":"eu-west-1""#, "\"region\":\"eu-west-1\",\"note\":\"\u{1}\"");
+        let mut bytes = skipped.into_bytes();
+        let position = bytes.iter().position(|&byte| byte == 1).unwrap();
+        bytes[position] = 0xff;
+        assert_eq!(parse_event(&bytes).unwrap_err().reason, RejectReason::MalformedJson);
     }
 
     #[test]
