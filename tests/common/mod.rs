@@ -207,3 +207,59 @@ pub fn compare_multisets(expected: &[Normalised], actual: &[Normalised]) -> Resu
     }
     Err(diff)
 }
+
+/// The outcome of feeding lines to the engine in-process, as `replay` does.
+pub struct EngineReplay {
+    /// The engine after the clock was moved to the end.
+    pub engine: lifewatch_core::Engine,
+    /// Where the clock ended.
+    pub clock: Option<Timestamp>,
+    /// Non-blank lines read.
+    pub lines: u64,
+    /// Events applied.
+    pub accepted: u64,
+    /// Events dropped as duplicates.
+    pub duplicates: u64,
+    /// Rejected lines: 1-based line number and rejection.
+    pub rejected: Vec<(u64, lifewatch_core::Rejection)>,
+}
+
+/// Splits `input` into lines as `replay` does: `\n` ends a line, a trailing
+/// `\r` is dropped, lines holding only white space are skipped.
+pub fn split_lines(input: &[u8]) -> Vec<(u64, &[u8])> {
+    let mut lines: Vec<&[u8]> = input.split(|&byte| byte == b'\n').collect();
+    if input.ends_with(b"\n") || input.is_empty() {
+        lines.pop();
+    }
+    lines
+        .into_iter()
+        .enumerate()
+        .map(|(index, line)| (index as u64 + 1, line.strip_suffix(b"\r").unwrap_or(line)))
+        .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+        .collect()
+}
+
+/// Feeds `lines` to a fresh engine on the shipped configuration, then moves
+/// the clock to `now` or, by default, the latest accepted event time.
+pub fn replay_in_process<'a>(
+    lines: impl IntoIterator<Item = (u64, &'a [u8])>,
+    now: Option<Timestamp>,
+) -> EngineReplay {
+    let mut engine = lifewatch_core::Engine::new(lifewatch_core::Config::shipped());
+    let (mut count, mut accepted, mut duplicates, mut rejected) = (0, 0, 0, Vec::new());
+    for (number, line) in lines {
+        count += 1;
+        match lifewatch_core::parse_event(line) {
+            Ok(event) => match engine.handle_event(&event) {
+                lifewatch_core::Outcome::Accepted => accepted += 1,
+                lifewatch_core::Outcome::Duplicate => duplicates += 1,
+            },
+            Err(rejection) => rejected.push((number, rejection)),
+        }
+    }
+    let clock = now.or(engine.latest_event_time());
+    if let Some(clock) = clock {
+        engine.handle_time(clock);
+    }
+    EngineReplay { engine, clock, lines: count, accepted, duplicates, rejected }
+}
