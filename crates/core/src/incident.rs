@@ -8,6 +8,7 @@ use crate::time::Timestamp;
 
 /// What kind of trouble an incident reports.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 #[allow(missing_docs)]
 pub enum IncidentKind {
@@ -62,6 +63,7 @@ impl fmt::Display for IncidentKind {
 
 /// PagerDuty's severity scale, most severe first.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 #[allow(missing_docs)]
 pub enum Severity {
@@ -98,6 +100,7 @@ impl fmt::Display for Severity {
 
 /// What an incident is about: an account, project or dispute, or a region.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 #[allow(missing_docs)]
 pub enum SubjectType {
@@ -136,6 +139,7 @@ impl fmt::Display for SubjectType {
 
 /// Whether an incident is still open.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 #[allow(missing_docs)]
 pub enum Status {
@@ -155,6 +159,7 @@ impl Status {
 
 /// The `entity` member of a record.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EntityRecord {
     /// `account`, `project`, `dispute` or `region`.
     #[serde(rename = "type")]
@@ -166,6 +171,7 @@ pub struct EntityRecord {
 /// The incident record of SPEC.md section 4: the same in command output, the
 /// HTTP API and NATS messages.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct IncidentRecord {
     /// Stable id: the same input always gives the same ids.
     pub id: String,
@@ -200,6 +206,13 @@ pub struct IncidentRecord {
     /// How many times the condition was raised while open.
     pub count: u32,
     /// Ids of the events that raised it (the first [`MAX_RECORD_EVENTS`]).
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            description = "Ids of the first events that raised it (count stays exact beyond maxItems).",
+            length(max = MAX_RECORD_EVENTS)
+        )
+    )]
     pub events: Vec<String>,
 }
 

@@ -16,6 +16,8 @@ mod engine;
 mod event;
 mod incident;
 mod machine;
+#[cfg(feature = "schema")]
+mod schema;
 mod time;
 mod timeline;
 
@@ -33,4 +35,6 @@ pub use machine::{
     AccountMachine, AccountState, DisputeMachine, DisputeState, Machine, ProjectMachine, ProjectState, Rule,
     State, Step, Target, step,
 };
+#[cfg(feature = "schema")]
+pub use schema::{all_schemas, schema_file_text};
 pub use time::{Duration, Timestamp};
