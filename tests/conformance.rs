@@ -53,7 +53,10 @@ fn run_scenario(scenario: &Path) -> Result<(), String> {
 #[test]
 fn every_conformance_scenario_raises_the_expected_incidents() {
     let scenarios = scenarios();
-    assert!(scenarios.len() >= 5, "expected the public scenarios in fixtures/conformance, found {scenarios:?}");
+    assert!(
+        scenarios.len() >= 5,
+        "expected the public scenarios in fixtures/conformance, found {scenarios:?}"
+    );
     let failures: Vec<String> = scenarios
         .iter()
         .filter_map(|scenario| {
@@ -81,10 +84,15 @@ fn the_comparison_notices_a_wrong_record() {
     let base = Normalised::from_record(&record);
     let mut same_instant = record.clone();
     same_instant["resolved_at"] = "2026-11-27T13:05:00+01:00".into();
-    assert_eq!(compare_multisets(&[base.clone()], &[Normalised::from_record(&same_instant)]), Ok(()));
+    assert_eq!(
+        compare_multisets(std::slice::from_ref(&base), &[Normalised::from_record(&same_instant)]),
+        Ok(())
+    );
     let mut other_state = record.clone();
     other_state["state"] = "provisioning".into();
-    assert!(compare_multisets(&[base.clone()], &[Normalised::from_record(&other_state)]).is_err());
-    assert!(compare_multisets(&[base.clone(), base.clone()], &[base.clone()]).is_err());
+    assert!(
+        compare_multisets(std::slice::from_ref(&base), &[Normalised::from_record(&other_state)]).is_err()
+    );
+    assert!(compare_multisets(&[base.clone(), base.clone()], std::slice::from_ref(&base)).is_err());
     assert!(compare_multisets(&[], &[base]).is_err());
 }

@@ -36,7 +36,13 @@ impl Run {
 
     /// Panics with the whole output unless the run exited 0.
     pub fn assert_success(&self) -> &Run {
-        assert_eq!(self.code, Some(0), "lifewatch failed:\nstdout:\n{}\nstderr:\n{}", self.stdout_text(), self.stderr);
+        assert_eq!(
+            self.code,
+            Some(0),
+            "lifewatch failed:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout_text(),
+            self.stderr
+        );
         self
     }
 
@@ -44,7 +50,9 @@ impl Run {
     pub fn records(&self) -> Vec<Value> {
         self.stdout_text()
             .lines()
-            .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}")))
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"))
+            })
             .collect()
     }
 }
@@ -129,14 +137,18 @@ fn text(record: &Value, path: &[&str]) -> String {
     for key in path {
         value = &value[*key];
     }
-    value.as_str().unwrap_or_else(|| panic!("field {} is not a string in {record}", path.join("."))).to_string()
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("field {} is not a string in {record}", path.join(".")))
+        .to_string()
 }
 
 fn instant(record: &Value, field: &str) -> Option<Timestamp> {
     match &record[field] {
         Value::Null => None,
         Value::String(time) => Some(
-            Timestamp::parse_rfc3339(time).unwrap_or_else(|| panic!("{field} {time:?} is not RFC 3339 in {record}")),
+            Timestamp::parse_rfc3339(time)
+                .unwrap_or_else(|| panic!("{field} {time:?} is not RFC 3339 in {record}")),
         ),
         other => panic!("{field} is {other}, not a time, in {record}"),
     }

@@ -1,0 +1,345 @@
+//! End-to-end tests of the `lifewatch` binary: input handling, exit statuses,
+//! the `--now` clock, output formats, configuration errors, `check` and
+//! `simulate`.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use common::{lifewatch, lifewatch_in, replay_jsonl, temp_dir};
+use serde_json::{Value, json};
+
+fn event(id: &str, event_type: &str, subject: &str, time: &str, data: Value) -> String {
+    json!({"specversion": "1.0", "id": id, "source": "test/cli", "type": event_type,
+           "subject": subject, "time": time, "data": data})
+    .to_string()
+}
+
+fn write_lines(dir: &Path, name: &str, lines: &[String]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, lines.iter().map(|line| format!("{line}\n")).collect::<String>()).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// The shipped configuration with `edit` applied to its text.
+fn config_with(dir: &Path, edit: impl FnOnce(String) -> String) -> String {
+    let shipped = std::fs::read_to_string(common::repo_root().join("ops/lifewatch.toml")).unwrap();
+    let edited = edit(shipped.clone());
+    assert_ne!(edited, shipped, "the edit must change the configuration");
+    let path = dir.join("lifewatch.toml");
+    std::fs::write(&path, edited).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn standard_input_equals_the_file_argument() {
+    let input = std::fs::read(common::repo_root().join("fixtures/stuck.jsonl")).unwrap();
+    let from_file = replay_jsonl(&["fixtures/stuck.jsonl"], None);
+    assert!(!from_file.records().is_empty());
+    let piped = lifewatch(&["replay", "--format", "jsonl"], Some(&input));
+    piped.assert_success();
+    assert_eq!(piped.stdout_text(), from_file.stdout_text());
+    let dash = lifewatch(&["replay", "-", "--format", "jsonl"], Some(&input));
+    dash.assert_success();
+    assert_eq!(dash.stdout_text(), from_file.stdout_text());
+}
+
+#[test]
+fn rejected_lines_are_summarised_on_stderr_and_do_not_change_the_exit_status() {
+    let run = replay_jsonl(&["fixtures/bad-input.jsonl"], None);
+    for expected in [
+        "fixtures/bad-input.jsonl:2: rejected: malformed_json",
+        "fixtures/bad-input.jsonl:6: rejected: missing_attribute",
+        "fixtures/bad-input.jsonl:8: rejected: invalid_attribute",
+        "fixtures/bad-input.jsonl:13: rejected: unknown_type",
+        "fixtures/bad-input.jsonl:23: rejected: invalid_data",
+        "fixtures/bad-input.jsonl:32: rejected: malformed_json",
+    ] {
+        assert!(run.stderr.contains(expected), "stderr lacks {expected:?}:\n{}", run.stderr);
+    }
+    assert_eq!(run.stderr.matches(": rejected: ").count(), 31, "{}", run.stderr);
+    // Blank lines are skipped, not rejected.
+    assert!(!run.stderr.contains("bad-input.jsonl:5:"), "{}", run.stderr);
+    // The good events around the bad lines were applied.
+    let kinds: Vec<String> = run.records().iter().map(|record| record["kind"].to_string()).collect();
+    assert_eq!(kinds, ["\"onboarding_failed\""]);
+}
+
+fn stuck_states(run: &common::Run) -> Vec<(String, String, Value)> {
+    run.records()
+        .iter()
+        .filter(|record| record["kind"] == "stuck")
+        .map(|record| {
+            (
+                record["state"].as_str().unwrap().to_string(),
+                record["opened_at"].as_str().unwrap().to_string(),
+                record["resolved_at"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn now_judges_only_the_visits_still_open_at_the_end() {
+    let dir = temp_dir("now");
+    // requested 12:00 (deadline 12:05), left at 12:10: stuck whatever --now says.
+    // provisioning from 12:10 (deadline 12:25), never left: judged against --now.
+    let file = write_lines(
+        &dir,
+        "late.jsonl",
+        &[
+            event("n1", "account.created", "acc_1", "2026-11-27T11:00:00Z", json!({"plan": "team"})),
+            event("n2", "account.activated", "acc_1", "2026-11-27T11:01:00Z", json!({})),
+            event(
+                "n3",
+                "project.requested",
+                "prj_1",
+                "2026-11-27T12:00:00Z",
+                json!({"account_id": "acc_1", "region": "eu-west-1"}),
+            ),
+            event("n4", "project.provisioning_started", "prj_1", "2026-11-27T12:10:00Z", json!({})),
+        ],
+    );
+    let retroactive =
+        ("requested".to_string(), "2026-11-27T12:05:00Z".to_string(), json!("2026-11-27T12:10:00Z"));
+    let still_open = ("provisioning".to_string(), "2026-11-27T12:25:00Z".to_string(), Value::Null);
+    // Default: the latest event, 12:10.
+    assert_eq!(stuck_states(&replay_jsonl(&[&file], None)), vec![retroactive.clone()]);
+    // Earlier than the events: every event is still applied.
+    assert_eq!(
+        stuck_states(&replay_jsonl(&[&file], Some("2026-11-27T11:00:00Z"))),
+        vec![retroactive.clone()]
+    );
+    // Exactly at the deadline: not stuck (strictly after).
+    assert_eq!(
+        stuck_states(&replay_jsonl(&[&file], Some("2026-11-27T12:25:00Z"))),
+        vec![retroactive.clone()]
+    );
+    assert_eq!(
+        stuck_states(&replay_jsonl(&[&file], Some("2026-11-27T13:25:00.001+01:00"))),
+        [retroactive.clone(), still_open.clone()]
+    );
+    assert_eq!(
+        stuck_states(&replay_jsonl(&[&file], Some("2026-11-28T00:00:00Z"))),
+        [retroactive, still_open]
+    );
+}
+
+#[test]
+fn a_bad_now_is_a_usage_error() {
+    let run = lifewatch(&["replay", "fixtures/stuck.jsonl", "--now", "tomorrow"], None);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("tomorrow"), "{}", run.stderr);
+}
+
+#[test]
+fn table_format_prints_aligned_columns_without_colour_off_a_terminal() {
+    let run = lifewatch(&["replay", "fixtures/regional_outage.jsonl", "--format", "table"], None);
+    run.assert_success();
+    let text = run.stdout_text();
+    assert!(!text.contains('\x1b'), "ANSI escapes in non-terminal output:\n{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    let header = lines[0];
+    for column in ["OPENED", "RESOLVED", "SEVERITY", "KIND", "ENTITY", "STATE", "OWNER", "COUNT", "SUMMARY"] {
+        assert!(header.contains(column), "header lacks {column}: {header}");
+    }
+    let records = replay_jsonl(&["fixtures/regional_outage.jsonl"], None).records();
+    let rows: Vec<&str> = lines.iter().skip(1).filter(|line| line.starts_with("2026-")).copied().collect();
+    assert_eq!(rows.len(), records.len());
+    // Every column starts at the same offset in every row as in the header.
+    for column in ["SEVERITY", "KIND", "ENTITY", "OWNER", "SUMMARY"] {
+        let start = header.find(column).unwrap();
+        for row in &rows {
+            let before = &row[..start];
+            assert!(before.ends_with("  "), "column {column} is not aligned in {row:?}");
+            assert_ne!(&row[start..start + 1], " ", "column {column} is not aligned in {row:?}");
+        }
+    }
+    let kind_start = header.find("KIND").unwrap();
+    for (row, record) in rows.iter().zip(&records) {
+        assert!(row[kind_start..].starts_with(record["kind"].as_str().unwrap()), "{row}");
+    }
+}
+
+#[test]
+fn a_bad_configuration_exits_2_naming_the_key() {
+    type Case = (&'static str, fn(String) -> String, &'static [&'static str]);
+    let cases: [Case; 3] = [
+        (
+            "unknown key",
+            |text| text.replace("outage_threshold = 5", "outage_treshold = 5"),
+            &["outage_treshold"],
+        ),
+        (
+            "bad duration",
+            |text| text.replace("pending = \"15m\"", "pending = \"15 minutes\""),
+            &["deadlines.account.pending", "15 minutes"],
+        ),
+        (
+            "no catch-all owner",
+            |text| {
+                let last = text.rfind("[[owners]]").unwrap();
+                let end = text[last..].find("\n\n").map_or(text.len(), |end| last + end);
+                format!("{}{}", &text[..last], &text[end..])
+            },
+            &["owners"],
+        ),
+    ];
+    for (what, edit, names) in cases {
+        let dir = temp_dir("config");
+        let config = config_with(&dir, edit);
+        for args in
+            [vec!["replay", "fixtures/stuck.jsonl", "--config", &config], vec!["check", "--config", &config]]
+        {
+            let run = lifewatch(&args, None);
+            assert_eq!(run.code, Some(2), "{what}: {args:?}: {}", run.stderr);
+            assert!(run.stdout.is_empty(), "{what}: printed records with a bad configuration");
+            for name in names {
+                assert!(run.stderr.contains(name), "{what}: message does not name {name:?}:\n{}", run.stderr);
+            }
+        }
+    }
+    // The unedited file is fine.
+    let dir = temp_dir("config-ok");
+    let path = dir.join("lifewatch.toml");
+    std::fs::copy(common::repo_root().join("ops/lifewatch.toml"), &path).unwrap();
+    replay_jsonl(&["fixtures/stuck.jsonl", "--config", path.to_str().unwrap()], None);
+}
+
+#[test]
+fn check_passes_on_the_shipped_package_and_lists_missing_runbooks() {
+    let run = lifewatch(&["check"], None);
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout_text(), run.stderr);
+    let explicit = lifewatch(&["check", "--config", "ops/lifewatch.toml", "--root", "."], None);
+    assert_eq!(explicit.code, Some(0), "{}", explicit.stderr);
+
+    let empty = temp_dir("empty-root");
+    let run = lifewatch(&["check", "--root", empty.to_str().unwrap()], None);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    for kind in [
+        "stuck",
+        "provisioning_failed",
+        "onboarding_failed",
+        "quota_breach",
+        "billing_dispute",
+        "illegal_transition",
+        "invariant_violation",
+        "regional_outage",
+    ] {
+        let runbook = format!("ops/runbooks/{kind}.md");
+        assert!(
+            run.stderr.lines().any(|line| line.contains("missing") && line.contains(&runbook)),
+            "no line names the missing {runbook}:\n{}",
+            run.stderr
+        );
+    }
+    // Run from elsewhere, the default root is the working directory.
+    let run = lifewatch_in(&empty, &["check"], None);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+}
+
+#[test]
+fn a_line_over_one_mebibyte_is_rejected_as_too_large_without_stopping_the_stream() {
+    let dir = temp_dir("too-large");
+    let huge = format!(
+        "{{\"specversion\":\"1.0\",\"id\":\"big\",\"padding\":\"{}\"}}",
+        "x".repeat(lifewatch_core::MAX_LINE_BYTES)
+    );
+    let file = write_lines(
+        &dir,
+        "huge.jsonl",
+        &[
+            event("h1", "account.created", "acc_1", "2026-11-27T12:00:00Z", json!({"plan": "free"})),
+            huge,
+            event(
+                "h2",
+                "account.onboarding_failed",
+                "acc_1",
+                "2026-11-27T12:01:00Z",
+                json!({"reason": "kyc"}),
+            ),
+        ],
+    );
+    let run = replay_jsonl(&[&file], None);
+    assert!(run.stderr.contains("huge.jsonl:2: rejected: too_large"), "{}", run.stderr);
+    assert_eq!(run.stderr.matches(": rejected: ").count(), 1, "{}", run.stderr);
+    let records = run.records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["kind"], "onboarding_failed");
+    // The same through standard input.
+    let piped = lifewatch(&["replay", "--format", "jsonl"], Some(&std::fs::read(&file).unwrap()));
+    piped.assert_success();
+    assert_eq!(piped.stdout_text(), run.stdout_text());
+    assert!(piped.stderr.contains(":2: rejected: too_large"), "{}", piped.stderr);
+}
+
+#[test]
+fn an_empty_file_gives_no_incidents() {
+    let dir = temp_dir("empty");
+    let path = dir.join("empty.jsonl");
+    std::fs::write(&path, "").unwrap();
+    let run = replay_jsonl(&[path.to_str().unwrap()], None);
+    assert!(run.stdout.is_empty(), "{}", run.stdout_text());
+    let table = lifewatch(&["replay", path.to_str().unwrap(), "--format", "table"], None);
+    table.assert_success();
+    let stdin = lifewatch(&["replay", "--format", "jsonl"], Some(b""));
+    stdin.assert_success();
+    assert!(stdin.stdout.is_empty());
+}
+
+#[test]
+fn a_nonexistent_file_exits_1_naming_it() {
+    let run = lifewatch(&["replay", "fixtures/no-such-file.jsonl", "--format", "jsonl"], None);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("fixtures/no-such-file.jsonl"), "{}", run.stderr);
+    assert!(run.stdout.is_empty());
+}
+
+#[test]
+fn simulate_is_deterministic_and_faults_bring_malformed_lines_and_duplicates() {
+    let args = ["simulate", "--seed", "7", "--accounts", "40", "--faults"];
+    let first = lifewatch(&args, None);
+    first.assert_success();
+    let second = lifewatch(&args, None);
+    second.assert_success();
+    assert!(first.stdout.len() > 1000);
+    assert!(first.stdout == second.stdout, "the same seed gave different streams");
+    let other = lifewatch(&["simulate", "--seed", "8", "--accounts", "40", "--faults"], None);
+    assert!(other.stdout != first.stdout, "different seeds gave the same stream");
+
+    let dir = temp_dir("simulate");
+    let out = dir.join("sim.jsonl");
+    let to_file = lifewatch(
+        &["simulate", "--seed", "7", "--accounts", "40", "--faults", "--out", out.to_str().unwrap()],
+        None,
+    );
+    to_file.assert_success();
+    assert!(std::fs::read(&out).unwrap() == first.stdout, "--out differs from standard output");
+
+    let mut rejected = 0;
+    let mut seen = HashSet::new();
+    let mut duplicates = 0;
+    for line in first.stdout.split(|&byte| byte == b'\n').filter(|line| !line.is_empty()) {
+        match lifewatch_core::parse_event(line) {
+            Ok(event) => {
+                if !seen.insert(event.id.to_string()) {
+                    duplicates += 1;
+                }
+            }
+            Err(_) => rejected += 1,
+        }
+    }
+    assert!(rejected > 0, "--faults produced no malformed line");
+    assert!(duplicates > 0, "--faults produced no duplicate");
+
+    let clean = lifewatch(&["simulate", "--seed", "7", "--accounts", "40"], None);
+    clean.assert_success();
+    let replay = lifewatch(&["replay", "--format", "jsonl"], Some(&clean.stdout));
+    replay.assert_success();
+    assert!(
+        !replay.stderr.contains(": rejected: "),
+        "a fault-free stream had rejected lines:\n{}",
+        replay.stderr
+    );
+}
