@@ -425,13 +425,17 @@ pub fn parse_event(line: &[u8]) -> Result<Event<'_>, Rejection> {
     // serde_json checks UTF-8 only in the strings it decodes, not in those it
     // skips (extensions, extra data fields), so the whole line is checked here:
     // JSON text is UTF-8, and a stored or forwarded event must be too.
-    if let Err(error) = std::str::from_utf8(line) {
-        return Err(Rejection::new(
-            RejectReason::MalformedJson,
-            format!("invalid UTF-8 at byte {}", error.valid_up_to()),
-        ));
-    }
-    let envelope: RawEnvelope<'_> = match serde_json::from_slice(line) {
+    let text = match std::str::from_utf8(line) {
+        Ok(text) => text,
+        Err(error) => {
+            return Err(Rejection::new(
+                RejectReason::MalformedJson,
+                format!("invalid UTF-8 at byte {}", error.valid_up_to()),
+            ));
+        }
+    };
+    // From `&str`, serde_json need not check UTF-8 again in every string.
+    let envelope: RawEnvelope<'_> = match serde_json::from_str(text) {
         Ok(envelope) => envelope,
         Err(error) => return Err(Rejection::new(RejectReason::MalformedJson, error.to_string())),
     };
