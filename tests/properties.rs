@@ -171,7 +171,11 @@ fn the_machine_tables_are_those_of_the_spec() {
         ("project.resumed", &["suspended"], "active"),
         ("project.quota_exceeded", &["requested", "provisioning", "active", "suspended"], "="),
         ("project.quota_restored", &["requested", "provisioning", "active", "suspended", "failed"], "="),
-        ("project.deletion_requested", &["requested", "provisioning", "active", "suspended", "failed"], "deleting"),
+        (
+            "project.deletion_requested",
+            &["requested", "provisioning", "active", "suspended", "failed"],
+            "deleting",
+        ),
         ("project.deleted", &["deleting"], "deleted"),
         ("dispute.opened", &[], "open"),
         ("dispute.responded", &["open"], "responded"),
@@ -210,7 +214,8 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_map(|number| serde_json::Number::from_f64(number).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|number| serde_json::Number::from_f64(number).map_or(Value::Null, Value::Number)),
         ".{0,12}".prop_map(Value::from),
     ];
     leaf.prop_recursive(3, 24, 6, |inner| {
@@ -259,8 +264,20 @@ fn data_value() -> impl Strategy<Value = Value> {
         "[a-z0-9_-]{0,8}".prop_map(Value::from),
     ];
     let names = prop::sample::select(vec![
-        "plan", "region", "reason", "account_id", "attempt", "error", "retryable", "resource", "limit", "used",
-        "amount_cents", "currency", "outcome", "extra",
+        "plan",
+        "region",
+        "reason",
+        "account_id",
+        "attempt",
+        "error",
+        "retryable",
+        "resource",
+        "limit",
+        "used",
+        "amount_cents",
+        "currency",
+        "outcome",
+        "extra",
     ]);
     prop_oneof![
         4 => prop::collection::btree_map(names, field, 0..6)
