@@ -1,0 +1,368 @@
+//! The live monitor against a real `nats-server` (started by each test on a
+//! free loopback port, stopped by its pid): `lifewatch publish` → `lifewatch
+//! run` → the database and the INCIDENTS stream, compared with `lifewatch
+//! replay` of the same events.
+//!
+//! **Why the comparisons turn the live clock off.** The fixtures are dated in
+//! the past, so in live terms every event arrives late. With a real
+//! `allowed_lateness` the monitor would, between two batches, judge visits
+//! whose leaving events are still in the stream as stuck (which is what live
+//! mode must do with events that late), while replay sees the whole stream
+//! first. So the end-to-end, crash and server-restart tests set
+//! `allowed_lateness` (and `max_future`) to ten years: the wall clock never
+//! moves the engine, and `replay --now 1970-01-01T00:00:00Z` never judges an
+//! open visit either. Stuck incidents of visits that ended late are still
+//! compared (the retroactive rule); the wall-clock path has its own test,
+//! `stuck_deadline_fires_on_the_wall_clock`, with events timed now.
+
+mod nats_support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use lifewatch_nats::async_nats;
+use nats_support::*;
+
+const NO_LIVE_CLOCK: [(&str, &str); 2] =
+    [("allowed_lateness = \"30s\"", "allowed_lateness = \"3650d\""), ("max_future = \"5m\"", "max_future = \"3650d\"")];
+const NEVER: &str = "1970-01-01T00:00:00Z";
+const PATIENCE: Duration = Duration::from_secs(90);
+
+fn launch_day() -> PathBuf {
+    repo_root().join("fixtures/launch-day.jsonl")
+}
+
+/// How many events replay accepts from `files`.
+fn accepted_by_replay(files: &[&Path], config: &Path) -> i64 {
+    let output = lifewatch()
+        .arg("replay")
+        .args(files)
+        .args(["--now", NEVER, "--config"])
+        .arg(config)
+        .output()
+        .expect("run replay");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let totals = stderr.lines().rfind(|line| line.starts_with("replay: ")).expect("replay totals");
+    let accepted = totals.split(", ").find(|part| part.ends_with(" accepted")).expect("accepted count");
+    accepted.trim_end_matches(" accepted").parse().expect("a number")
+}
+
+/// [`wait_for`], printing the monitor's log if it times out.
+fn wait_watching<T>(monitor: &Monitor, what: &str, condition: impl FnMut() -> Option<T>) -> T {
+    let mut condition = condition;
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wait_for(what, PATIENCE, &mut condition))) {
+        Ok(value) => value,
+        Err(panic) => {
+            eprintln!("monitor log:\n{}", monitor.log_text());
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+/// Waits until the database holds `events` events and nothing waits in the outbox.
+fn wait_until_processed(db: &Path, events: i64, monitor: &Monitor) {
+    let mut last = None;
+    let what = "the monitor to store every event and publish every incident";
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_watching(monitor, what, || {
+            let summary = db_summary(db)?;
+            last = Some(summary.clone());
+            (summary.events == events && summary.pending_outbox == 0).then_some(())
+        })
+    }));
+    if let Err(panic) = outcome {
+        eprintln!("last summary {last:?}");
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// The fixture split into `parts` files of consecutive lines.
+fn split(file: &Path, parts: usize, dir: &Path) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string(file).expect("fixture");
+    let lines: Vec<&str> = text.lines().collect();
+    let size = lines.len().div_ceil(parts);
+    lines
+        .chunks(size)
+        .enumerate()
+        .map(|(index, chunk)| {
+            let path = dir.join(format!("part-{index}.jsonl"));
+            std::fs::write(&path, chunk.join("\n") + "\n").expect("write a part");
+            path
+        })
+        .collect()
+}
+
+/// The database, the INCIDENTS stream and replay agree, and every outbox
+/// entry reached INCIDENTS exactly once.
+fn assert_all_agree(url: &str, db: &Path, fixture: &Path, config: &Path) {
+    let expected = replay(&[fixture], NEVER, config);
+    assert!(!expected.is_empty(), "the fixture raises incidents");
+    let stored = db_incidents(db);
+    assert_same_records("database vs replay", &stored, &expected);
+    let (published, message_ids) = incidents_stream(url);
+    assert_same_records("INCIDENTS vs replay", &published, &expected);
+    assert_each_transition_once(&message_ids);
+}
+
+#[test]
+fn end_to_end_publish_run_matches_replay() {
+    let server = NatsServer::start(&[]);
+    let dir = TempDir::new("e2e");
+    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
+    let fixture = launch_day();
+    let report = publish(&server.url(), &[&fixture], &[]);
+    assert!(report.contains("invalid lines skipped"), "{report}");
+    let db = dir.path().join("lifewatch.db");
+    let monitor = Monitor::start(&server.url(), &db, &config, &[]);
+    wait_until_processed(&db, accepted_by_replay(&[&fixture], &config), &monitor);
+    let log = monitor.log_text();
+    let status = monitor.terminate();
+    assert!(status.success(), "clean shutdown exits 0, got {status:?}");
+    assert!(log.contains("consumer_lag") && log.contains("events_per_s"), "progress is reported: {log}");
+    assert_all_agree(&server.url(), &db, &fixture, &config);
+}
+
+#[test]
+fn monitor_killed_mid_stream_loses_nothing_and_doubles_nothing() {
+    let server = NatsServer::start(&[]);
+    let dir = TempDir::new("sigkill");
+    // Small batches, so that a kill lands between commits.
+    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "batch_size = 25\nack_wait = \"3s\"\n");
+    let fixture = launch_day();
+    let parts = split(&fixture, 4, dir.path());
+    let db = dir.path().join("lifewatch.db");
+    let mut seen = 0;
+    for part in &parts[..3] {
+        publish(&server.url(), &[part], &[]);
+        let monitor = Monitor::start(&server.url(), &db, &config, &[]);
+        seen = wait_watching(&monitor, "progress before the kill", || {
+            let events = db_summary(&db)?.events;
+            (events > seen).then_some(events)
+        });
+        monitor.kill();
+    }
+    publish(&server.url(), &[&parts[3]], &[]);
+    let monitor = Monitor::start(&server.url(), &db, &config, &[]);
+    wait_until_processed(&db, accepted_by_replay(&[&fixture], &config), &monitor);
+    assert!(monitor.terminate().success());
+    assert_all_agree(&server.url(), &db, &fixture, &config);
+}
+
+#[test]
+fn monitor_reconnects_after_the_server_restarts() {
+    let mut server = NatsServer::start(&[]);
+    let dir = TempDir::new("restart");
+    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "batch_size = 25\nack_wait = \"3s\"\n");
+    let fixture = launch_day();
+    let parts = split(&fixture, 2, dir.path());
+    let db = dir.path().join("lifewatch.db");
+    publish(&server.url(), &[&parts[0]], &[]);
+    let monitor = Monitor::start(&server.url(), &db, &config, &[]);
+    wait_for("the monitor to start consuming", PATIENCE, || (db_summary(&db)?.events > 0).then_some(()));
+    server.restart();
+    publish(&server.url(), &[&parts[1]], &[]);
+    wait_until_processed(&db, accepted_by_replay(&[&fixture], &config), &monitor);
+    let log = monitor.log_text();
+    assert!(monitor.terminate().success());
+    assert!(log.contains("reconnecting"), "the monitor noticed the outage: {log}");
+    assert_all_agree(&server.url(), &db, &fixture, &config);
+}
+
+#[test]
+fn duplicates_malformed_and_mismatched_messages() {
+    let server = NatsServer::start(&[]);
+    let dir = TempDir::new("bad");
+    // Real max_future (5m): the fixtures are dated in the past of any run.
+    let config = write_config(dir.path(), &[], "report_interval = \"1s\"\n");
+    let good = repo_root().join("fixtures/provisioning_failed.jsonl");
+    let bad = repo_root().join("fixtures/bad-input.jsonl");
+
+    // The good events twice through `publish`: JetStream drops the second copy.
+    let first = publish(&server.url(), &[&good], &[]);
+    let second = publish(&server.url(), &[&good], &[]);
+    let good_lines = std::fs::read_to_string(&good).unwrap().lines().filter(|l| !l.trim().is_empty()).count();
+    assert!(first.contains(&format!("{good_lines} stored")), "{first}");
+    assert!(second.contains(&format!("0 stored, {good_lines} duplicates")), "{second}");
+
+    // Every line of bad-input, and the good events once more, without a
+    // Nats-Msg-Id: the stream keeps them all, the monitor must sort them out.
+    // Then a good event on the wrong subject, and one from the future.
+    let bad_bytes = std::fs::read(&bad).unwrap();
+    let bad_lines: Vec<&[u8]> = bad_bytes
+        .split(|&byte| byte == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+        .collect();
+    let good_text = std::fs::read_to_string(&good).unwrap();
+    let first_good = good_text.lines().next().unwrap().to_string();
+    let future_time = lifewatch_nats::wall_clock().unwrap().saturating_add(lifewatch_core::Duration::from_seconds(3600));
+    let future = format!(
+        r#"{{"specversion":"1.0","id":"from-the-future","source":"t","type":"account.created","subject":"acc_future","time":"{future_time}","data":{{"plan":"free"}}}}"#
+    );
+    let mut sent_bad: Vec<String> = Vec::new();
+    block_on(async {
+        let client = server.client().await;
+        let jetstream = async_nats::jetstream::new(client);
+        let mut acks = Vec::new();
+        let send = |subject: String, payload: Vec<u8>| {
+            let jetstream = jetstream.clone();
+            async move { jetstream.publish(subject, payload.into()).await.expect("publish").await.expect("ack") }
+        };
+        for (index, line) in bad_lines.iter().enumerate() {
+            let subject = match lifewatch_core::parse_event(line) {
+                Ok(event) => event.nats_subject(),
+                Err(_) => format!("lifecycle.bad.line{index}.x"),
+            };
+            acks.push(send(subject, line.to_vec()).await);
+        }
+        for line in good_text.lines().filter(|l| !l.trim().is_empty()) {
+            let event = lifewatch_core::parse_event(line.as_bytes()).unwrap();
+            acks.push(send(event.nats_subject(), line.as_bytes().to_vec()).await);
+        }
+        let wrong = "lifecycle.account.somebody_else.created".to_string();
+        sent_bad.push(wrong.clone());
+        acks.push(send(wrong, first_good.clone().into_bytes()).await);
+        let event = lifewatch_core::parse_event(future.as_bytes()).unwrap();
+        sent_bad.push(event.nats_subject());
+        acks.push(send(event.nats_subject(), future.clone().into_bytes()).await);
+        assert!(acks.iter().all(|ack| !ack.duplicate));
+    });
+
+    // What replay says of the same inputs, plus the two live-only rejections.
+    let good_accepted = accepted_by_replay(&[&good], &config);
+    let bad_accepted = accepted_by_replay(&[&bad], &config);
+    let replay_rejections = {
+        let output = lifewatch().arg("replay").arg(&bad).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        let mut reasons: Vec<String> = stderr
+            .lines()
+            .filter_map(|line| line.split(": rejected: ").nth(1))
+            .map(|rest| rest.split(':').next().unwrap().to_string())
+            .collect();
+        reasons.push("subject_mismatch".into());
+        reasons.push("time_in_future".into());
+        reasons.sort();
+        reasons
+    };
+
+    let db = dir.path().join("lifewatch.db");
+    let monitor = Monitor::start(&server.url(), &db, &config, &[]);
+    wait_for("every message to be stored or rejected", PATIENCE, || {
+        let summary = db_summary(&db)?;
+        (summary.events == good_accepted + bad_accepted && summary.rejected == replay_rejections.len() as i64)
+            .then_some(())
+    });
+    let store = lifewatch_store::Store::open_read_only(&db).unwrap();
+    let mut reasons: Vec<String> =
+        store.rejected(None, None, true).unwrap().into_iter().map(|rejected| rejected.reason).collect();
+    reasons.sort();
+    assert_eq!(reasons, replay_rejections, "every bad message kept with its reason");
+    let rejected = wait_for("the rejected stream to hold every bad message", PATIENCE, || {
+        let messages = stream_messages(&server.url(), "LIFEWATCH_REJECTED");
+        (messages.len() == replay_rejections.len()).then_some(messages)
+    });
+    let mut republished_reasons: Vec<String> = rejected
+        .iter()
+        .map(|message| {
+            let reason = message.headers["Lifewatch-Reject-Reason"].clone();
+            assert_eq!(message.subject, format!("lifewatch.rejected.{reason}"));
+            assert!(message.headers["Lifewatch-Original-Subject"].starts_with("lifecycle."));
+            reason
+        })
+        .collect();
+    republished_reasons.sort();
+    assert_eq!(republished_reasons, replay_rejections);
+    for subject in &sent_bad {
+        assert!(
+            rejected.iter().any(|message| &message.headers["Lifewatch-Original-Subject"] == subject),
+            "{subject} republished with its original subject"
+        );
+    }
+    assert!(monitor.terminate().success());
+    // Once more: nothing changes on a restart that finds everything acknowledged.
+    let summary = db_summary(&db).unwrap();
+    assert_eq!(summary.events, good_accepted + bad_accepted);
+}
+
+#[test]
+fn stuck_deadline_fires_on_the_wall_clock() {
+    let server = NatsServer::start(&[]);
+    let dir = TempDir::new("stuck");
+    let config = write_config(
+        dir.path(),
+        &[("requested = \"5m\"", "requested = \"2s\""), ("allowed_lateness = \"30s\"", "allowed_lateness = \"1s\"")],
+        "",
+    );
+    let db = dir.path().join("lifewatch.db");
+    let monitor = Monitor::start(&server.url(), &db, &config, &[]);
+    wait_for("the monitor to create its streams", PATIENCE, || {
+        (!stream_messages(&server.url(), "INCIDENTS").is_empty() || monitor.log_text().contains("monitor running"))
+            .then_some(())
+    });
+    let (record, due, arrived) = block_on(async {
+        let client = server.client().await;
+        let mut stuck = client.subscribe("incidents.stuck.project.prj_stuck").await.unwrap();
+        client.flush().await.unwrap();
+        let now = lifewatch_nats::wall_clock().unwrap();
+        let line = format!(
+            r#"{{"specversion":"1.0","id":"stuck-1","source":"t","type":"project.requested","subject":"prj_stuck","time":"{now}","data":{{"account_id":"acc_x","region":"eu-west-1"}}}}"#
+        );
+        let jetstream = async_nats::jetstream::new(client.clone());
+        jetstream.publish("lifecycle.project.prj_stuck.requested", line.into()).await.unwrap().await.unwrap();
+        let due = now.saturating_add(lifewatch_core::Duration::from_seconds(3));
+        let message = tokio::time::timeout(Duration::from_secs(30), futures_next(&mut stuck))
+            .await
+            .expect("a stuck incident within 30 s")
+            .expect("a message");
+        let arrived = lifewatch_nats::wall_clock().unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+        (body, due, arrived)
+    });
+    assert_eq!(record["transition"], "opened");
+    assert_eq!(record["incident"]["state"], "requested");
+    let late_ms = arrived.since(due).as_nanos() / 1_000_000;
+    eprintln!("stuck incident arrived {late_ms} ms after due + lateness");
+    assert!(late_ms <= 2_000, "the stuck incident must fire within 2 s of due + lateness, came {late_ms} ms late");
+    assert!(monitor.terminate().success());
+}
+
+async fn futures_next(subscriber: &mut async_nats::Subscriber) -> Option<async_nats::Message> {
+    use futures_util::StreamExt;
+    subscriber.next().await
+}
+
+#[test]
+fn authentication_user_password_token_and_refusal() {
+    let fixture = repo_root().join("fixtures/provisioning_failed.jsonl");
+    let dir = TempDir::new("auth");
+    let config = write_config(dir.path(), &[], "");
+    for (server_args, good, bad) in [
+        (
+            vec!["--user", "monitor", "--pass", "s3cret-pass"],
+            vec!["--user", "monitor", "--password", "s3cret-pass"],
+            Some(vec!["--user", "monitor", "--password", "wrong-pass"]),
+        ),
+        (vec!["--auth", "t0ken-value"], vec!["--token", "t0ken-value"], None),
+    ] {
+        let server = NatsServer::start(&server_args);
+        let db = dir.path().join(format!("auth-{}.db", server.port));
+        publish(&server.url(), &[&fixture], &good);
+        let monitor = Monitor::start(&server.url(), &db, &config, &good);
+        let events = accepted_by_replay(&[&fixture], &config);
+        wait_until_processed(&db, events, &monitor);
+        let log = monitor.log_text();
+        assert!(monitor.terminate().success());
+        for secret in ["s3cret-pass", "t0ken-value"] {
+            assert!(!log.contains(secret), "a secret leaked into the log");
+        }
+        if let Some(bad) = bad {
+            let started = Instant::now();
+            let refused = Monitor::start(&server.url(), &dir.path().join("refused.db"), &config, &bad);
+            let (status, log) = refused.wait_exit(Duration::from_secs(30));
+            assert!(!status.success(), "a wrong password must fail");
+            assert!(log.contains("refused the credentials"), "a clear message: {log}");
+            assert!(!log.contains("wrong-pass"), "the password must not be printed: {log}");
+            eprintln!("refused in {:?}", started.elapsed());
+        }
+    }
+}
