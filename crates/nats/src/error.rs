@@ -1,0 +1,77 @@
+//! The errors of the NATS adapter.
+
+use std::path::PathBuf;
+
+/// Why the NATS adapter could not go on. Bad events are never errors: they are
+/// rejected with a reason and kept; these are failures of the setup, the
+/// server or the store.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    /// The `[nats]` configuration or the command-line connection options are invalid.
+    #[error("bad NATS configuration: {0}")]
+    Config(String),
+    /// A file named in the configuration could not be read.
+    #[error("cannot read {path}")]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server refused the credentials.
+    #[error("NATS server at {url} refused the credentials (authorization violation)")]
+    Unauthorized {
+        /// The server URL, without any password in it.
+        url: String,
+    },
+    /// The first connection could not be made.
+    #[error("cannot connect to NATS at {url}")]
+    Connect {
+        /// The server URL, without any password in it.
+        url: String,
+        /// Why.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// A stream could not be created, or a stream to bind to is missing.
+    #[error("stream {stream}: {message}")]
+    Stream {
+        /// The stream name.
+        stream: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The durable consumer could not be created or bound.
+    #[error("consumer {consumer} on stream {stream}")]
+    Consumer {
+        /// The stream name.
+        stream: String,
+        /// The consumer name.
+        consumer: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Publishing failed for good (after the retries the caller allows).
+    #[error("publishing to {subject}")]
+    Publish {
+        /// The subject.
+        subject: String,
+        /// Why.
+        #[source]
+        source: async_nats::jetstream::context::PublishError,
+    },
+    /// The event store failed.
+    #[error("event store")]
+    Store(#[source] lifewatch_store::StoreError),
+    /// The local clock is before 1970 or after 2262.
+    #[error("the system clock is out of range")]
+    Clock,
+}
+
+impl From<lifewatch_store::StoreError> for NatsError {
+    fn from(error: lifewatch_store::StoreError) -> Self {
+        NatsError::Store(error)
+    }
+}

@@ -1,0 +1,598 @@
+//! The live monitor: the loop that drives the sans-IO engine from JetStream
+//! and the wall clock, persists through the store, and publishes incidents.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, consumer::pull::MessagesErrorKind};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use lifewatch_core::{RejectReason, Rejection, Timestamp};
+use lifewatch_store::{Fed, Writer};
+
+use crate::connect::backoff;
+use crate::error::NatsError;
+use crate::options::NatsConfig;
+use crate::publish::{Outgoing, publish_one};
+use crate::streams::{self, CreateStreams};
+use crate::validate::{subject_matches, wall_clock};
+
+/// What the monitor needs besides the store and the engine.
+#[derive(Clone, Debug)]
+pub struct MonitorOptions {
+    /// Connection, streams and consumer.
+    pub nats: NatsConfig,
+    /// Whether missing streams are created.
+    pub create: CreateStreams,
+}
+
+/// Counts of one run of the monitor, for the final log line and for tests.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct MonitorTotals {
+    /// Messages taken from the events stream (including redeliveries).
+    pub messages: u64,
+    /// Events applied.
+    pub accepted: u64,
+    /// Events whose id was seen before.
+    pub duplicates: u64,
+    /// Messages rejected and kept.
+    pub rejected: u64,
+    /// Batches committed.
+    pub batches: u64,
+    /// Incident transitions published and marked delivered.
+    pub published: u64,
+}
+
+/// The inputs of the monitor loop. The set is closed: everything the loop
+/// reacts to is one of these, so the whole behaviour of the monitor is the
+/// `match` in [`run_monitor`].
+enum Input {
+    /// Messages (or pull errors) that were ready together, in delivery order.
+    Batch(Vec<Result<jetstream::Message, jetstream::consumer::pull::MessagesError>>),
+    /// The message stream ended (the consumer was deleted, or the server
+    /// refused the pull for good): bind the consumer again.
+    StreamEnded,
+    /// The one deadline timer fired: the wall clock passed the engine's next
+    /// deadline plus the allowed lateness.
+    Deadline,
+    /// The periodic tick: report progress, retry an outbox that could not be published.
+    Tick,
+    /// The shutdown future completed.
+    Shutdown,
+}
+
+/// Runs the live monitor until `shutdown` completes or an unrecoverable error
+/// (the store failed) happens.
+///
+/// The loop, in mini-redis style: each turn waits for exactly one [`Input`] —
+/// a batch of messages, the deadline timer, the periodic tick or shutdown —
+/// and handles it to completion before waiting again, so there is never a
+/// half-processed batch when shutdown is noticed, and the engine, the store
+/// and the acknowledgements always agree:
+///
+/// 1. **Batch**: validate each message against its subject and the wall
+///    clock, feed the accepted ones to the engine, and commit the raw events,
+///    the rejected messages and the engine's changes (with their outbox rows)
+///    in one store transaction. Only then republish the rejected messages to
+///    `lifewatch.rejected.<reason>`, acknowledge every message of the batch,
+///    and publish the outbox. A crash before the commit loses nothing (the
+///    messages are redelivered); a crash after it re-sends at most a few
+///    acknowledgements and outbox messages, which JetStream deduplicates by
+///    `Nats-Msg-Id`, and redelivered events are duplicates to the engine.
+/// 2. **Deadline**: move the engine's clock to the wall clock minus the
+///    allowed lateness, which makes the visits past their deadline stuck, and
+///    commit that clock tick with its changes like a batch.
+/// 3. **Tick**: log lag, throughput and latency; retry the outbox.
+/// 4. **Shutdown**: stop fetching (the message stream is dropped), publish
+///    the outbox, flush the acknowledgements, return.
+///
+/// After every input the single deadline timer is re-armed from
+/// [`Writer::next_deadline`]: the monitor never scans entities to find due work.
+pub async fn run_monitor(
+    client: async_nats::Client,
+    options: &MonitorOptions,
+    writer: &mut Writer,
+    shutdown: impl Future<Output = ()>,
+) -> Result<MonitorTotals, NatsError> {
+    let settings = &options.nats.streams;
+    let jetstream = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .max_ack_inflight(65_536)
+        .backpressure_on_inflight(true)
+        .build(client.clone());
+    let streams = streams::ensure_streams(&jetstream, settings, options.create).await?;
+    let lateness = writer.engine().config().allowed_lateness;
+    let max_future = writer.engine().config().max_future;
+
+    let mut monitor = Monitor {
+        jetstream,
+        writer,
+        rejected_stream: settings.rejected_stream.clone(),
+        lifecycle_stream: settings.lifecycle_stream.clone(),
+        totals: MonitorTotals::default(),
+        report: Report::new(),
+        outbox_backlog: true,
+        checkpoint_name: format!("nats:{}", settings.lifecycle_stream),
+        next_sequence: 0,
+        fresh_consumer: true,
+    };
+    monitor.deliver_outbox().await?;
+
+    let checkpoint = monitor.writer.checkpoint(&monitor.checkpoint_name)?;
+    monitor.next_sequence = checkpoint.map_or(0, |sequence| sequence.max(0) as u64 + 1);
+    let start = (monitor.next_sequence > 0).then_some(monitor.next_sequence);
+    let mut messages = open_messages(&streams.lifecycle, settings, start).await?;
+    let mut ticker = tokio::time::interval(settings.report_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let deadline_timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(deadline_timer);
+    tokio::pin!(shutdown);
+    let mut deadline_armed = monitor.arm_deadline(deadline_timer.as_mut(), lateness)?;
+
+    tracing::info!(
+        stream = %settings.lifecycle_stream,
+        consumer = %settings.consumer,
+        lateness_ms = lateness.as_nanos() / 1_000_000,
+        "monitor running"
+    );
+    loop {
+        let input = tokio::select! {
+            biased;
+            () = &mut shutdown => Input::Shutdown,
+            () = &mut deadline_timer, if deadline_armed => Input::Deadline,
+            batch = messages.next() => match batch {
+                Some(batch) => Input::Batch(batch),
+                None => Input::StreamEnded,
+            },
+            _ = ticker.tick() => Input::Tick,
+        };
+        match input {
+            Input::Batch(batch) => {
+                if monitor.handle_batch(batch, max_future).await? == Continuity::Gap {
+                    let start = monitor.next_sequence;
+                    tracing::warn!(
+                        start,
+                        "messages arrived out of order; binding the consumer again from the first missing one"
+                    );
+                    messages = rebind(&streams.lifecycle, settings, start).await;
+                    monitor.fresh_consumer = true;
+                }
+            }
+            Input::StreamEnded => {
+                tracing::warn!("message stream ended; binding the consumer again");
+                messages = rebind(&streams.lifecycle, settings, monitor.next_sequence).await;
+                monitor.fresh_consumer = true;
+            }
+            Input::Deadline => {
+                let now = wall_clock().ok_or(NatsError::Clock)?;
+                monitor.handle_clock(now.saturating_sub(lateness)).await?;
+            }
+            Input::Tick => {
+                monitor.report_progress();
+                if monitor.outbox_backlog {
+                    monitor.deliver_outbox().await?;
+                }
+            }
+            Input::Shutdown => {
+                tracing::info!("shutting down: fetching stopped");
+                drop(messages);
+                monitor.deliver_outbox().await?;
+                if let Err(error) = client.flush().await {
+                    tracing::warn!(%error, "could not flush the last acknowledgements");
+                }
+                monitor.report_progress();
+                tracing::info!(
+                    accepted = monitor.totals.accepted,
+                    duplicates = monitor.totals.duplicates,
+                    rejected = monitor.totals.rejected,
+                    published = monitor.totals.published,
+                    "monitor stopped cleanly"
+                );
+                return Ok(monitor.totals);
+            }
+        }
+        deadline_armed = monitor.arm_deadline(deadline_timer.as_mut(), lateness)?;
+    }
+}
+
+type Messages = futures_util::stream::ReadyChunks<jetstream::consumer::pull::Stream>;
+
+async fn open_messages(
+    lifecycle: &jetstream::stream::Stream,
+    settings: &crate::options::StreamSettings,
+    start: Option<u64>,
+) -> Result<Messages, NatsError> {
+    let consumer = streams::bind_consumer(lifecycle, &settings.lifecycle_stream, settings, start).await?;
+    let stream = consumer
+        .stream()
+        .max_messages_per_batch(settings.batch_size)
+        .heartbeat(settings.heartbeat)
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .map_err(|error| NatsError::Consumer {
+            stream: settings.lifecycle_stream.clone(),
+            consumer: settings.consumer.clone(),
+            source: Box::new(error),
+        })?;
+    Ok(stream.ready_chunks(settings.batch_size))
+}
+
+/// Binds the consumer again from stream sequence `start` (0: from the
+/// beginning), with backoff, until it works.
+async fn rebind(
+    lifecycle: &jetstream::stream::Stream,
+    settings: &crate::options::StreamSettings,
+    start: u64,
+) -> Messages {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match open_messages(lifecycle, settings, (start > 0).then_some(start)).await {
+            Ok(messages) => return messages,
+            Err(error) => {
+                let pause = backoff(attempt);
+                tracing::warn!(%error, attempt, retry_in_ms = pause.as_millis() as u64, "cannot bind the consumer");
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+}
+
+struct Monitor<'a> {
+    jetstream: jetstream::Context,
+    writer: &'a mut Writer,
+    rejected_stream: String,
+    lifecycle_stream: String,
+    totals: MonitorTotals,
+    report: Report,
+    /// Whether the outbox may hold undelivered rows (a publish failed, or a
+    /// commit added rows).
+    outbox_backlog: bool,
+    /// The store checkpoint that holds the last committed stream sequence.
+    checkpoint_name: String,
+    /// The stream sequence the engine must see next (0: any, nothing committed yet).
+    next_sequence: u64,
+    /// Whether the consumer was just bound: its first message may skip
+    /// sequences that no longer exist (retention removed them).
+    fresh_consumer: bool,
+}
+
+/// Whether a batch continued the stream without a hole.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Continuity {
+    /// Every message was the next sequence, or an old one again.
+    InOrder,
+    /// A message skipped ahead: earlier ones are still due (redelivery after
+    /// a lost connection). The messages from the hole on were left unprocessed.
+    Gap,
+}
+
+/// A message of the batch that was rejected, waiting to be republished.
+struct RejectedMessage {
+    reason: RejectReason,
+    detail: String,
+    subject: String,
+    sequence: u64,
+    payload: Bytes,
+}
+
+impl Monitor<'_> {
+    async fn handle_batch(
+        &mut self,
+        batch: Vec<Result<jetstream::Message, jetstream::consumer::pull::MessagesError>>,
+        max_future: lifewatch_core::Duration,
+    ) -> Result<Continuity, NatsError> {
+        let now = wall_clock().ok_or(NatsError::Clock)?;
+        let received = Instant::now();
+        let mut messages = Vec::with_capacity(batch.len());
+        for item in batch {
+            match item {
+                Ok(message) => messages.push(message),
+                Err(error) => log_pull_error(&error),
+            }
+        }
+        if messages.is_empty() {
+            return Ok(Continuity::InOrder);
+        }
+        let span = tracing::debug_span!("batch", size = messages.len());
+        let _entered = span.enter();
+
+        let mut rejected: Vec<RejectedMessage> = Vec::new();
+        let mut duplicates = 0u64;
+        let mut lag = None;
+        let mut continuity = Continuity::InOrder;
+        let mut processed = 0;
+        for message in &messages {
+            let (sequence, pending, published) = match message.info() {
+                Ok(info) => (info.stream_sequence, info.pending, Some(info.published.unix_timestamp_nanos())),
+                Err(_) => (0, 0, None),
+            };
+            if self.next_sequence > 0 && sequence < self.next_sequence {
+                // Committed before (its acknowledgement was lost): acknowledge again, change nothing.
+                duplicates += 1;
+                processed += 1;
+                continue;
+            }
+            if self.next_sequence > 0 && sequence > self.next_sequence && !self.fresh_consumer {
+                continuity = Continuity::Gap;
+                break;
+            }
+            self.fresh_consumer = false;
+            self.next_sequence = sequence + 1;
+            processed += 1;
+            lag = Some(pending);
+            if let Some(published) = published {
+                self.report.latency(now, published);
+            }
+            let origin = format!("nats:{}:{sequence}:{}", self.lifecycle_stream, message.subject);
+            let check =
+                |event: &lifewatch_core::Event<'_>| check_message(&message.subject, event, now, max_future);
+            match self.writer.feed_checked(&message.payload, &origin, check) {
+                Fed::Accepted => {}
+                Fed::Duplicate => duplicates += 1,
+                Fed::Rejected(rejection) => {
+                    tracing::debug!(subject = %message.subject, sequence, reason = %rejection.reason, "message rejected");
+                    rejected.push(RejectedMessage {
+                        reason: rejection.reason,
+                        detail: rejection.detail,
+                        subject: message.subject.to_string(),
+                        sequence,
+                        payload: message.payload.clone(),
+                    })
+                }
+            }
+        }
+        if self.next_sequence > 0 {
+            let committed_through = i64::try_from(self.next_sequence - 1).unwrap_or(i64::MAX);
+            self.writer.set_checkpoint(&self.checkpoint_name, committed_through);
+        }
+        let committed = tokio::task::block_in_place(|| self.writer.commit())?;
+
+        // Committed: now the rejected messages go to their stream, and only
+        // then is every message of the batch acknowledged.
+        for message in &rejected {
+            self.republish_rejected(message).await;
+        }
+        let messages = &messages[..processed];
+        for message in messages {
+            if let Err(error) = message.ack().await {
+                tracing::warn!(%error, "acknowledgement not sent; the message will be redelivered as a duplicate");
+            }
+        }
+
+        let count = messages.len() as u64;
+        self.totals.messages += count;
+        self.totals.accepted += count - duplicates - rejected.len() as u64;
+        self.totals.duplicates += duplicates;
+        self.totals.rejected += rejected.len() as u64;
+        self.totals.batches += 1;
+        self.report.batch(count, received.elapsed(), lag);
+        if committed.transitions > 0 {
+            self.outbox_backlog = true;
+            self.deliver_outbox().await?;
+        }
+        Ok(continuity)
+    }
+
+    /// Moves the engine's clock to `watermark` and commits the tick with its changes.
+    async fn handle_clock(&mut self, watermark: Timestamp) -> Result<(), NatsError> {
+        self.writer.tick(watermark);
+        let committed = tokio::task::block_in_place(|| self.writer.commit())?;
+        tracing::debug!(transitions = committed.transitions, %watermark, "clock moved");
+        if committed.transitions > 0 {
+            self.outbox_backlog = true;
+            self.deliver_outbox().await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes a rejected message unchanged to `lifewatch.rejected.<reason>`,
+    /// with where it came from in headers. Failures are logged: the message
+    /// is kept in the store either way.
+    async fn republish_rejected(&mut self, message: &RejectedMessage) {
+        let mut headers = HeaderMap::new();
+        let id = format!("{}:{}", self.lifecycle_stream, message.sequence);
+        headers.insert("Nats-Msg-Id", id.as_str());
+        headers.insert(streams::ORIGINAL_SUBJECT_HEADER, message.subject.as_str());
+        headers.insert(streams::REJECT_REASON_HEADER, message.reason.as_str());
+        headers.insert(streams::REJECT_DETAIL_HEADER, header_safe(&message.detail).as_str());
+        headers.insert(streams::ORIGINAL_SEQUENCE_HEADER, message.sequence.to_string().as_str());
+        let subject = streams::rejected_subject(message.reason);
+        let result = match self
+            .jetstream
+            .publish_with_headers(subject.clone(), headers, message.payload.clone())
+            .await
+        {
+            Ok(ack) => ack.await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = result {
+            tracing::warn!(
+                %subject,
+                stream = %self.rejected_stream,
+                %error,
+                "rejected message kept in the store but not republished"
+            );
+        }
+    }
+
+    /// Publishes every undelivered outbox row and marks the acknowledged ones
+    /// delivered. A row whose publish fails stays for the next attempt.
+    async fn deliver_outbox(&mut self) -> Result<(), NatsError> {
+        loop {
+            let rows = tokio::task::block_in_place(|| self.writer.pending_outbox(1_000))?;
+            if rows.is_empty() {
+                self.outbox_backlog = false;
+                return Ok(());
+            }
+            let full = rows.len() == 1_000;
+            let mut pending = Vec::with_capacity(rows.len());
+            for row in &rows {
+                // The outbox id is stable across restarts, so a re-send after
+                // a crash carries the same Nats-Msg-Id and is dropped as a duplicate.
+                let message = Outgoing {
+                    subject: row.subject.clone(),
+                    message_id: Some(format!("{}:{}", row.incident_id, row.id)),
+                    payload: Bytes::from(row.payload.clone()),
+                };
+                match publish_one(&self.jetstream, &message).await {
+                    Ok(ack) => pending.push((row.id, ack)),
+                    Err(error) => {
+                        tracing::warn!(subject = %message.subject, %error, "incident not published yet; will retry");
+                        break;
+                    }
+                }
+            }
+            let mut delivered = Vec::with_capacity(pending.len());
+            let mut failed = pending.len() < rows.len();
+            for (sequence, ack) in pending {
+                match ack.await {
+                    Ok(_) => delivered.push(sequence),
+                    Err(error) => {
+                        failed = true;
+                        tracing::warn!(sequence, %error, "incident publish not acknowledged; will retry");
+                    }
+                }
+            }
+            if !delivered.is_empty() {
+                tokio::task::block_in_place(|| self.writer.mark_delivered(&delivered))?;
+                self.totals.published += delivered.len() as u64;
+            }
+            if failed {
+                self.outbox_backlog = true;
+                return Ok(());
+            }
+            if !full {
+                self.outbox_backlog = false;
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sets the deadline timer to the wall-clock instant at which the engine's
+    /// next deadline plus the allowed lateness has passed; returns whether it is armed.
+    fn arm_deadline(
+        &mut self,
+        timer: std::pin::Pin<&mut tokio::time::Sleep>,
+        lateness: lifewatch_core::Duration,
+    ) -> Result<bool, NatsError> {
+        let Some(deadline) = self.writer.next_deadline() else { return Ok(false) };
+        // The engine makes a visit stuck when its deadline is strictly before
+        // the clock, so fire one millisecond after deadline + lateness.
+        let due =
+            deadline.saturating_add(lateness).saturating_add(lifewatch_core::Duration::from_nanos(1_000_000));
+        let now = wall_clock().ok_or(NatsError::Clock)?;
+        let wait = due.since(now).as_nanos().max(0) as u64;
+        timer.reset(tokio::time::Instant::now() + Duration::from_nanos(wait));
+        Ok(true)
+    }
+
+    fn report_progress(&mut self) {
+        self.report.log(&self.totals);
+    }
+}
+
+/// The monitor's own checks of a parsed event: its subject agrees with the
+/// payload, and it is not timed more than `max_future` ahead of the wall clock.
+fn check_message(
+    subject: &str,
+    event: &lifewatch_core::Event<'_>,
+    now: Timestamp,
+    max_future: lifewatch_core::Duration,
+) -> Result<(), Rejection> {
+    if !subject_matches(subject, event) {
+        return Err(Rejection::new(
+            RejectReason::SubjectMismatch,
+            format!("arrived on {subject:?} but the event belongs on {:?}", event.nats_subject()),
+        ));
+    }
+    crate::validate::check_future(event, now, max_future)
+}
+
+fn log_pull_error(error: &jetstream::consumer::pull::MessagesError) {
+    match error.kind() {
+        MessagesErrorKind::MissingHeartbeat => {
+            tracing::warn!("missed idle heartbeat from the server; waiting for the connection to recover")
+        }
+        MessagesErrorKind::NoResponders => tracing::warn!("JetStream not responding; retrying"),
+        _ => tracing::warn!(%error, "pull request failed; retrying"),
+    }
+}
+
+/// Header values cannot hold line breaks.
+fn header_safe(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { ' ' } else { c }).take(512).collect()
+}
+
+/// Throughput, lag and latency since the last report.
+struct Report {
+    since: Instant,
+    messages: u64,
+    lag: Option<u64>,
+    latencies_ms: Vec<u32>,
+    seen: u64,
+    batch_time: Duration,
+    batches: u64,
+}
+
+impl Report {
+    fn new() -> Report {
+        Report {
+            since: Instant::now(),
+            messages: 0,
+            lag: None,
+            latencies_ms: Vec::new(),
+            seen: 0,
+            batch_time: Duration::ZERO,
+            batches: 0,
+        }
+    }
+
+    /// Notes the delay from the message's arrival in the stream to its processing.
+    fn latency(&mut self, now: Timestamp, published_nanos: i128) {
+        // Keep one sample in 16 once many are held: enough for percentiles.
+        self.seen += 1;
+        if self.latencies_ms.len() >= 65_536 && !self.seen.is_multiple_of(16) {
+            return;
+        }
+        let delay_ms = (i128::from(now.unix_nanos()) - published_nanos).max(0) / 1_000_000;
+        self.latencies_ms.push(delay_ms.min(i128::from(u32::MAX)) as u32);
+    }
+
+    fn batch(&mut self, messages: u64, took: Duration, lag: Option<u64>) {
+        self.messages += messages;
+        self.batches += 1;
+        self.batch_time += took;
+        if lag.is_some() {
+            self.lag = lag;
+        }
+    }
+
+    fn log(&mut self, totals: &MonitorTotals) {
+        let elapsed = self.since.elapsed().as_secs_f64().max(1e-9);
+        self.latencies_ms.sort_unstable();
+        let percentile = |p: usize| -> u32 {
+            if self.latencies_ms.is_empty() {
+                0
+            } else {
+                self.latencies_ms[(self.latencies_ms.len() - 1) * p / 100]
+            }
+        };
+        tracing::info!(
+            consumer_lag = self.lag.unwrap_or(0),
+            events_per_s = (self.messages as f64 / elapsed).round() as u64,
+            latency_p50_ms = percentile(50),
+            latency_p99_ms = percentile(99),
+            batches = self.batches,
+            batch_ms_mean = (self.batch_time.as_millis() as u64).checked_div(self.batches).unwrap_or(0),
+            accepted_total = totals.accepted,
+            duplicates_total = totals.duplicates,
+            rejected_total = totals.rejected,
+            incidents_published_total = totals.published,
+            "progress"
+        );
+        *self = Report::new();
+    }
+}

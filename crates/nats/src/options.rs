@@ -1,0 +1,400 @@
+//! The `[nats]` section of the configuration file and the command-line
+//! overrides: where the server is, how to authenticate, and how the streams
+//! and the consumer are set up.
+//!
+//! Two stages, as for the rest of the configuration: [`RawNatsConfig`] is
+//! what the file says (serde, unknown keys refused), [`NatsConfig`] the
+//! validated form (durations parsed, conflicting credentials refused).
+//! Secrets are kept in [`Secret`], whose `Debug` and `Display` print
+//! `<redacted>`, so that logging a configuration never leaks them.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::NatsError;
+
+/// A password, token or nkey seed: printed as `<redacted>`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(text: impl Into<String>) -> Secret {
+        Secret(text.into())
+    }
+
+    /// The secret itself; only for handing to the client library.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The `[nats]` table as written. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNatsConfig {
+    /// Server URL(s), comma-separated (`nats://host:4222`); `--nats` overrides it.
+    pub url: Option<String>,
+    /// Client name shown by the server (default `lifewatch`).
+    pub name: Option<String>,
+    /// User name for user/password authentication.
+    pub user: Option<String>,
+    /// Password for user/password authentication.
+    pub password: Option<Secret>,
+    /// Token authentication.
+    pub token: Option<Secret>,
+    /// A `.creds` file (JWT and nkey seed), as issued by `nsc`.
+    pub credentials: Option<PathBuf>,
+    /// A file holding an nkey seed (`SU...`), for nkey authentication.
+    pub nkey_seed_file: Option<PathBuf>,
+    /// PEM file of the certificate authorities that sign the server's certificate; implies TLS.
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Require TLS even without a CA file (default false).
+    pub tls_required: Option<bool>,
+    /// Name of the events stream (default `LIFECYCLE`).
+    pub lifecycle_stream: Option<String>,
+    /// Name of the incidents stream (default `INCIDENTS`).
+    pub incidents_stream: Option<String>,
+    /// Name of the stream that keeps rejected messages on `lifewatch.rejected.>`
+    /// (default `LIFEWATCH_REJECTED`).
+    pub rejected_stream: Option<String>,
+    /// Durable consumer name of the monitor (default `lifewatch`).
+    pub consumer: Option<String>,
+    /// JetStream duplicate window of the streams lifewatch creates (default `2m`).
+    pub duplicate_window: Option<String>,
+    /// How long the streams lifewatch creates keep messages (default `30d`; `0s` keeps them forever).
+    pub max_age: Option<String>,
+    /// Byte limit of each stream lifewatch creates (default: none).
+    pub max_bytes: Option<i64>,
+    /// How long the server waits for an acknowledgement before redelivering (default `30s`).
+    pub ack_wait: Option<String>,
+    /// Unacknowledged messages the consumer may have out at once (default 20000).
+    pub max_ack_pending: Option<i64>,
+    /// Messages asked for per pull request, and the largest batch committed at once (default 2000).
+    pub batch_size: Option<usize>,
+    /// Idle heartbeat of pull requests, to notice a dead connection (default `5s`).
+    pub heartbeat: Option<String>,
+    /// How often the monitor logs lag, throughput and latency (default `10s`).
+    pub report_interval: Option<String>,
+}
+
+/// How the client authenticates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// No credentials.
+    None,
+    /// User and password.
+    UserPassword {
+        /// The user.
+        user: String,
+        /// The password.
+        password: Secret,
+    },
+    /// A token.
+    Token(Secret),
+    /// A credentials (`.creds`) file.
+    CredentialsFile(PathBuf),
+    /// An nkey seed.
+    NkeySeed(Secret),
+}
+
+/// TLS settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// Whether TLS is required.
+    pub required: bool,
+    /// Extra root certificates.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+/// Connection settings, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectSettings {
+    /// Server URL(s).
+    pub url: String,
+    /// Client name.
+    pub name: String,
+    /// Authentication.
+    pub auth: Auth,
+    /// TLS.
+    pub tls: Tls,
+}
+
+/// Stream and consumer settings, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// Events stream name.
+    pub lifecycle_stream: String,
+    /// Incidents stream name.
+    pub incidents_stream: String,
+    /// Rejected-messages stream name.
+    pub rejected_stream: String,
+    /// Durable consumer name.
+    pub consumer: String,
+    /// Duplicate window of created streams.
+    pub duplicate_window: Duration,
+    /// Retention by age of created streams (zero: unlimited).
+    pub max_age: Duration,
+    /// Retention by size of created streams (-1: unlimited).
+    pub max_bytes: i64,
+    /// Redelivery delay.
+    pub ack_wait: Duration,
+    /// Outstanding unacknowledged messages.
+    pub max_ack_pending: i64,
+    /// Messages per pull request and per committed batch.
+    pub batch_size: usize,
+    /// Pull request idle heartbeat.
+    pub heartbeat: Duration,
+    /// Period of the progress report.
+    pub report_interval: Duration,
+}
+
+/// The whole validated `[nats]` configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatsConfig {
+    /// How to connect.
+    pub connect: ConnectSettings,
+    /// Streams and consumer.
+    pub streams: StreamSettings,
+}
+
+/// Connection options given on the command line; each overrides the file.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectOverrides {
+    /// `--nats URL`.
+    pub url: Option<String>,
+    /// `--user`.
+    pub user: Option<String>,
+    /// `--password`.
+    pub password: Option<Secret>,
+    /// `--token`.
+    pub token: Option<Secret>,
+    /// `--creds FILE`.
+    pub credentials: Option<PathBuf>,
+    /// `--nkey-seed-file FILE`.
+    pub nkey_seed_file: Option<PathBuf>,
+    /// `--tls-ca FILE`.
+    pub tls_ca: Option<PathBuf>,
+    /// `--tls-cert FILE`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key FILE`.
+    pub tls_key: Option<PathBuf>,
+}
+
+impl NatsConfig {
+    /// Validates the `[nats]` table of a configuration, with command-line overrides.
+    pub fn from_table(table: &toml::Table, overrides: &ConnectOverrides) -> Result<NatsConfig, NatsError> {
+        let raw: RawNatsConfig = table
+            .clone()
+            .try_into()
+            .map_err(|error: toml::de::Error| NatsError::Config(format!("[nats]: {}", error.message())))?;
+        NatsConfig::from_raw(raw, overrides)
+    }
+
+    /// Validates a raw `[nats]` table, with command-line overrides.
+    pub fn from_raw(raw: RawNatsConfig, overrides: &ConnectOverrides) -> Result<NatsConfig, NatsError> {
+        let url = overrides.url.clone().or(raw.url).ok_or_else(|| {
+            NatsError::Config("no NATS server: give --nats URL or set `nats.url` in the configuration".into())
+        })?;
+        let user = overrides.user.clone().or(raw.user);
+        let password = overrides.password.clone().or(raw.password);
+        let token = overrides.token.clone().or(raw.token);
+        let credentials = overrides.credentials.clone().or(raw.credentials);
+        let nkey_seed_file = overrides.nkey_seed_file.clone().or(raw.nkey_seed_file);
+        let auth = choose_auth(user, password, token, credentials, nkey_seed_file)?;
+
+        let tls_ca = overrides.tls_ca.clone().or(raw.tls_ca);
+        let tls_cert = overrides.tls_cert.clone().or(raw.tls_cert);
+        let tls_key = overrides.tls_key.clone().or(raw.tls_key);
+        let client_cert = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                return Err(NatsError::Config(
+                    "`nats.tls_cert` and `nats.tls_key` (--tls-cert, --tls-key) go together".into(),
+                ));
+            }
+        };
+        let tls = Tls {
+            required: raw.tls_required.unwrap_or(false) || tls_ca.is_some() || client_cert.is_some(),
+            ca_file: tls_ca,
+            client_cert,
+        };
+
+        let name = raw.name.unwrap_or_else(|| "lifewatch".to_string());
+        let streams = StreamSettings {
+            lifecycle_stream: stream_name("lifecycle_stream", raw.lifecycle_stream, "LIFECYCLE")?,
+            incidents_stream: stream_name("incidents_stream", raw.incidents_stream, "INCIDENTS")?,
+            rejected_stream: stream_name("rejected_stream", raw.rejected_stream, "LIFEWATCH_REJECTED")?,
+            consumer: stream_name("consumer", raw.consumer, "lifewatch")?,
+            duplicate_window: duration("duplicate_window", raw.duplicate_window, "2m", false)?,
+            max_age: duration("max_age", raw.max_age, "30d", true)?,
+            max_bytes: match raw.max_bytes {
+                None => -1,
+                Some(bytes) if bytes > 0 => bytes,
+                Some(_) => return Err(NatsError::Config("`nats.max_bytes`: must be positive".into())),
+            },
+            ack_wait: duration("ack_wait", raw.ack_wait, "30s", false)?,
+            max_ack_pending: match raw.max_ack_pending {
+                None => 20_000,
+                Some(count) if count > 0 => count,
+                Some(_) => return Err(NatsError::Config("`nats.max_ack_pending`: must be positive".into())),
+            },
+            batch_size: match raw.batch_size {
+                None => 2_000,
+                Some(size) if (1..=100_000).contains(&size) => size,
+                Some(_) => {
+                    return Err(NatsError::Config("`nats.batch_size`: must be from 1 to 100000".into()));
+                }
+            },
+            heartbeat: duration("heartbeat", raw.heartbeat, "5s", false)?,
+            report_interval: duration("report_interval", raw.report_interval, "10s", false)?,
+        };
+        if streams.heartbeat * 2 >= Duration::from_secs(30) {
+            return Err(NatsError::Config("`nats.heartbeat`: must be shorter than 15s".into()));
+        }
+        Ok(NatsConfig { connect: ConnectSettings { url, name, auth, tls }, streams })
+    }
+}
+
+fn choose_auth(
+    user: Option<String>,
+    password: Option<Secret>,
+    token: Option<Secret>,
+    credentials: Option<PathBuf>,
+    nkey_seed_file: Option<PathBuf>,
+) -> Result<Auth, NatsError> {
+    let mut chosen = Vec::new();
+    match (user, password) {
+        (Some(user), Some(password)) => chosen.push(Auth::UserPassword { user, password }),
+        (None, None) => {}
+        _ => {
+            return Err(NatsError::Config(
+                "a user needs a password and a password needs a user (`nats.user`, `nats.password`)".into(),
+            ));
+        }
+    }
+    if let Some(token) = token {
+        chosen.push(Auth::Token(token));
+    }
+    if let Some(path) = credentials {
+        chosen.push(Auth::CredentialsFile(path));
+    }
+    if let Some(path) = nkey_seed_file {
+        let seed = read_secret_file(&path)?;
+        chosen.push(Auth::NkeySeed(seed));
+    }
+    match chosen.len() {
+        0 => Ok(Auth::None),
+        1 => Ok(chosen.remove(0)),
+        _ => Err(NatsError::Config(
+            "choose one way to authenticate: user and password, token, credentials file or nkey seed".into(),
+        )),
+    }
+}
+
+fn read_secret_file(path: &Path) -> Result<Secret, NatsError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| NatsError::ReadFile { path: path.to_path_buf(), source })?;
+    let seed = text.lines().map(str::trim).find(|line| !line.is_empty() && !line.starts_with('#'));
+    match seed {
+        Some(seed) => Ok(Secret::new(seed)),
+        None => Err(NatsError::Config(format!("{}: holds no nkey seed", path.display()))),
+    }
+}
+
+fn stream_name(key: &str, value: Option<String>, default: &str) -> Result<String, NatsError> {
+    let name = value.unwrap_or_else(|| default.to_string());
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
+    if valid {
+        Ok(name)
+    } else {
+        Err(NatsError::Config(format!("`nats.{key}`: {name:?} is not a valid name (A-Z a-z 0-9 _ -)")))
+    }
+}
+
+fn duration(
+    key: &str,
+    value: Option<String>,
+    default: &str,
+    zero_allowed: bool,
+) -> Result<Duration, NatsError> {
+    let text = value.unwrap_or_else(|| default.to_string());
+    let parsed = lifewatch_core::Duration::parse_human(&text)
+        .map_err(|message| NatsError::Config(format!("`nats.{key}`: {message}")))?;
+    let nanos = parsed.as_nanos();
+    if nanos < 0 || (nanos == 0 && !zero_allowed) {
+        return Err(NatsError::Config(format!("`nats.{key}`: must be longer than zero")));
+    }
+    Ok(Duration::from_nanos(nanos as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, overrides: &ConnectOverrides) -> Result<NatsConfig, NatsError> {
+        let table: toml::Table =
+            toml::from_str(text).map_err(|error| NatsError::Config(error.to_string()))?;
+        NatsConfig::from_table(&table, overrides)
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let overrides = ConnectOverrides { url: Some("nats://b:4222".into()), ..Default::default() };
+        let config = parse("url = \"nats://a:4222\"\nuser = \"u\"\npassword = \"p\"", &overrides).unwrap();
+        assert_eq!(config.connect.url, "nats://b:4222");
+        assert_eq!(config.streams.lifecycle_stream, "LIFECYCLE");
+        assert_eq!(config.streams.duplicate_window, Duration::from_secs(120));
+        assert!(matches!(config.connect.auth, Auth::UserPassword { ref user, .. } if user == "u"));
+    }
+
+    #[test]
+    fn refuses_unknown_keys_and_conflicts() {
+        let overrides = ConnectOverrides::default();
+        let error = parse("url = \"nats://a\"\npasword = \"p\"", &overrides).unwrap_err();
+        assert!(error.to_string().contains("pasword"), "{error}");
+        let error = parse("url = \"nats://a\"\nuser = \"u\"\npassword = \"p\"\ntoken = \"t\"", &overrides)
+            .unwrap_err();
+        assert!(error.to_string().contains("choose one"), "{error}");
+        let error = parse("user = \"u\"\npassword = \"p\"", &overrides).unwrap_err();
+        assert!(error.to_string().contains("--nats"), "{error}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let overrides = ConnectOverrides {
+            url: Some("nats://a".into()),
+            token: Some(Secret::new("hunter2")),
+            ..Default::default()
+        };
+        let config = parse("", &overrides).unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("<redacted>"), "{printed}");
+    }
+}

@@ -1,0 +1,180 @@
+//! The streams and the durable consumer of SPEC.md section 6, and the
+//! subjects lifewatch reads and writes.
+
+use async_nats::jetstream::{self, consumer, stream};
+
+use crate::error::NatsError;
+use crate::options::StreamSettings;
+
+/// Subjects of the events stream.
+pub const LIFECYCLE_SUBJECTS: &str = "lifecycle.>";
+/// Subjects of the incidents stream.
+pub const INCIDENTS_SUBJECTS: &str = "incidents.>";
+/// Subjects of the rejected-messages stream.
+pub const REJECTED_SUBJECTS: &str = "lifewatch.rejected.>";
+/// The header that carries the subject a rejected message arrived on.
+pub const ORIGINAL_SUBJECT_HEADER: &str = "Lifewatch-Original-Subject";
+/// The header that carries the reason a message was rejected.
+pub const REJECT_REASON_HEADER: &str = "Lifewatch-Reject-Reason";
+/// The header that carries the rejection's detail, for people.
+pub const REJECT_DETAIL_HEADER: &str = "Lifewatch-Reject-Detail";
+/// The header that carries the events-stream sequence of a rejected message.
+pub const ORIGINAL_SEQUENCE_HEADER: &str = "Lifewatch-Original-Sequence";
+
+/// Whether to create missing streams or only bind to existing ones.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum CreateStreams {
+    /// Create the streams that are missing (file storage, duplicate window, retention from config).
+    IfMissing,
+    /// Only bind; a missing stream is an error (`--no-create`).
+    Never,
+}
+
+/// The three streams, bound.
+#[derive(Clone, Debug)]
+pub struct Streams {
+    /// Events.
+    pub lifecycle: stream::Stream,
+    /// Incidents.
+    pub incidents: stream::Stream,
+    /// Rejected messages.
+    pub rejected: stream::Stream,
+}
+
+/// Binds the three streams, creating the missing ones if allowed.
+pub async fn ensure_streams(
+    jetstream: &jetstream::Context,
+    settings: &StreamSettings,
+    create: CreateStreams,
+) -> Result<Streams, NatsError> {
+    let lifecycle =
+        ensure_stream(jetstream, settings, &settings.lifecycle_stream, LIFECYCLE_SUBJECTS, create).await?;
+    let incidents =
+        ensure_stream(jetstream, settings, &settings.incidents_stream, INCIDENTS_SUBJECTS, create).await?;
+    let rejected =
+        ensure_stream(jetstream, settings, &settings.rejected_stream, REJECTED_SUBJECTS, create).await?;
+    Ok(Streams { lifecycle, incidents, rejected })
+}
+
+/// The configuration of a stream lifewatch creates.
+pub fn stream_config(settings: &StreamSettings, name: &str, subjects: &str) -> stream::Config {
+    stream::Config {
+        name: name.to_string(),
+        subjects: vec![subjects.to_string()],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        duplicate_window: settings.duplicate_window,
+        max_age: settings.max_age,
+        max_bytes: settings.max_bytes,
+        num_replicas: 1,
+        ..Default::default()
+    }
+}
+
+async fn ensure_stream(
+    jetstream: &jetstream::Context,
+    settings: &StreamSettings,
+    name: &str,
+    subjects: &str,
+    create: CreateStreams,
+) -> Result<stream::Stream, NatsError> {
+    let stream_error = |message: String| NatsError::Stream { stream: name.to_string(), message };
+    match jetstream.get_stream(name).await {
+        Ok(stream) => {
+            tracing::debug!(stream = name, "bound to existing stream");
+            return Ok(stream);
+        }
+        Err(error) => {
+            let missing = matches!(
+                error.kind(),
+                jetstream::context::GetStreamErrorKind::JetStream(ref js)
+                    if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+            );
+            if !missing {
+                return Err(stream_error(error.to_string()));
+            }
+        }
+    }
+    if create == CreateStreams::Never {
+        return Err(stream_error("does not exist (and --no-create forbids creating it)".into()));
+    }
+    let config = stream_config(settings, name, subjects);
+    match jetstream.create_stream(config).await {
+        Ok(stream) => {
+            tracing::info!(stream = name, subjects, "created stream");
+            Ok(stream)
+        }
+        // Another instance may have created it in the meantime.
+        Err(error) => jetstream.get_stream(name).await.map_err(|_| stream_error(error.to_string())),
+    }
+}
+
+/// The durable pull consumer of the monitor: explicit acks, delivering the
+/// stream in sequence order from `start` (the sequence after the last one
+/// committed; `None`: from the beginning).
+///
+/// The consumer is deleted and created afresh every time: its own record of
+/// what was delivered cannot be trusted after a crash, because messages
+/// delivered but never committed would only come back after `ack_wait`,
+/// behind newer ones, and the engine must see events in stream order to
+/// reach the state `replay` reaches. The store's checkpoint is the truth.
+pub async fn bind_consumer(
+    lifecycle: &stream::Stream,
+    stream_name: &str,
+    settings: &StreamSettings,
+    start: Option<u64>,
+) -> Result<consumer::PullConsumer, NatsError> {
+    let consumer_error = |source: Box<dyn std::error::Error + Send + Sync>| NatsError::Consumer {
+        stream: stream_name.to_string(),
+        consumer: settings.consumer.clone(),
+        source,
+    };
+    if let Err(error) = lifecycle.delete_consumer(&settings.consumer).await {
+        let missing = matches!(
+            error.kind(),
+            stream::ConsumerErrorKind::JetStream(ref js)
+                if js.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND
+        );
+        if !missing {
+            return Err(consumer_error(Box::new(error)));
+        }
+    }
+    let deliver_policy = match start {
+        Some(start_sequence) => consumer::DeliverPolicy::ByStartSequence { start_sequence },
+        None => consumer::DeliverPolicy::All,
+    };
+    let config = consumer::pull::Config {
+        durable_name: Some(settings.consumer.clone()),
+        description: Some("lifewatch live monitor".to_string()),
+        deliver_policy,
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: settings.ack_wait,
+        max_ack_pending: settings.max_ack_pending,
+        ..Default::default()
+    };
+    lifecycle.create_consumer(config).await.map_err(|error| consumer_error(Box::new(error)))
+}
+
+/// The subject of an incident message: `incidents.<kind>.<entity type>.<entity id>`.
+pub fn incident_subject(record: &lifewatch_core::IncidentRecord) -> String {
+    format!("incidents.{}.{}.{}", record.kind, record.entity.entity_type, subject_token(&record.entity.id))
+}
+
+/// The subject a rejected message is republished to: `lifewatch.rejected.<reason>`.
+pub fn rejected_subject(reason: lifewatch_core::RejectReason) -> String {
+    format!("lifewatch.rejected.{reason}")
+}
+
+/// `text` made safe as one subject token: characters that NATS gives a
+/// meaning (`.`, `*`, `>`, white space) become `_`. Entity ids are already
+/// safe (SPEC.md section 1); region names from event data may not be.
+pub fn subject_token(text: &str) -> String {
+    if text.is_empty() {
+        return "_".to_string();
+    }
+    text.chars()
+        .map(
+            |c| if c == '.' || c == '*' || c == '>' || c.is_whitespace() || c.is_control() { '_' } else { c },
+        )
+        .collect()
+}
