@@ -5,6 +5,7 @@
 //! found problems); 2 bad usage or a bad configuration.
 
 mod check;
+mod db_commands;
 mod input;
 mod output;
 mod replay;
@@ -57,6 +58,88 @@ enum Command {
         /// Output format: jsonl for tools, table for people.
         #[arg(long, value_enum, default_value = "jsonl")]
         format: Format,
+        /// Persist to this SQLite database as the replay goes (created if missing):
+        /// events already in it are duplicates, so a second file continues the first.
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
+    /// List the incidents stored in a database, ordered by opened_at then key.
+    Incidents {
+        /// The database.
+        #[arg(long)]
+        db: PathBuf,
+        /// Only open or only resolved incidents.
+        #[arg(long, value_enum)]
+        status: Option<StatusArg>,
+        /// Only this team's incidents.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only this kind (e.g. stuck, quota_breach).
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<lifewatch_core::IncidentKind>,
+        /// Only incidents open at some moment since this instant (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<Timestamp>,
+        /// Output format: table for people, jsonl for tools.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Show an entity's timeline: every event, the state it moved to and how long it
+    /// stayed, the incidents raised, and rejected events for that subject.
+    Show {
+        /// The database.
+        #[arg(long)]
+        db: PathBuf,
+        /// The entity id (account, project or dispute).
+        entity_id: String,
+        /// Output format: table for people, jsonl for tools.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// On-call reports over a database.
+    Report {
+        #[command(subcommand)]
+        report: ReportCommand,
+    },
+    /// Recompute every projection and incident from the event log alone and compare
+    /// with what is stored. Exit 1 if they differ.
+    Rebuild {
+        /// The database.
+        #[arg(long)]
+        db: PathBuf,
+        /// Replace what differs with what the log gives (takes the writer lock).
+        #[arg(long)]
+        repair: bool,
+        /// Configuration file (default: the shipped ops/lifewatch.toml, built in).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// List the rejected events kept in a database.
+    Rejected {
+        /// The database.
+        #[arg(long)]
+        db: PathBuf,
+        /// Only this reason (e.g. malformed_json).
+        #[arg(long, value_parser = parse_reason)]
+        reason: Option<lifewatch_core::RejectReason>,
+        /// Include events already re-driven.
+        #[arg(long)]
+        all: bool,
+        /// Output format: table for people, jsonl for tools.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Feed rejected events through validation again; accepted ones join the log.
+    Redrive {
+        /// The database.
+        #[arg(long)]
+        db: PathBuf,
+        /// Only events rejected for this reason.
+        #[arg(long, value_parser = parse_reason)]
+        reason: Option<lifewatch_core::RejectReason>,
+        /// Configuration file (default: the shipped ops/lifewatch.toml, built in).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Validate a configuration and the operations package: every incident kind
     /// reaches an owner, every runbook named exists.
@@ -89,6 +172,42 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+/// `lifewatch report` reports.
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// What is stuck now, grouped by owner and state, oldest first, with how long
+    /// past its deadline each one is.
+    Stuck {
+        /// The database.
+        #[arg(long)]
+        db: PathBuf,
+        /// The instant to judge at (RFC 3339). Default: the database's clock.
+        #[arg(long, value_parser = parse_time)]
+        now: Option<Timestamp>,
+        /// Configuration file for deadlines and owners (default: the shipped one).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Output format: table for people, jsonl for tools.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+}
+
+/// `--status` values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StatusArg {
+    Open,
+    Resolved,
+}
+
+fn parse_kind(text: &str) -> Result<lifewatch_core::IncidentKind, String> {
+    lifewatch_core::IncidentKind::parse(text).ok_or_else(|| format!("{text:?} is not an incident kind"))
+}
+
+fn parse_reason(text: &str) -> Result<lifewatch_core::RejectReason, String> {
+    lifewatch_core::RejectReason::parse(text).ok_or_else(|| format!("{text:?} is not a rejection reason"))
 }
 
 fn parse_time(text: &str) -> Result<Timestamp, String> {
@@ -136,11 +255,15 @@ fn config_or_exit(path: Option<&Path>) -> Result<Config, ExitCode> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Replay { files, now, config, format } => {
+        Command::Replay { files, now, config, format, db } => {
             let config = match config_or_exit(config.as_deref()) {
                 Ok(config) => config,
                 Err(code) => return Ok(code),
             };
+            if let Some(db) = db {
+                db_commands::replay(&db, &files, now, config, format)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let mut engine = Engine::new(config);
             let mut totals = replay::feed(&mut engine, &files)?;
             replay::finish(&mut engine, now);
@@ -148,6 +271,43 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let order = engine.sorted_incidents();
             output::print_record_stream(order.into_iter().filter_map(|index| engine.record(index)), format)?;
             replay::report(&totals)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Incidents { db, status, owner, kind, since, format } => {
+            let status = status.map(|status| match status {
+                StatusArg::Open => lifewatch_core::Status::Open,
+                StatusArg::Resolved => lifewatch_core::Status::Resolved,
+            });
+            let filter = lifewatch_store::IncidentFilter { status, owner, kind, since };
+            db_commands::incidents(&db, &filter, format)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Show { db, entity_id, format } => db_commands::show(&db, &entity_id, format),
+        Command::Report { report: ReportCommand::Stuck { db, now, config, format } } => {
+            let config = match config_or_exit(config.as_deref()) {
+                Ok(config) => config,
+                Err(code) => return Ok(code),
+            };
+            db_commands::report_stuck(&db, now, &config, format)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rebuild { db, repair, config } => {
+            let config = match config_or_exit(config.as_deref()) {
+                Ok(config) => config,
+                Err(code) => return Ok(code),
+            };
+            db_commands::rebuild(&db, config, repair)
+        }
+        Command::Rejected { db, reason, all, format } => {
+            db_commands::rejected(&db, reason, all, format)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Redrive { db, reason, config } => {
+            let config = match config_or_exit(config.as_deref()) {
+                Ok(config) => config,
+                Err(code) => return Ok(code),
+            };
+            db_commands::redrive(&db, reason, config)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config, root } => {

@@ -1,0 +1,142 @@
+//! The one error type of the store, and how SQLite's error codes map to it.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use rusqlite::ErrorCode;
+
+/// Everything that can go wrong with a lifewatch database. Every message names
+/// the database file; causes are kept as sources.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the writer lock of this database.
+    #[error(
+        "{path} is locked by another writer ({holder}); stop it first, read-only commands work meanwhile"
+    )]
+    Locked {
+        /// The database.
+        path: PathBuf,
+        /// What the lock file says about the holder (pid and start time).
+        holder: String,
+    },
+    /// The sidecar lock file could not be created or locked.
+    #[error("cannot lock {path} for writing: {source}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A read-only command was pointed at a database that does not exist.
+    #[error("{path} does not exist")]
+    NotFound {
+        /// The database.
+        path: PathBuf,
+    },
+    /// The file exists but is not a lifewatch database.
+    #[error("{path} is not a lifewatch database: {detail}")]
+    NotLifewatch {
+        /// The database.
+        path: PathBuf,
+        /// What was found instead.
+        detail: String,
+    },
+    /// The database was written by a newer lifewatch whose schema this one does not know.
+    #[error(
+        "{path} has schema version {found}, newer than the {supported} this lifewatch supports; \
+         use a newer lifewatch"
+    )]
+    TooNew {
+        /// The database.
+        path: PathBuf,
+        /// The schema version in the file.
+        found: i64,
+        /// The newest schema version this build knows.
+        supported: i64,
+    },
+    /// The file cannot be written (file mode, read-only file system).
+    #[error("{path} is read-only: {detail}")]
+    ReadOnly {
+        /// The database.
+        path: PathBuf,
+        /// Why it cannot be written.
+        detail: String,
+    },
+    /// SQLite found the file damaged.
+    #[error("{path} is corrupt ({context}): {source}")]
+    Corrupt {
+        /// The database.
+        path: PathBuf,
+        /// What was being done.
+        context: &'static str,
+        /// SQLite's report.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The disk, or the size the database may grow to, is full; the batch was not stored.
+    #[error("{path}: disk full while trying to {context}, nothing of this batch was stored: {source}")]
+    DiskFull {
+        /// The database.
+        path: PathBuf,
+        /// What was being done.
+        context: &'static str,
+        /// SQLite's report.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// Any other SQLite failure.
+    #[error("{path}: cannot {context}: {source}")]
+    Sqlite {
+        /// The database.
+        path: PathBuf,
+        /// What was being done.
+        context: &'static str,
+        /// SQLite's report.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A stored value could not be decoded (an incident record, a time).
+    #[error("{path}: stored data cannot be read back: {detail}")]
+    BadData {
+        /// The database.
+        path: PathBuf,
+        /// What was wrong.
+        detail: String,
+    },
+    /// An earlier commit failed, so the engine holds changes the database does
+    /// not: the writer must be reopened, which restores the engine from the log.
+    #[error("{path}: an earlier commit failed; reopen the database to restore the engine from the log")]
+    Poisoned {
+        /// The database.
+        path: PathBuf,
+    },
+}
+
+impl StoreError {
+    /// Classifies a SQLite error: full disk, corruption and read-only files
+    /// get their own variants, so that the message says what to do.
+    pub(crate) fn sqlite(path: &Path, context: &'static str, source: rusqlite::Error) -> StoreError {
+        let path = path.to_path_buf();
+        match source.sqlite_error_code() {
+            Some(ErrorCode::DiskFull) => StoreError::DiskFull { path, context, source },
+            Some(ErrorCode::DatabaseCorrupt) => StoreError::Corrupt { path, context, source },
+            Some(ErrorCode::NotADatabase) => {
+                StoreError::NotLifewatch { path, detail: format!("not a SQLite database ({source})") }
+            }
+            Some(ErrorCode::ReadOnly) => StoreError::ReadOnly { path, detail: source.to_string() },
+            _ => StoreError::Sqlite { path, context, source },
+        }
+    }
+}
+
+/// Shorthand for mapping a rusqlite result into a [`StoreError`].
+pub(crate) trait Context<T> {
+    fn context(self, path: &Path, context: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T> Context<T> for Result<T, rusqlite::Error> {
+    fn context(self, path: &Path, context: &'static str) -> Result<T, StoreError> {
+        self.map_err(|error| StoreError::sqlite(path, context, error))
+    }
+}

@@ -1,0 +1,67 @@
+//! Refolding the log: the engine's state is a function of the accepted events
+//! in arrival order and the clock ticks between them, so parsing every stored
+//! payload again and replaying the ticks at their positions restores it exactly.
+
+use std::path::Path;
+
+use lifewatch_core::{Config, Engine, Timestamp, parse_event};
+use rusqlite::Connection;
+
+use crate::error::{Context, StoreError};
+
+/// What restoring an engine from the log found.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct RestoreStats {
+    /// Events refolded.
+    pub events: u64,
+    /// Clock ticks replayed.
+    pub ticks: u64,
+    /// Stored events that this version no longer accepts (validation got
+    /// stricter since they were stored); they are left in the log and skipped.
+    pub no_longer_valid: u64,
+    /// The seq of the last event in the log (0 when empty).
+    pub last_seq: i64,
+}
+
+/// Builds an engine on `config` from the log of `connection`.
+pub(crate) fn refold(
+    connection: &Connection,
+    path: &Path,
+    config: Config,
+) -> Result<(Engine, RestoreStats), StoreError> {
+    let mut engine = Engine::new(config);
+    let mut stats = RestoreStats::default();
+    let ticks: Vec<(i64, i64)> = connection
+        .prepare("SELECT after_seq, now FROM ticks ORDER BY id")
+        .and_then(|mut statement| {
+            statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?.collect::<Result<Vec<_>, _>>()
+        })
+        .context(path, "read the clock ticks")?;
+    let mut ticks = ticks.into_iter().peekable();
+    let mut statement = connection
+        .prepare("SELECT seq, payload FROM events ORDER BY seq")
+        .context(path, "read the event log")?;
+    let mut rows = statement.query([]).context(path, "read the event log")?;
+    while let Some(row) = rows.next().context(path, "read the event log")? {
+        let seq: i64 = row.get(0).context(path, "read the event log")?;
+        while let Some((_, now)) = ticks.next_if(|&(after_seq, _)| after_seq < seq) {
+            engine.handle_time(Timestamp::from_unix_nanos(now));
+            stats.ticks += 1;
+        }
+        let payload =
+            row.get_ref(1).and_then(|value| Ok(value.as_blob()?)).context(path, "read the event log")?;
+        match parse_event(payload) {
+            Ok(event) => {
+                engine.handle_event(&event);
+                stats.events += 1;
+            }
+            Err(_) => stats.no_longer_valid += 1,
+        }
+        stats.last_seq = seq;
+    }
+    for (_, now) in ticks {
+        engine.handle_time(Timestamp::from_unix_nanos(now));
+        stats.ticks += 1;
+    }
+    Ok((engine, stats))
+}

@@ -1,0 +1,507 @@
+//! The projections: writing entity and incident rows from the engine, reading
+//! them back, and comparing what is stored with what the log gives.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::Path;
+
+use lifewatch_core::{
+    Engine, EntityRef, EntityType, EntityView, IncidentRecord, State, Timestamp, Transition,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::error::{Context, StoreError};
+
+/// An entity projection as stored: the engine's [`EntityView`], owned.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct StoredEntity {
+    /// Account, project or dispute.
+    pub entity_type: EntityType,
+    /// The entity id.
+    pub id: String,
+    /// Its state; `None` for an entity only referred to by others.
+    pub state: Option<State>,
+    /// When it entered that state (`None` without a state).
+    pub entered_at: Option<Timestamp>,
+    /// The account it belongs to, when known.
+    pub account_id: Option<String>,
+    /// Its region, when known.
+    pub region: Option<String>,
+    /// Its plan (accounts).
+    pub plan: Option<String>,
+    /// Live projects counted against the plan (accounts).
+    pub live_projects: u32,
+}
+
+impl StoredEntity {
+    /// The stored form of an engine view.
+    pub fn from_view(view: &EntityView<'_>) -> StoredEntity {
+        StoredEntity {
+            entity_type: view.entity_type,
+            id: view.id.to_string(),
+            state: view.state,
+            entered_at: view.state.map(|_| view.entered_at),
+            account_id: view.account_id.map(str::to_string),
+            region: view.region.map(str::to_string),
+            plan: view.plan.map(str::to_string),
+            live_projects: view.live_projects,
+        }
+    }
+
+    /// An entity only referred to by others and holding nothing: stored or
+    /// not, it means the same, so comparisons ignore it.
+    fn is_placeholder(&self) -> bool {
+        self.state.is_none()
+            && self.account_id.is_none()
+            && self.region.is_none()
+            && self.plan.is_none()
+            && self.live_projects == 0
+    }
+}
+
+/// One way in which the stored projections disagree with the log.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Difference {
+    /// The log gives an incident that is not stored.
+    IncidentMissing {
+        /// Its id.
+        id: String,
+    },
+    /// An incident is stored that the log does not give.
+    IncidentExtra {
+        /// Its id.
+        id: String,
+    },
+    /// An incident is stored with other values than the log gives.
+    IncidentDiffers {
+        /// Its id.
+        id: String,
+        /// The record members that differ.
+        fields: Vec<String>,
+    },
+    /// The log gives an entity that is not stored.
+    EntityMissing {
+        /// Its type.
+        entity_type: EntityType,
+        /// Its id.
+        id: String,
+    },
+    /// An entity is stored that the log does not give.
+    EntityExtra {
+        /// Its type.
+        entity_type: EntityType,
+        /// Its id.
+        id: String,
+    },
+    /// An entity is stored with other values than the log gives.
+    EntityDiffers {
+        /// Its type.
+        entity_type: EntityType,
+        /// Its id.
+        id: String,
+        /// The fields that differ, with the stored and the recomputed value.
+        fields: Vec<String>,
+    },
+    /// The stored clock is not the one the log gives.
+    Clock {
+        /// What is stored.
+        stored: Option<Timestamp>,
+        /// What the log gives.
+        log: Option<Timestamp>,
+    },
+}
+
+impl fmt::Display for Difference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Difference::IncidentMissing { id } => write!(f, "incident {id}: in the log, not stored"),
+            Difference::IncidentExtra { id } => write!(f, "incident {id}: stored, not in the log"),
+            Difference::IncidentDiffers { id, fields } => {
+                write!(f, "incident {id}: stored {} differ from the log", fields.join(", "))
+            }
+            Difference::EntityMissing { entity_type, id } => {
+                write!(f, "{entity_type} {id}: in the log, not stored")
+            }
+            Difference::EntityExtra { entity_type, id } => {
+                write!(f, "{entity_type} {id}: stored, not in the log")
+            }
+            Difference::EntityDiffers { entity_type, id, fields } => {
+                write!(f, "{entity_type} {id}: {}", fields.join(", "))
+            }
+            Difference::Clock { stored, log } => {
+                let show =
+                    |time: &Option<Timestamp>| time.map_or("none".to_string(), |time| time.to_string());
+                write!(f, "clock: stored {}, the log gives {}", show(stored), show(log))
+            }
+        }
+    }
+}
+
+/// The key of an entity row: the engine's slot. See the `entities` table.
+pub(crate) fn entity_key(entity: EntityRef) -> i64 {
+    let code = match entity.entity_type {
+        EntityType::Account => 0,
+        EntityType::Project => 1,
+        EntityType::Dispute => 2,
+    };
+    (code << 32) | i64::from(entity.index)
+}
+
+/// The NATS subject of an incident: `incidents.<kind>.<entity type>.<entity id>`.
+pub(crate) fn incident_subject(record: &IncidentRecord) -> String {
+    format!("incidents.{}.{}.{}", record.kind, record.entity.entity_type, record.entity.id)
+}
+
+/// The outbox payload of SPEC.md section 6: `{"transition": ..., "incident": <record>}`.
+pub(crate) fn outbox_payload(transition: &str, record_json: &str) -> String {
+    format!("{{\"transition\":\"{transition}\",\"incident\":{record_json}}}")
+}
+
+pub(crate) fn upsert_entity(
+    connection: &Connection,
+    path: &Path,
+    key: i64,
+    entity: &StoredEntity,
+) -> Result<(), StoreError> {
+    let mut statement = connection
+        .prepare_cached(
+            "INSERT INTO entities(key, entity_type, id, state, entered_at, account_id, region, plan, live_projects)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT(key) DO UPDATE SET state = excluded.state, entered_at = excluded.entered_at,
+                 account_id = excluded.account_id, region = excluded.region, plan = excluded.plan,
+                 live_projects = excluded.live_projects",
+        )
+        .context(path, "prepare the entity upsert")?;
+    statement
+        .execute(params![
+            key,
+            entity.entity_type.as_str(),
+            entity.id,
+            entity.state.map(State::as_str),
+            entity.entered_at.map(Timestamp::unix_nanos),
+            entity.account_id,
+            entity.region,
+            entity.plan,
+            entity.live_projects,
+        ])
+        .context(path, "store an entity")?;
+    Ok(())
+}
+
+pub(crate) fn upsert_incident(
+    connection: &Connection,
+    path: &Path,
+    slot: u32,
+    record: &IncidentRecord,
+    json: &str,
+) -> Result<(), StoreError> {
+    let mut statement = connection
+        .prepare_cached(
+            "INSERT INTO incidents(slot, id, key, kind, status, owner, entity_type, entity_id, opened_at,
+                 resolved_at, record)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT(slot) DO UPDATE SET status = excluded.status, owner = excluded.owner,
+                 opened_at = excluded.opened_at, resolved_at = excluded.resolved_at, record = excluded.record",
+        )
+        .context(path, "prepare the incident upsert")?;
+    statement
+        .execute(params![
+            slot,
+            record.id,
+            record.key,
+            record.kind.as_str(),
+            record.status.as_str(),
+            record.owner,
+            record.entity.entity_type.as_str(),
+            record.entity.id,
+            record.opened_at.unix_nanos(),
+            record.resolved_at.map(Timestamp::unix_nanos),
+            json,
+        ])
+        .context(path, "store an incident")?;
+    Ok(())
+}
+
+pub(crate) fn delete_incident(connection: &Connection, path: &Path, slot: u32) -> Result<(), StoreError> {
+    connection
+        .prepare_cached("DELETE FROM incidents WHERE slot = ?1")
+        .and_then(|mut statement| statement.execute([slot]))
+        .context(path, "delete a retracted incident")?;
+    Ok(())
+}
+
+/// Appends one transition to an incident's history and to the outbox.
+pub(crate) fn note_transition(
+    connection: &Connection,
+    path: &Path,
+    record: &IncidentRecord,
+    json: &str,
+    transition: &str,
+    after_seq: i64,
+) -> Result<(), StoreError> {
+    connection
+        .prepare_cached(
+            "INSERT INTO incident_transitions(incident_id, transition, after_seq) VALUES (?1, ?2, ?3)",
+        )
+        .and_then(|mut statement| statement.execute(params![record.id, transition, after_seq]))
+        .context(path, "store an incident transition")?;
+    connection
+        .prepare_cached(
+            "INSERT INTO outbox(incident_id, transition, subject, payload) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                record.id,
+                transition,
+                incident_subject(record),
+                outbox_payload(transition, json)
+            ])
+        })
+        .context(path, "queue an incident transition")?;
+    Ok(())
+}
+
+/// Reads a value of the `meta` table.
+pub(crate) fn meta_value(
+    connection: &Connection,
+    path: &Path,
+    name: &str,
+) -> Result<Option<i64>, StoreError> {
+    connection
+        .query_row("SELECT value FROM meta WHERE name = ?1", [name], |row| row.get::<_, Option<i64>>(0))
+        .optional()
+        .map(Option::flatten)
+        .context(path, "read the metadata")
+}
+
+pub(crate) fn set_meta_value(
+    connection: &Connection,
+    path: &Path,
+    name: &str,
+    value: Option<i64>,
+) -> Result<(), StoreError> {
+    connection
+        .prepare_cached(
+            "INSERT INTO meta(name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+        )
+        .and_then(|mut statement| statement.execute(params![name, value]))
+        .context(path, "write the metadata")?;
+    Ok(())
+}
+
+pub(crate) fn entity_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredEntity, String>> {
+    let entity_type: String = row.get(0)?;
+    let id: String = row.get(1)?;
+    let state: Option<String> = row.get(2)?;
+    let entered_at: Option<i64> = row.get(3)?;
+    let Some(entity_type) = EntityType::parse(&entity_type) else {
+        return Ok(Err(format!("entity {id} has an unknown type {entity_type:?}")));
+    };
+    let state = match state {
+        None => None,
+        Some(name) => match State::parse(entity_type, &name) {
+            Some(state) => Some(state),
+            None => return Ok(Err(format!("{entity_type} {id} has an unknown state {name:?}"))),
+        },
+    };
+    Ok(Ok(StoredEntity {
+        entity_type,
+        id,
+        state,
+        entered_at: entered_at.map(Timestamp::from_unix_nanos),
+        account_id: row.get(4)?,
+        region: row.get(5)?,
+        plan: row.get(6)?,
+        live_projects: row.get(7)?,
+    }))
+}
+
+/// The SELECT list [`entity_from_row`] reads.
+pub(crate) const ENTITY_COLUMNS: &str =
+    "entity_type, id, state, entered_at, account_id, region, plan, live_projects";
+
+/// What the engine holds, as stored rows: incidents by id (slot, record, JSON)
+/// and entities by type and id.
+struct Expected {
+    incidents: BTreeMap<String, (u32, IncidentRecord, String)>,
+    entities: BTreeMap<(EntityType, String), (i64, StoredEntity)>,
+}
+
+fn expected(engine: &Engine, path: &Path) -> Result<Expected, StoreError> {
+    let mut incidents = BTreeMap::new();
+    for slot in 0..engine.incident_count() {
+        if engine.is_retracted(slot) {
+            continue;
+        }
+        let Some(record) = engine.record(slot) else { continue };
+        let json = serde_json::to_string(&record)
+            .map_err(|error| StoreError::BadData { path: path.to_path_buf(), detail: error.to_string() })?;
+        incidents.insert(record.id.clone(), (slot, record, json));
+    }
+    let mut entities = BTreeMap::new();
+    for entity in engine.entities() {
+        let Some(view) = engine.entity(entity) else { continue };
+        let stored = StoredEntity::from_view(&view);
+        if !stored.is_placeholder() {
+            entities.insert((stored.entity_type, stored.id.clone()), (entity_key(entity), stored));
+        }
+    }
+    Ok(Expected { incidents, entities })
+}
+
+/// Compares the stored projections with `engine` (refolded from the log).
+pub(crate) fn compare(
+    connection: &Connection,
+    path: &Path,
+    engine: &Engine,
+) -> Result<Vec<Difference>, StoreError> {
+    let expected = expected(engine, path)?;
+    let mut differences = Vec::new();
+
+    let mut stored_incidents: HashMap<String, String> = HashMap::new();
+    let mut statement =
+        connection.prepare("SELECT id, record FROM incidents").context(path, "read incidents")?;
+    let mut rows = statement.query([]).context(path, "read incidents")?;
+    while let Some(row) = rows.next().context(path, "read incidents")? {
+        let id: String = row.get(0).context(path, "read incidents")?;
+        let record: String = row.get(1).context(path, "read incidents")?;
+        stored_incidents.insert(id, record);
+    }
+    for (id, (_, _, json)) in &expected.incidents {
+        match stored_incidents.remove(id) {
+            None => differences.push(Difference::IncidentMissing { id: id.clone() }),
+            Some(stored) if stored != *json => differences
+                .push(Difference::IncidentDiffers { id: id.clone(), fields: json_fields(&stored, json) }),
+            Some(_) => {}
+        }
+    }
+    let mut extra: Vec<String> = stored_incidents.into_keys().collect();
+    extra.sort();
+    differences.extend(extra.into_iter().map(|id| Difference::IncidentExtra { id }));
+
+    let mut stored_entities: HashMap<(EntityType, String), StoredEntity> = HashMap::new();
+    let mut statement = connection
+        .prepare(&format!("SELECT {ENTITY_COLUMNS} FROM entities"))
+        .context(path, "read entities")?;
+    let mut rows = statement.query([]).context(path, "read entities")?;
+    while let Some(row) = rows.next().context(path, "read entities")? {
+        let entity = entity_from_row(row)
+            .context(path, "read entities")?
+            .map_err(|detail| StoreError::BadData { path: path.to_path_buf(), detail })?;
+        if !entity.is_placeholder() {
+            stored_entities.insert((entity.entity_type, entity.id.clone()), entity);
+        }
+    }
+    for ((entity_type, id), (_, entity)) in &expected.entities {
+        match stored_entities.remove(&(*entity_type, id.clone())) {
+            None => differences.push(Difference::EntityMissing { entity_type: *entity_type, id: id.clone() }),
+            Some(stored) if stored != *entity => differences.push(Difference::EntityDiffers {
+                entity_type: *entity_type,
+                id: id.clone(),
+                fields: entity_fields(&stored, entity),
+            }),
+            Some(_) => {}
+        }
+    }
+    let mut extra: Vec<(EntityType, String)> = stored_entities.into_keys().collect();
+    extra.sort();
+    differences
+        .extend(extra.into_iter().map(|(entity_type, id)| Difference::EntityExtra { entity_type, id }));
+
+    let stored_clock = meta_value(connection, path, "clock")?.map(Timestamp::from_unix_nanos);
+    if stored_clock != engine.clock() {
+        differences.push(Difference::Clock { stored: stored_clock, log: engine.clock() });
+    }
+    Ok(differences)
+}
+
+/// Replaces every projection with what `engine` holds, and queues an outbox
+/// entry for each incident that changed, so that subscribers follow.
+pub(crate) fn rewrite(
+    connection: &Connection,
+    path: &Path,
+    engine: &Engine,
+    differences: &[Difference],
+    after_seq: i64,
+) -> Result<(), StoreError> {
+    let expected = expected(engine, path)?;
+    for difference in differences {
+        match difference {
+            Difference::IncidentMissing { id } | Difference::IncidentDiffers { id, .. } => {
+                if let Some((_, record, json)) = expected.incidents.get(id) {
+                    let transition = if matches!(difference, Difference::IncidentMissing { .. }) {
+                        "opened"
+                    } else {
+                        "updated"
+                    };
+                    note_transition(connection, path, record, json, transition, after_seq)?;
+                }
+            }
+            Difference::IncidentExtra { id } => {
+                let stored: Option<String> = connection
+                    .query_row("SELECT record FROM incidents WHERE id = ?1", [id], |row| row.get(0))
+                    .optional()
+                    .context(path, "read an incident")?;
+                if let Some(json) = stored
+                    && let Ok(record) = serde_json::from_str::<IncidentRecord>(&json)
+                {
+                    let transition = Transition::Retracted.as_str();
+                    note_transition(connection, path, &record, &json, transition, after_seq)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    connection
+        .execute_batch("DELETE FROM incidents; DELETE FROM entities;")
+        .context(path, "clear projections")?;
+    for (slot, record, json) in expected.incidents.values() {
+        upsert_incident(connection, path, *slot, record, json)?;
+    }
+    for (key, entity) in expected.entities.values() {
+        upsert_entity(connection, path, *key, entity)?;
+    }
+    set_meta_value(connection, path, "clock", engine.clock().map(Timestamp::unix_nanos))?;
+    set_meta_value(connection, path, "reproject", None)?;
+    Ok(())
+}
+
+/// The top-level members of two JSON records that differ.
+fn json_fields(stored: &str, expected: &str) -> Vec<String> {
+    let parse = |text: &str| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text).ok();
+    match (parse(stored), parse(expected)) {
+        (Some(stored), Some(expected)) => {
+            let mut names: Vec<&String> = stored.keys().chain(expected.keys()).collect();
+            names.sort();
+            names.dedup();
+            names
+                .into_iter()
+                .filter(|name| stored.get(*name) != expected.get(*name))
+                .map(|name| match (stored.get(name), expected.get(name)) {
+                    (Some(a), Some(b)) => format!("{name} ({a} stored, {b} from the log)"),
+                    _ => name.clone(),
+                })
+                .collect()
+        }
+        _ => vec!["record (not valid JSON)".to_string()],
+    }
+}
+
+fn entity_fields(stored: &StoredEntity, expected: &StoredEntity) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut check = |name: &str, a: String, b: String| {
+        if a != b {
+            fields.push(format!("{name} {a} stored, {b} from the log"));
+        }
+    };
+    let show_state = |state: Option<State>| state.map_or("none".to_string(), |state| state.to_string());
+    let show_time = |time: Option<Timestamp>| time.map_or("none".to_string(), |time| time.to_string());
+    let show = |text: &Option<String>| text.clone().unwrap_or_else(|| "none".to_string());
+    check("state", show_state(stored.state), show_state(expected.state));
+    check("entered_at", show_time(stored.entered_at), show_time(expected.entered_at));
+    check("account_id", show(&stored.account_id), show(&expected.account_id));
+    check("region", show(&stored.region), show(&expected.region));
+    check("plan", show(&stored.plan), show(&expected.plan));
+    check("live_projects", stored.live_projects.to_string(), expected.live_projects.to_string());
+    fields
+}

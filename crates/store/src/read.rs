@@ -1,0 +1,280 @@
+//! The read side: a read-only handle for the on-call commands. It never
+//! takes the writer lock, so it works while a writer runs, and sees what the
+//! writer has committed.
+
+use std::path::{Path, PathBuf};
+
+use lifewatch_core::{Config, Engine, IncidentKind, IncidentRecord, Status, Timestamp};
+use rusqlite::{Connection, ToSql};
+
+use crate::error::{Context, StoreError};
+use crate::log::{RestoreStats, refold};
+use crate::project::{self, Difference, ENTITY_COLUMNS, StoredEntity, entity_from_row};
+use crate::schema::{self, Access};
+
+/// A read-only handle on a database.
+pub struct Store {
+    path: PathBuf,
+    connection: Connection,
+}
+
+/// Which incidents to list; every field narrows the list.
+#[derive(Clone, Default, Debug)]
+pub struct IncidentFilter {
+    /// Only open, or only resolved, incidents.
+    pub status: Option<Status>,
+    /// Only this team's.
+    pub owner: Option<String>,
+    /// Only this kind.
+    pub kind: Option<IncidentKind>,
+    /// Only incidents that were open at some moment at or after this instant:
+    /// still open, or resolved at or after it.
+    pub since: Option<Timestamp>,
+}
+
+/// An accepted event as stored in the log.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct StoredEvent {
+    /// Its place in arrival order, from 1.
+    pub seq: i64,
+    /// The event id.
+    pub event_id: String,
+    /// The emitting service.
+    pub source: String,
+    /// The CloudEvents type.
+    pub event_type: String,
+    /// The entity id.
+    pub subject: String,
+    /// The event time.
+    pub time: Timestamp,
+    /// The event exactly as received.
+    pub payload: Vec<u8>,
+}
+
+/// A rejected input as stored.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct StoredRejection {
+    /// Its id in the rejected table.
+    pub id: i64,
+    /// Where it came from (`file:line`, a NATS subject).
+    pub origin: String,
+    /// The named reason.
+    pub reason: String,
+    /// What exactly was wrong.
+    pub detail: String,
+    /// Its `subject`, when it had a readable one.
+    pub subject: Option<String>,
+    /// The input exactly as received.
+    pub payload: Vec<u8>,
+    /// What re-driving it did (`accepted as event N`, `duplicate`), if it was.
+    pub redriven: Option<String>,
+}
+
+/// Counts and the clock, for a status line.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct StoreSummary {
+    /// Events in the log.
+    pub events: i64,
+    /// Rejected inputs kept and not re-driven.
+    pub rejected: i64,
+    /// Incidents stored.
+    pub incidents: i64,
+    /// Outbox entries not yet delivered.
+    pub pending_outbox: i64,
+    /// The engine's clock as last committed.
+    pub clock: Option<Timestamp>,
+}
+
+impl Store {
+    /// Opens an existing database read-only.
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::NotFound { path: path.to_path_buf() });
+        }
+        let mut connection = schema::connect(path, Access::ReadOnly, schema::Durability::Full)?;
+        schema::check_and_migrate(&mut connection, path, Access::ReadOnly)?;
+        Ok(Store { path: path.to_path_buf(), connection })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `read` in one read transaction, so that it sees one committed
+    /// state even while a writer commits.
+    pub fn snapshot<T>(&self, read: impl FnOnce(&Store) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let transaction = self.connection.unchecked_transaction().context(&self.path, "begin a read")?;
+        let result = read(self);
+        transaction.rollback().context(&self.path, "end a read")?;
+        result
+    }
+
+    /// Incident records, ordered by `opened_at` then `key`, as `replay` prints them.
+    pub fn incidents(&self, filter: &IncidentFilter) -> Result<Vec<IncidentRecord>, StoreError> {
+        let mut conditions: Vec<&str> = Vec::new();
+        let mut values: Vec<Box<dyn ToSql>> = Vec::new();
+        if let Some(status) = filter.status {
+            conditions.push("status = ?");
+            values.push(Box::new(status.as_str()));
+        }
+        if let Some(owner) = &filter.owner {
+            conditions.push("owner = ?");
+            values.push(Box::new(owner.clone()));
+        }
+        if let Some(kind) = filter.kind {
+            conditions.push("kind = ?");
+            values.push(Box::new(kind.as_str()));
+        }
+        if let Some(since) = filter.since {
+            conditions.push("(resolved_at IS NULL OR resolved_at >= ?)");
+            values.push(Box::new(since.unix_nanos()));
+        }
+        let condition =
+            if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+        let sql = format!("SELECT record FROM incidents {condition} ORDER BY opened_at, key, slot");
+        self.records(&sql, rusqlite::params_from_iter(values.iter()))
+    }
+
+    /// The incidents about entities with this id (of any type).
+    pub fn incidents_of_entity(&self, entity_id: &str) -> Result<Vec<IncidentRecord>, StoreError> {
+        self.records(
+            "SELECT record FROM incidents WHERE entity_id = ?1 ORDER BY opened_at, key, slot",
+            [entity_id],
+        )
+    }
+
+    fn records(&self, sql: &str, values: impl rusqlite::Params) -> Result<Vec<IncidentRecord>, StoreError> {
+        let path = &self.path;
+        let mut statement = self.connection.prepare(sql).context(path, "read incidents")?;
+        let mut rows = statement.query(values).context(path, "read incidents")?;
+        let mut records = Vec::new();
+        while let Some(row) = rows.next().context(path, "read incidents")? {
+            let json =
+                row.get_ref(0).and_then(|value| Ok(value.as_str()?)).context(path, "read incidents")?;
+            let record = serde_json::from_str(json).map_err(|error| StoreError::BadData {
+                path: path.clone(),
+                detail: format!("an incident record is not valid: {error}"),
+            })?;
+            records.push(record);
+        }
+        Ok(records)
+    }
+
+    /// The projections of the entities with this id (an account and a
+    /// project may share one).
+    pub fn entities_named(&self, id: &str) -> Result<Vec<StoredEntity>, StoreError> {
+        self.entities(&format!("SELECT {ENTITY_COLUMNS} FROM entities WHERE id = ?1 ORDER BY key"), [id])
+    }
+
+    /// Every entity that is in a state (for reports).
+    pub fn entities_with_state(&self) -> Result<Vec<StoredEntity>, StoreError> {
+        self.entities(
+            &format!("SELECT {ENTITY_COLUMNS} FROM entities WHERE state IS NOT NULL ORDER BY key"),
+            [],
+        )
+    }
+
+    fn entities(&self, sql: &str, values: impl rusqlite::Params) -> Result<Vec<StoredEntity>, StoreError> {
+        let path = &self.path;
+        let mut statement = self.connection.prepare(sql).context(path, "read entities")?;
+        let mut rows = statement.query(values).context(path, "read entities")?;
+        let mut entities = Vec::new();
+        while let Some(row) = rows.next().context(path, "read entities")? {
+            let entity = entity_from_row(row)
+                .context(path, "read entities")?
+                .map_err(|detail| StoreError::BadData { path: path.clone(), detail })?;
+            entities.push(entity);
+        }
+        Ok(entities)
+    }
+
+    /// Every accepted event of entities with this id, in arrival order.
+    pub fn events_of(&self, subject: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        let path = &self.path;
+        self.connection
+            .prepare(
+                "SELECT seq, event_id, source, type, subject, time, payload FROM events
+                 WHERE subject = ?1 ORDER BY seq",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_map([subject], |row| {
+                        Ok(StoredEvent {
+                            seq: row.get(0)?,
+                            event_id: row.get(1)?,
+                            source: row.get(2)?,
+                            event_type: row.get(3)?,
+                            subject: row.get(4)?,
+                            time: Timestamp::from_unix_nanos(row.get(5)?),
+                            payload: row.get(6)?,
+                        })
+                    })?
+                    .collect()
+            })
+            .context(path, "read events")
+    }
+
+    /// Rejected inputs, oldest first: only those of `reason` and `subject`
+    /// when given; re-driven ones only with `include_redriven`.
+    pub fn rejected(
+        &self,
+        reason: Option<&str>,
+        subject: Option<&str>,
+        include_redriven: bool,
+    ) -> Result<Vec<StoredRejection>, StoreError> {
+        self.connection
+            .prepare(
+                "SELECT id, origin, reason, detail, subject, payload, redriven FROM rejected
+                 WHERE (?1 IS NULL OR reason = ?1) AND (?2 IS NULL OR subject = ?2)
+                   AND (?3 OR redriven IS NULL)
+                 ORDER BY id",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_map(rusqlite::params![reason, subject, include_redriven], |row| {
+                        Ok(StoredRejection {
+                            id: row.get(0)?,
+                            origin: row.get(1)?,
+                            reason: row.get(2)?,
+                            detail: row.get(3)?,
+                            subject: row.get(4)?,
+                            payload: row.get(5)?,
+                            redriven: row.get(6)?,
+                        })
+                    })?
+                    .collect()
+            })
+            .context(&self.path, "read rejected inputs")
+    }
+
+    /// Counts and the clock.
+    pub fn summary(&self) -> Result<StoreSummary, StoreError> {
+        let path = &self.path;
+        let count = |sql: &str| -> Result<i64, StoreError> {
+            self.connection.query_row(sql, [], |row| row.get(0)).context(path, "count rows")
+        };
+        Ok(StoreSummary {
+            events: count("SELECT coalesce(max(seq), 0) FROM events")?,
+            rejected: count("SELECT count(*) FROM rejected WHERE redriven IS NULL")?,
+            incidents: count("SELECT count(*) FROM incidents")?,
+            pending_outbox: count("SELECT count(*) FROM outbox WHERE delivered_at IS NULL")?,
+            clock: self.clock()?,
+        })
+    }
+
+    /// The engine's clock as last committed.
+    pub fn clock(&self) -> Result<Option<Timestamp>, StoreError> {
+        Ok(project::meta_value(&self.connection, &self.path, "clock")?.map(Timestamp::from_unix_nanos))
+    }
+
+    /// A fresh engine on `config`, folded from the log alone.
+    pub fn restore(&self, config: Config) -> Result<(Engine, RestoreStats), StoreError> {
+        refold(&self.connection, &self.path, config)
+    }
+
+    /// How the stored projections differ from `engine` (see [`Store::restore`]).
+    pub fn compare(&self, engine: &Engine) -> Result<Vec<Difference>, StoreError> {
+        project::compare(&self.connection, &self.path, engine)
+    }
+}

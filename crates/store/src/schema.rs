@@ -1,0 +1,316 @@
+//! The schema, its versions, and opening a connection with the right settings.
+//!
+//! Versions are `PRAGMA user_version`; the file is marked as lifewatch's by
+//! `PRAGMA application_id`. Migrations run in order, each in its own
+//! transaction. Tables fall in two groups: the log (events, rejected events,
+//! clock ticks, checkpoints), which is the truth and is only ever appended to,
+//! and the projections (entities, incidents, their transitions, the outbox),
+//! which are derived from the log. A migration that changes projections sets
+//! the `reproject` flag, and the next writer recomputes them from the log
+//! instead of converting rows.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::error::{Context, StoreError};
+
+/// `PRAGMA application_id` of a lifewatch database: "LWAT".
+pub(crate) const APPLICATION_ID: i64 = 0x4c57_4154;
+
+/// The newest schema version this build writes.
+pub(crate) const CURRENT_VERSION: i64 = 2;
+
+/// Migration `n` (from 0) takes the schema from version `n` to `n + 1`.
+const MIGRATIONS: [&str; CURRENT_VERSION as usize] = [
+    // 1: the log.
+    "
+    CREATE TABLE meta (
+        name TEXT PRIMARY KEY,
+        value ANY
+    );
+    -- Accepted events in arrival order. The engine's id set, restored at
+    -- open, is the deduplication authority: a UNIQUE index on the random
+    -- event id would make every insert a random B-tree descent.
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL,
+        source TEXT NOT NULL,
+        type TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        time INTEGER NOT NULL,
+        payload BLOB NOT NULL
+    );
+    CREATE INDEX events_by_subject ON events(subject);
+    -- Inputs that failed validation, kept byte for byte with the reason and
+    -- where they came from. The same bytes from the same origin are kept once,
+    -- so replaying a file again adds nothing.
+    CREATE TABLE rejected (
+        id INTEGER PRIMARY KEY,
+        after_seq INTEGER NOT NULL,
+        origin TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        subject TEXT,
+        digest INTEGER NOT NULL,
+        payload BLOB NOT NULL,
+        redriven TEXT
+    );
+    CREATE UNIQUE INDEX rejected_once ON rejected(origin, digest);
+    CREATE INDEX rejected_by_subject ON rejected(subject);
+    -- The instants given to the engine's clock, with the last event seq
+    -- before each, so that refolding the log reproduces the same incidents.
+    CREATE TABLE ticks (
+        id INTEGER PRIMARY KEY,
+        after_seq INTEGER NOT NULL,
+        now INTEGER NOT NULL
+    );
+    -- How far a driver has read an input (a NATS stream sequence, a file).
+    CREATE TABLE checkpoints (
+        name TEXT PRIMARY KEY,
+        position INTEGER NOT NULL
+    );
+    ",
+    // 2: the projections.
+    "
+    -- Entity projections. The key is the engine's slot (type << 32 | index),
+    -- which is deterministic for a log and an engine version; rebuild compares
+    -- by type and id.
+    CREATE TABLE entities (
+        key INTEGER PRIMARY KEY,
+        entity_type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        state TEXT,
+        entered_at INTEGER,
+        account_id TEXT,
+        region TEXT,
+        plan TEXT,
+        live_projects INTEGER NOT NULL
+    );
+    CREATE INDEX entities_by_id ON entities(id);
+    -- Incident records (SPEC.md section 4) as JSON, with the columns filters need.
+    CREATE TABLE incidents (
+        slot INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        key TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        entity_type TEXT NOT NULL,
+        entity_id TEXT NOT NULL,
+        opened_at INTEGER NOT NULL,
+        resolved_at INTEGER,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX incidents_by_entity ON incidents(entity_id);
+    CREATE TABLE incident_transitions (
+        id INTEGER PRIMARY KEY,
+        incident_id TEXT NOT NULL,
+        transition TEXT NOT NULL,
+        after_seq INTEGER NOT NULL
+    );
+    CREATE INDEX transitions_by_incident ON incident_transitions(incident_id);
+    -- Incident transitions to publish; the NATS publisher delivers them in id
+    -- order and marks them delivered once the server acknowledged them.
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        incident_id TEXT NOT NULL,
+        transition TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        delivered_at INTEGER
+    );
+    CREATE INDEX outbox_pending ON outbox(id) WHERE delivered_at IS NULL;
+    INSERT INTO meta(name, value) VALUES ('reproject', 1)
+        ON CONFLICT(name) DO UPDATE SET value = 1;
+    ",
+];
+
+/// How hard a commit tries to survive a power loss (SQLite's `synchronous`).
+/// A process crash loses no committed batch in either mode.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub enum Durability {
+    /// `synchronous=FULL`: a commit is on disk when it returns (one fsync of
+    /// the WAL per batch). For drivers that acknowledge a source once the
+    /// batch is committed (the NATS consumer): a power loss must not undo a
+    /// commit whose events the source has since dropped.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: the WAL is synced at checkpoints only, so a
+    /// power loss may undo the last commits (never corrupt the file). For
+    /// drivers whose source stays (`replay --db` of a file): running it
+    /// again restores what was lost, every event already stored being a
+    /// duplicate.
+    Normal,
+}
+
+/// Whether a connection may write.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Access {
+    ReadOnly,
+    ReadWrite,
+}
+
+/// Opens `path` and applies the connection settings; writers get WAL mode,
+/// `durability` and a checkpoint interval of 40 MB of WAL (fewer, larger
+/// checkpoints: each one ends in an fsync of the database file).
+pub(crate) fn connect(path: &Path, access: Access, durability: Durability) -> Result<Connection, StoreError> {
+    let flags = match access {
+        Access::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        Access::ReadWrite => {
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        }
+    };
+    let connection = Connection::open_with_flags(path, flags).context(path, "open the database")?;
+    // Readers wait for a writer's checkpoint instead of failing at once.
+    connection.busy_timeout(std::time::Duration::from_secs(10)).context(path, "set the busy timeout")?;
+    // 64 MiB of page cache: the projections' B-trees stay in memory.
+    connection.pragma_update(None, "cache_size", -65_536).context(path, "set the cache size")?;
+    if access == Access::ReadWrite {
+        if connection.is_readonly(rusqlite::MAIN_DB).context(path, "open the database")? {
+            return Err(StoreError::ReadOnly {
+                path: path.to_path_buf(),
+                detail: "SQLite could only open it for reading".to_string(),
+            });
+        }
+        let mode: String = connection
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .context(path, "switch to WAL mode")?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::ReadOnly {
+                path: path.to_path_buf(),
+                detail: format!("cannot switch to WAL mode (journal mode stays {mode})"),
+            });
+        }
+        let synchronous = match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        connection.pragma_update(None, "synchronous", synchronous).context(path, "set synchronous mode")?;
+        connection
+            .pragma_update(None, "wal_autocheckpoint", 10_000)
+            .context(path, "set the checkpoint interval")?;
+    }
+    Ok(connection)
+}
+
+/// Checks that `connection` holds a lifewatch database (or an empty file, for
+/// a writer) and brings its schema up to date. Returns whether a migration
+/// asked for the projections to be recomputed.
+pub(crate) fn check_and_migrate(
+    connection: &mut Connection,
+    path: &Path,
+    access: Access,
+) -> Result<bool, StoreError> {
+    let application_id: i64 = connection
+        .pragma_query_value(None, "application_id", |row| row.get(0))
+        .context(path, "read the database header")?;
+    let version: i64 = connection
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .context(path, "read the schema version")?;
+    if application_id != APPLICATION_ID {
+        let tables: i64 = connection
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
+            .context(path, "read the schema")?;
+        let empty = application_id == 0 && version == 0 && tables == 0;
+        if !empty {
+            return Err(StoreError::NotLifewatch {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "a SQLite database of another application (application_id {application_id:#x}, \
+                     {tables} schema objects)"
+                ),
+            });
+        }
+        if access == Access::ReadOnly {
+            return Err(StoreError::NotLifewatch {
+                path: path.to_path_buf(),
+                detail: "an empty database; replay or run with --db creates one".to_string(),
+            });
+        }
+    }
+    if version > CURRENT_VERSION {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            supported: CURRENT_VERSION,
+        });
+    }
+    if version < CURRENT_VERSION && access == Access::ReadOnly {
+        return Err(StoreError::NotLifewatch {
+            path: path.to_path_buf(),
+            detail: format!(
+                "schema version {version} is older than {CURRENT_VERSION}; open it once for writing \
+                 (replay --db) to migrate it"
+            ),
+        });
+    }
+    migrate(connection, path, version, CURRENT_VERSION)?;
+    if access == Access::ReadOnly {
+        return Ok(false);
+    }
+    // The value is NULL once a reprojection has run (`set_meta_value(.., None)`).
+    let reproject: Option<i64> = connection
+        .query_row("SELECT value FROM meta WHERE name = 'reproject'", [], |row| row.get::<_, Option<i64>>(0))
+        .or_else(|error| match error {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            error => Err(error),
+        })
+        .context(path, "read the metadata")?;
+    Ok(reproject == Some(1))
+}
+
+/// Applies migrations `from..to`, each in one transaction with its version bump.
+pub(crate) fn migrate(
+    connection: &mut Connection,
+    path: &Path,
+    from: i64,
+    to: i64,
+) -> Result<(), StoreError> {
+    for version in from..to {
+        let transaction = connection.transaction().context(path, "begin a migration")?;
+        if version == 0 {
+            transaction
+                .pragma_update(None, "application_id", APPLICATION_ID)
+                .context(path, "mark the file as a lifewatch database")?;
+        }
+        transaction.execute_batch(MIGRATIONS[version as usize]).context(path, "migrate the schema")?;
+        transaction
+            .pragma_update(None, "user_version", version + 1)
+            .context(path, "set the schema version")?;
+        transaction.commit().context(path, "commit a migration")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_a_version_1_database_and_keeps_its_log() {
+        let directory = std::env::temp_dir().join(format!("lifewatch-schema-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let path = directory.join("old.db");
+        let _ = std::fs::remove_file(&path);
+        let mut connection = connect(&path, Access::ReadWrite, Durability::Full).unwrap();
+        migrate(&mut connection, &path, 0, 1).unwrap();
+        connection
+            .execute(
+                "INSERT INTO events(seq, event_id, source, type, subject, time, payload)
+                 VALUES (1, 'e1', 's', 'account.created', 'acc_1', 0, x'7b7d')",
+                [],
+            )
+            .unwrap();
+        let reproject = check_and_migrate(&mut connection, &path, Access::ReadWrite).unwrap();
+        assert!(reproject, "a migration of the projections asks for them to be recomputed");
+        let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
+        assert_eq!(version, CURRENT_VERSION);
+        let events: i64 = connection.query_row("SELECT count(*) FROM events", [], |row| row.get(0)).unwrap();
+        assert_eq!(events, 1);
+        drop(connection);
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+}
