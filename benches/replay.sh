@@ -13,8 +13,9 @@ RUNS="${RUNS:-5}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cargo build --release --quiet --bin lifewatch --example decode_baseline
-bin=target/release/lifewatch
-baseline=target/release/examples/decode_baseline
+target_dir="${CARGO_TARGET_DIR:-target}"
+bin="$target_dir/release/lifewatch"
+baseline="$target_dir/release/examples/decode_baseline"
 "$bin" simulate --seed 7 --accounts 90000 --faults --out "$work/events.jsonl" 2>"$work/sim.txt"
 lines=$(wc -l <"$work/events.jsonl")
 echo "stream: $lines lines, $(du -m "$work/events.jsonl" | cut -f1) MB ($(cat "$work/sim.txt"))"
