@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# NATS benchmark of the live monitor (README "NATS benchmark"). Starts its own
+# nats-server on a free port with a temporary store, and measures in one run:
+#   (a) a bare async-nats consumer that only fetches and acknowledges,
+#   (b) `lifewatch run` draining the same stream with persistence,
+# over EVENTS (default 1,000,000) `simulate --faults` lines published with
+# `publish --raw`; then (c) latency from publishing a failure event to its
+# incident on INCIDENTS with `simulate --nats --rate 5000` as background load.
+# Usage: benches/nats.sh [EVENTS]     (stops everything it started on exit)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EVENTS="${1:-1000000}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+scripts/install-nats-server.sh >/dev/null
+cargo build --release --quiet --bin lifewatch -p lifewatch
+cargo build --release --quiet -p lifewatch-nats --example nats_bench
+BIN="$CARGO_TARGET_DIR/release/lifewatch"
+BENCH="$CARGO_TARGET_DIR/release/examples/nats_bench"
+WORK="$(mktemp -d)"
+PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+URL="nats://127.0.0.1:$PORT"
+PIDS=()
+cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+nats-server -a 127.0.0.1 -p "$PORT" -js -sd "$WORK/js" 2>"$WORK/nats.log" & PIDS+=($!)
+until (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do sleep 0.1; done
+echo "$(nats-server --version), $(nproc) cores"
+
+# Events dated in the past (90 days ago on), so that none is `time_in_future`.
+START="$(date -u -d '90 days ago' +%Y-%m-%dT00:00:00Z)"
+"$BIN" simulate --faults --seed 7 --accounts $(( EVENTS / 11 + 100 )) --start "$START" 2>/dev/null \
+  | head -n "$EVENTS" > "$WORK/events.jsonl"
+echo "generated $(wc -l < "$WORK/events.jsonl") lines"
+"$BIN" publish --raw "$WORK/events.jsonl" --nats "$URL"
+
+echo "(a) bare consumer:"
+"$BENCH" bare "$URL" | tee "$WORK/a.txt"
+echo "(b) lifewatch run (SQLite, one transaction per batch):"
+RUST_LOG=warn "$BIN" run --nats "$URL" --db "$WORK/lifewatch.db" 2>"$WORK/run.log" & RUN=$!; PIDS+=($RUN)
+"$BENCH" drain "$URL" | tee "$WORK/b.txt"
+A=$(grep -o '= [0-9]*' "$WORK/a.txt" | tr -dc 0-9); B=$(grep -o '= [0-9]*' "$WORK/b.txt" | tr -dc 0-9)
+echo "ratio (b)/(a): $(python3 -c "print(f'{$B/$A:.0%}')")"
+
+echo "(c) latency at 5000 events/s of background load:"
+"$BIN" simulate --faults --seed 8 --nats "$URL" --rate 5000 --duration 40s 2>"$WORK/sim.log" & PIDS+=($!)
+sleep 5   # let the background load reach its rate
+"$BENCH" latency "$URL" 300 100
+kill -TERM "$RUN"; wait "$RUN" && echo "monitor stopped cleanly"
