@@ -7,7 +7,9 @@
 mod check;
 mod db_commands;
 mod input;
+mod live;
 mod output;
+mod publish;
 mod replay;
 
 use std::io::{self, Write};
@@ -171,7 +173,65 @@ enum Command {
         /// Write to this file instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Time of the first event (RFC 3339; default 2026-11-27T00:00:00Z).
+        #[arg(long, value_parser = parse_time)]
+        start: Option<Timestamp>,
+        /// Publish live traffic to NATS instead of writing a file: the simulator's
+        /// events in order, each timed at the wall clock when sent.
+        #[command(flatten)]
+        nats: live::NatsFlags,
+        /// With --nats: events per second.
+        #[arg(long, value_name = "EVENTS_PER_S", default_value_t = 100.0)]
+        rate: f64,
+        /// With --nats: how long to publish (e.g. 30s, 5m).
+        #[arg(long, value_name = "D", default_value = "1m", value_parser = parse_duration)]
+        duration: std::time::Duration,
+        /// With --nats: configuration file whose `[nats]` section gives connection options.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
+    /// Run the live monitor: consume events from NATS JetStream, store them,
+    /// detect incidents in real time and publish them to the INCIDENTS stream.
+    ///
+    /// Stops cleanly on SIGINT or SIGTERM (exit 0). Exit 1 when NATS refuses the
+    /// credentials or the store fails; 2 for a bad configuration.
+    Run {
+        #[command(flatten)]
+        nats: live::NatsFlags,
+        /// The SQLite event store (created if missing).
+        #[arg(long)]
+        db: PathBuf,
+        /// Configuration file (default: the shipped ops/lifewatch.toml, built in).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Only bind to existing streams; never create them.
+        #[arg(long)]
+        no_create: bool,
+        /// Log format on standard error.
+        #[arg(long, value_enum, default_value = "human")]
+        log_format: live::LogFormat,
+    },
+    /// Publish event files to NATS JetStream, each event to its subject with
+    /// Nats-Msg-Id = its id; report how many were stored and how many were duplicates.
+    Publish {
+        /// Event files (JSON Lines); `-` for standard input.
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        nats: live::NatsFlags,
+        /// Publish invalid lines too, unchanged (they are skipped and reported otherwise).
+        #[arg(long)]
+        raw: bool,
+        /// Configuration file whose `[nats]` section gives connection options.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let duration = lifewatch_core::Duration::parse_human(text)?;
+    u64::try_from(duration.as_nanos())
+        .map(std::time::Duration::from_nanos)
+        .map_err(|_| format!("{text:?} is negative"))
 }
 
 /// `lifewatch report` reports.
@@ -244,6 +304,11 @@ fn main() -> ExitCode {
 
 fn is_broken_pipe(error: &(dyn std::error::Error + 'static)) -> bool {
     error.downcast_ref::<io::Error>().is_some_and(|error| error.kind() == io::ErrorKind::BrokenPipe)
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("lifewatch: {message}");
+    ExitCode::from(EXIT_USAGE)
 }
 
 fn config_or_exit(path: Option<&Path>) -> Result<Config, ExitCode> {
@@ -321,8 +386,51 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Command::Simulate { seed, accounts, faults, out } => {
-            let options = lifewatch_sim::SimulateOptions { seed, accounts, faults, ..Default::default() };
+        Command::Run { nats, db, config, no_create, log_format } => {
+            let config = match config_or_exit(config.as_deref()) {
+                Ok(config) => config,
+                Err(code) => return Ok(code),
+            };
+            let nats = match nats.nats_config(&config) {
+                Ok(nats) => nats,
+                Err(message) => return Ok(usage_error(&message)),
+            };
+            live::init_logging(log_format);
+            live::run(config, nats, db, no_create)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Publish { files, nats, raw, config } => {
+            let config = match config_or_exit(config.as_deref()) {
+                Ok(config) => config,
+                Err(code) => return Ok(code),
+            };
+            let nats = match nats.nats_config(&config) {
+                Ok(nats) => nats,
+                Err(message) => return Ok(usage_error(&message)),
+            };
+            publish::publish(nats, files, raw)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Simulate { seed, accounts, faults, out, start, nats, rate, duration, config } => {
+            let mut options = lifewatch_sim::SimulateOptions { seed, accounts, faults, ..Default::default() };
+            if let Some(start) = start {
+                options.start = start.unix_nanos().div_euclid(1_000_000_000);
+            }
+            if nats.url.is_some() {
+                let config = match config_or_exit(config.as_deref()) {
+                    Ok(config) => config,
+                    Err(code) => return Ok(code),
+                };
+                let nats = match nats.nats_config(&config) {
+                    Ok(nats) => nats,
+                    Err(message) => return Ok(usage_error(&message)),
+                };
+                live::init_logging(live::LogFormat::Human);
+                // Live traffic needs more accounts than a file: enough for the whole run.
+                options.accounts = options.accounts.max((rate * duration.as_secs_f64() / 10.0) as u64 + 10);
+                live::simulate(nats, options, rate, duration)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let stats = match out {
                 Some(path) => {
                     let file = std::fs::File::create(&path)
