@@ -23,8 +23,10 @@ use std::time::{Duration, Instant};
 use lifewatch_nats::async_nats;
 use nats_support::*;
 
-const NO_LIVE_CLOCK: [(&str, &str); 2] =
-    [("allowed_lateness = \"30s\"", "allowed_lateness = \"3650d\""), ("max_future = \"5m\"", "max_future = \"3650d\"")];
+const NO_LIVE_CLOCK: [(&str, &str); 2] = [
+    ("allowed_lateness = \"30s\"", "allowed_lateness = \"3650d\""),
+    ("max_future = \"5m\"", "max_future = \"3650d\""),
+];
 const NEVER: &str = "1970-01-01T00:00:00Z";
 const PATIENCE: Duration = Duration::from_secs(90);
 
@@ -50,7 +52,8 @@ fn accepted_by_replay(files: &[&Path], config: &Path) -> i64 {
 /// [`wait_for`], printing the monitor's log if it times out.
 fn wait_watching<T>(monitor: &Monitor, what: &str, condition: impl FnMut() -> Option<T>) -> T {
     let mut condition = condition;
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wait_for(what, PATIENCE, &mut condition))) {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wait_for(what, PATIENCE, &mut condition)))
+    {
         Ok(value) => value,
         Err(panic) => {
             eprintln!("monitor log:\n{}", monitor.log_text());
@@ -66,7 +69,7 @@ fn wait_until_processed(db: &Path, events: i64, monitor: &Monitor) {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         wait_watching(monitor, what, || {
             let summary = db_summary(db)?;
-            last = Some(summary.clone());
+            last = Some(summary);
             (summary.events == events && summary.pending_outbox == 0).then_some(())
         })
     }));
@@ -195,7 +198,8 @@ fn duplicates_malformed_and_mismatched_messages() {
         .collect();
     let good_text = std::fs::read_to_string(&good).unwrap();
     let first_good = good_text.lines().next().unwrap().to_string();
-    let future_time = lifewatch_nats::wall_clock().unwrap().saturating_add(lifewatch_core::Duration::from_seconds(3600));
+    let future_time =
+        lifewatch_nats::wall_clock().unwrap().saturating_add(lifewatch_core::Duration::from_seconds(3600));
     let future = format!(
         r#"{{"specversion":"1.0","id":"from-the-future","source":"t","type":"account.created","subject":"acc_future","time":"{future_time}","data":{{"plan":"free"}}}}"#
     );
@@ -290,14 +294,18 @@ fn stuck_deadline_fires_on_the_wall_clock() {
     let dir = TempDir::new("stuck");
     let config = write_config(
         dir.path(),
-        &[("requested = \"5m\"", "requested = \"2s\""), ("allowed_lateness = \"30s\"", "allowed_lateness = \"1s\"")],
+        &[
+            ("requested = \"5m\"", "requested = \"2s\""),
+            ("allowed_lateness = \"30s\"", "allowed_lateness = \"1s\""),
+        ],
         "",
     );
     let db = dir.path().join("lifewatch.db");
     let monitor = Monitor::start(&server.url(), &db, &config, &[]);
     wait_for("the monitor to create its streams", PATIENCE, || {
-        (!stream_messages(&server.url(), "INCIDENTS").is_empty() || monitor.log_text().contains("monitor running"))
-            .then_some(())
+        (!stream_messages(&server.url(), "INCIDENTS").is_empty()
+            || monitor.log_text().contains("monitor running"))
+        .then_some(())
     });
     let (record, due, arrived) = block_on(async {
         let client = server.client().await;
@@ -322,7 +330,10 @@ fn stuck_deadline_fires_on_the_wall_clock() {
     assert_eq!(record["incident"]["state"], "requested");
     let late_ms = arrived.since(due).as_nanos() / 1_000_000;
     eprintln!("stuck incident arrived {late_ms} ms after due + lateness");
-    assert!(late_ms <= 2_000, "the stuck incident must fire within 2 s of due + lateness, came {late_ms} ms late");
+    assert!(
+        late_ms <= 2_000,
+        "the stuck incident must fire within 2 s of due + lateness, came {late_ms} ms late"
+    );
     assert!(monitor.terminate().success());
 }
 

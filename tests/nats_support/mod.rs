@@ -59,8 +59,7 @@ impl TempDir {
     pub fn new(name: &str) -> TempDir {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("lifewatch-{name}-{}-{unique}", std::process::id()));
+        let path = std::env::temp_dir().join(format!("lifewatch-{name}-{}-{unique}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("create a temporary directory");
         TempDir(path)
@@ -167,7 +166,8 @@ impl Drop for NatsServer {
 /// A configuration file: the shipped one with `replacements` applied (each
 /// `(old, new)` must occur) and `[nats]` lines appended.
 pub fn write_config(dir: &Path, replacements: &[(&str, &str)], nats: &str) -> PathBuf {
-    let mut text = std::fs::read_to_string(repo_root().join("ops/lifewatch.toml")).expect("ops/lifewatch.toml");
+    let mut text =
+        std::fs::read_to_string(repo_root().join("ops/lifewatch.toml")).expect("ops/lifewatch.toml");
     for (old, new) in replacements {
         assert!(text.contains(old), "ops/lifewatch.toml has no {old:?}");
         text = text.replacen(old, new, 1);
@@ -383,7 +383,9 @@ pub fn incidents_stream(url: &str) -> (BTreeMap<String, Value>, Vec<String>) {
 pub fn assert_each_transition_once(message_ids: &[String]) {
     let mut outbox_ids: Vec<u64> = message_ids
         .iter()
-        .map(|id| id.rsplit(':').next().and_then(|n| n.parse().ok()).expect("an <incident>:<outbox id> message id"))
+        .map(|id| {
+            id.rsplit(':').next().and_then(|n| n.parse().ok()).expect("an <incident>:<outbox id> message id")
+        })
         .collect();
     outbox_ids.sort_unstable();
     let expected: Vec<u64> = (1..=outbox_ids.len() as u64).collect();

@@ -44,12 +44,8 @@ async fn bare(url: &str) -> Result<(), Error> {
         })
         .await?;
     let started = Instant::now();
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(2_000)
-        .heartbeat(Duration::from_secs(5))
-        .messages()
-        .await?;
+    let mut messages =
+        consumer.stream().max_messages_per_batch(2_000).heartbeat(Duration::from_secs(5)).messages().await?;
     let mut count = 0u64;
     while count < total {
         match messages.next().await {
@@ -74,7 +70,8 @@ async fn drain(url: &str) -> Result<(), Error> {
     let mut stream = jetstream.get_stream("LIFECYCLE").await?;
     let total = stream.info().await?.state.messages;
     loop {
-        if let Ok(mut consumer) = stream.get_consumer::<jetstream::consumer::pull::Config>("lifewatch").await {
+        if let Ok(mut consumer) = stream.get_consumer::<jetstream::consumer::pull::Config>("lifewatch").await
+        {
             let info = consumer.info().await?;
             if info.num_pending == 0 && info.num_ack_pending == 0 && info.delivered.stream_sequence >= total {
                 break;
@@ -126,7 +123,8 @@ async fn latency(url: &str, probes: usize, interval_ms: u64) -> Result<(), Error
         }
     }
     latencies.sort_by(f64::total_cmp);
-    let at = |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(f64::NAN);
+    let at =
+        |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(f64::NAN);
     println!(
         "latency publish -> INCIDENTS over {} probes ({} lost): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         latencies.len(),
