@@ -274,10 +274,10 @@ fn timeline(events: &[lifewatch_store::StoredEvent], clock: Option<Timestamp>) -
             }
             _ => None,
         };
-        if let (Some(entity_type), Some(_)) = (entity_type, entered) {
-            if let Some(previous) = open_visit.insert(entity_type, entries.len()) {
-                entries[previous].stayed = Some(event.time.since(entries[previous].time));
-            }
+        if let (Some(entity_type), Some(_)) = (entity_type, entered)
+            && let Some(previous) = open_visit.insert(entity_type, entries.len())
+        {
+            entries[previous].stayed = Some(event.time.since(entries[previous].time));
         }
         entries.push(TimelineEntry {
             seq: event.seq,

@@ -263,6 +263,18 @@ impl Store {
         })
     }
 
+    /// SQLite's `PRAGMA integrity_check`: `ok`, or what is damaged.
+    pub fn integrity_check(&self) -> Result<String, StoreError> {
+        let path = &self.path;
+        let mut statement =
+            self.connection.prepare("PRAGMA integrity_check").context(path, "check integrity")?;
+        let lines: Vec<String> = statement
+            .query_map([], |row| row.get(0))
+            .and_then(|rows| rows.collect())
+            .context(path, "check integrity")?;
+        Ok(lines.join("\n"))
+    }
+
     /// The engine's clock as last committed.
     pub fn clock(&self) -> Result<Option<Timestamp>, StoreError> {
         Ok(project::meta_value(&self.connection, &self.path, "clock")?.map(Timestamp::from_unix_nanos))

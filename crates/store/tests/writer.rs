@@ -1,0 +1,211 @@
+//! The store API as the drivers use it, on real SQLite files in a temp dir.
+
+use std::path::PathBuf;
+
+use lifewatch_core::{Config, RejectReason, Rejection, Timestamp};
+use lifewatch_store::{Fed, Store, StoreError, Writer, WriterOptions};
+
+fn temp_db(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lifewatch-store-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("lifewatch.db")
+}
+
+fn event(id: &str, event_type: &str, subject: &str, time: &str, data: serde_json::Value) -> Vec<u8> {
+    serde_json::json!({"specversion": "1.0", "id": id, "source": "test/store", "type": event_type,
+                       "subject": subject, "time": time, "data": data})
+    .to_string()
+    .into_bytes()
+}
+
+/// A project that gets stuck in provisioning, an account, and a few more.
+fn lifecycle(prefix: &str, count: usize) -> Vec<Vec<u8>> {
+    let mut events = Vec::new();
+    for index in 0..count {
+        let account = format!("acc_{prefix}{index}");
+        let project = format!("prj_{prefix}{index}");
+        let minute =
+            |m: usize| format!("2026-11-27T{:02}:{:02}:00Z", 10 + (index + m) / 60, (index + m) % 60);
+        events.push(event(
+            &format!("{prefix}-{index}-1"),
+            "account.created",
+            &account,
+            &minute(0),
+            serde_json::json!({"plan": "free"}),
+        ));
+        events.push(event(
+            &format!("{prefix}-{index}-2"),
+            "account.activated",
+            &account,
+            &minute(1),
+            serde_json::json!(null),
+        ));
+        events.push(event(
+            &format!("{prefix}-{index}-3"),
+            "project.requested",
+            &project,
+            &minute(2),
+            serde_json::json!({"account_id": account, "region": "eu-west-1"}),
+        ));
+        events.push(event(
+            &format!("{prefix}-{index}-4"),
+            "project.provisioning_started",
+            &project,
+            &minute(3),
+            serde_json::json!({}),
+        ));
+    }
+    events
+}
+
+#[test]
+fn a_reopened_writer_restores_the_engine_exactly() {
+    let path = temp_db("restore");
+    let events = lifecycle("a", 50);
+    let expected = {
+        let mut writer = Writer::open(&path, Config::shipped()).unwrap();
+        for (number, raw) in events.iter().enumerate() {
+            assert_eq!(writer.feed(raw, &format!("input:{number}")), Fed::Accepted);
+            if number == 100 {
+                writer.tick(Timestamp::parse_rfc3339("2026-11-27T10:40:00Z").unwrap());
+                writer.commit().unwrap();
+            }
+        }
+        writer.tick(Timestamp::parse_rfc3339("2026-11-27T12:00:00Z").unwrap());
+        let committed = writer.commit().unwrap();
+        assert_eq!(committed.events, events.len() as u64 - 101);
+        assert_eq!(committed.ticks, 1);
+        writer.engine().records()
+    };
+    assert!(expected.iter().any(|record| record.kind.as_str() == "stuck"));
+
+    let mut writer = Writer::open(&path, Config::shipped()).unwrap();
+    assert_eq!(writer.engine().records(), expected);
+    assert_eq!(writer.restore_stats().events, events.len() as u64);
+    assert_eq!(writer.restore_stats().ticks, 2);
+    // Everything is a duplicate now, and nothing needs committing.
+    for raw in &events {
+        assert_eq!(writer.feed(raw, "again"), Fed::Duplicate);
+    }
+    assert_eq!(writer.commit().unwrap(), Default::default());
+    drop(writer);
+
+    let store = Store::open_read_only(&path).unwrap();
+    let stored = store.incidents(&Default::default()).unwrap();
+    assert_eq!(stored, expected);
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+}
+
+#[test]
+fn the_outbox_holds_every_transition_until_delivered() {
+    let path = temp_db("outbox");
+    let mut writer = Writer::open(&path, Config::shipped()).unwrap();
+    for raw in lifecycle("o", 3) {
+        writer.feed(&raw, "input");
+    }
+    writer.tick(Timestamp::parse_rfc3339("2026-11-27T12:00:00Z").unwrap());
+    let committed = writer.commit().unwrap();
+    let pending = writer.pending_outbox(100).unwrap();
+    assert_eq!(pending.len() as u64, committed.transitions);
+    assert!(pending.iter().all(|entry| entry.transition == "opened"));
+    assert!(pending[0].subject.starts_with("incidents.stuck.project."));
+    let payload: serde_json::Value = serde_json::from_str(&pending[0].payload).unwrap();
+    assert_eq!(payload["transition"], "opened");
+    assert_eq!(payload["incident"]["id"].as_str(), Some(pending[0].incident_id.as_str()));
+
+    writer.mark_delivered(&[pending[0].id]).unwrap();
+    let rest = writer.pending_outbox(100).unwrap();
+    assert_eq!(rest.len(), pending.len() - 1);
+    assert_eq!(rest[0].id, pending[1].id);
+
+    // A resolution is queued after the openings, in order.
+    writer.feed(
+        &event("o-0-5", "project.provisioned", "prj_o0", "2026-11-27T12:05:00Z", serde_json::json!({})),
+        "x",
+    );
+    writer.commit().unwrap();
+    let last = writer.pending_outbox(100).unwrap();
+    assert_eq!(last.last().map(|entry| entry.transition.as_str()), Some("resolved"));
+}
+
+#[test]
+fn a_second_writer_in_the_same_process_is_refused() {
+    let path = temp_db("lock");
+    let _writer = Writer::open(&path, Config::shipped()).unwrap();
+    match Writer::open(&path, Config::shipped()) {
+        Err(StoreError::Locked { holder, .. }) => {
+            assert!(holder.starts_with(&format!("pid {} started 20", std::process::id())), "{holder}")
+        }
+        Err(other) => panic!("expected Locked, got {other}"),
+        Ok(_) => panic!("a second writer was allowed"),
+    }
+    // Readers are welcome.
+    Store::open_read_only(&path).unwrap().summary().unwrap();
+}
+
+#[test]
+fn a_full_disk_fails_the_batch_and_keeps_what_was_committed() {
+    let path = temp_db("full");
+    let events = lifecycle("f", 400);
+    let committed_records = {
+        let mut writer = Writer::open(&path, Config::shipped()).unwrap();
+        for raw in &events[..40] {
+            writer.feed(raw, "input");
+        }
+        writer.commit().unwrap();
+        writer.engine().records()
+    };
+    let pages: u32 = {
+        let size = std::fs::metadata(&path).unwrap().len()
+            + std::fs::metadata(path.with_extension("db-wal")).map_or(0, |m| m.len());
+        (size / 4096) as u32 + 4
+    };
+    let options = WriterOptions { max_page_count: Some(pages), ..WriterOptions::default() };
+    let mut writer = Writer::open_with(&path, Config::shipped(), options).unwrap();
+    for raw in &events[40..] {
+        writer.feed(raw, "input");
+    }
+    let error = writer.commit().expect_err("the batch cannot fit");
+    assert!(matches!(error, StoreError::DiskFull { .. }), "{error}");
+    let message = error.to_string();
+    assert!(message.contains(&path.display().to_string()) && message.contains("disk full"), "{message}");
+    // The writer refuses to go on with an engine ahead of the database.
+    assert!(matches!(writer.commit(), Err(StoreError::Poisoned { .. })));
+    drop(writer);
+
+    let writer = Writer::open(&path, Config::shipped()).unwrap();
+    assert_eq!(writer.engine().records(), committed_records);
+    assert_eq!(writer.restore_stats().events, 40);
+    assert_eq!(Store::open_read_only(&path).unwrap().integrity_check().unwrap(), "ok");
+}
+
+#[test]
+fn redrive_moves_inputs_that_are_now_valid_into_the_log() {
+    let path = temp_db("redrive");
+    let mut writer = Writer::open(&path, Config::shipped()).unwrap();
+    let good =
+        event("r-1", "account.created", "acc_r", "2026-11-27T10:00:00Z", serde_json::json!({"plan": "team"}));
+    // A driver's own rule rejected it (say, too far in the future then).
+    writer.reject(&good, &Rejection::new(RejectReason::TimeInFuture, "2h ahead of the wall clock"), "nats:1");
+    assert!(matches!(writer.feed(b"{not json", "nats:2"), Fed::Rejected(_)));
+    writer.commit().unwrap();
+
+    let summary = writer.redrive(Some(RejectReason::TimeInFuture)).unwrap();
+    assert_eq!((summary.tried, summary.accepted), (1, 1));
+    assert!(writer.engine().has_seen("r-1"));
+    let summary = writer.redrive(None).unwrap();
+    assert_eq!((summary.tried, summary.still_rejected), (1, 1));
+    drop(writer);
+
+    let store = Store::open_read_only(&path).unwrap();
+    assert_eq!(store.summary().unwrap().events, 1);
+    let left = store.rejected(None, None, false).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].reason, "malformed_json");
+    let all = store.rejected(None, None, true).unwrap();
+    assert_eq!(all[0].redriven.as_deref(), Some("accepted as event 1"));
+    assert_eq!(store.events_of("acc_r").unwrap()[0].payload, good);
+    let writer = Writer::open(&path, Config::shipped()).unwrap();
+    assert!(writer.engine().has_seen("r-1"));
+}

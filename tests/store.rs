@@ -1,0 +1,412 @@
+//! End-to-end tests of the SQLite store through the binary: persisting
+//! replay, restart, the on-call commands, rebuild, crashes (SIGKILL), and the
+//! errors of a database that cannot be used.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{lifewatch, repo_root, temp_dir};
+use lifewatch_store::Store;
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("temp paths are UTF-8")
+}
+
+fn fixture(name: &str) -> String {
+    path_str(&repo_root().join("fixtures").join(name)).to_string()
+}
+
+/// `replay --db DB FILES --format jsonl`, which must succeed; its stdout.
+fn replay_db(db: &Path, files: &[&str]) -> String {
+    let mut args = vec!["replay", "--db", path_str(db), "--format", "jsonl"];
+    args.extend_from_slice(files);
+    lifewatch(&args, None).assert_success().stdout_text()
+}
+
+fn replay_memory(files: &[&str]) -> String {
+    let mut args = vec!["replay", "--format", "jsonl"];
+    args.extend_from_slice(files);
+    lifewatch(&args, None).assert_success().stdout_text()
+}
+
+fn stored_incidents(db: &Path) -> String {
+    lifewatch(&["incidents", "--db", path_str(db), "--format", "jsonl"], None).assert_success().stdout_text()
+}
+
+/// Everything a database holds, row by row, for "nothing changed" comparisons.
+fn dump(db: &Path) -> Vec<String> {
+    let connection = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("open the database");
+    let mut rows = Vec::new();
+    for table in [
+        "meta",
+        "events",
+        "rejected",
+        "ticks",
+        "checkpoints",
+        "entities",
+        "incidents",
+        "incident_transitions",
+        "outbox",
+    ] {
+        let mut statement = connection.prepare(&format!("SELECT * FROM {table} ORDER BY 1")).unwrap();
+        let columns = statement.column_count();
+        let mut query = statement.query([]).unwrap();
+        while let Some(row) = query.next().unwrap() {
+            let values: Vec<String> =
+                (0..columns).map(|index| format!("{:?}", row.get_ref(index).unwrap())).collect();
+            rows.push(format!("{table}: {}", values.join(" | ")));
+        }
+    }
+    rows
+}
+
+#[test]
+fn persisting_replay_prints_and_stores_what_the_memory_replay_prints() {
+    let dir = temp_dir("store-roundtrip");
+    let db = dir.join("lifewatch.db");
+    let launch_day = fixture("launch-day.jsonl");
+    let expected = replay_memory(&[&launch_day]);
+    assert!(expected.lines().count() > 10, "the fixture raises incidents");
+
+    assert_eq!(replay_db(&db, &[&launch_day]), expected);
+    assert_eq!(stored_incidents(&db), expected);
+    let before = dump(&db);
+
+    // The same file again: every event is a duplicate, every rejected line
+    // is already kept, and the final tick repeats the stored one.
+    assert_eq!(replay_db(&db, &[&launch_day]), expected);
+    assert_eq!(dump(&db), before, "replaying the same file again changed the database");
+
+    let rebuild = lifewatch(&["rebuild", "--db", path_str(&db)], None);
+    rebuild.assert_success();
+    assert!(rebuild.stdout_text().contains("identical"), "{}", rebuild.stdout_text());
+}
+
+#[test]
+fn a_second_file_continues_where_the_first_stopped() {
+    let dir = temp_dir("store-continue");
+    let lines: Vec<String> = std::fs::read_to_string(fixture("launch-day.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let (first, second) = lines.split_at(lines.len() / 2);
+    let first_path = dir.join("first.jsonl");
+    let second_path = dir.join("second.jsonl");
+    std::fs::write(&first_path, first.concat()).unwrap();
+    std::fs::write(&second_path, second.concat()).unwrap();
+    let (first_path, second_path) = (path_str(&first_path), path_str(&second_path));
+
+    let one_stream = replay_memory(&[first_path, second_path]);
+    let db = dir.join("lifewatch.db");
+    replay_db(&db, &[first_path]);
+    assert_eq!(replay_db(&db, &[second_path]), one_stream);
+    assert_eq!(stored_incidents(&db), one_stream);
+    lifewatch(&["rebuild", "--db", path_str(&db)], None).assert_success();
+}
+
+#[test]
+fn rebuild_detects_a_tampered_database_and_repair_restores_it() {
+    let dir = temp_dir("store-tamper");
+    let db = dir.join("lifewatch.db");
+    let expected = replay_db(&db, &[&fixture("launch-day.jsonl")]);
+    {
+        let connection = rusqlite::Connection::open(&db).unwrap();
+        let changed = connection
+            .execute(
+                "UPDATE incidents SET record = replace(record, '\"count\":1', '\"count\":7')
+                 WHERE slot = (SELECT min(slot) FROM incidents WHERE record LIKE '%\"count\":1,%')",
+                [],
+            )
+            .unwrap();
+        assert_eq!(changed, 1);
+        connection
+            .execute("UPDATE entities SET state = 'closed' WHERE key = (SELECT min(key) FROM entities)", [])
+            .unwrap();
+    }
+    let rebuild = lifewatch(&["rebuild", "--db", path_str(&db)], None);
+    assert_eq!(rebuild.code, Some(1), "rebuild must fail on a tampered database: {}", rebuild.stdout_text());
+    let report = rebuild.stdout_text();
+    assert!(report.contains("count (7 stored, 1 from the log)"), "{report}");
+    assert!(report.contains("state closed stored"), "{report}");
+
+    let repair = lifewatch(&["rebuild", "--db", path_str(&db), "--repair"], None);
+    assert_eq!(repair.code, Some(1), "repair reports what it replaced");
+    lifewatch(&["rebuild", "--db", path_str(&db)], None).assert_success();
+    assert_eq!(stored_incidents(&db), expected);
+}
+
+#[test]
+fn on_call_commands_read_the_database() {
+    let dir = temp_dir("store-oncall");
+    let db = dir.join("lifewatch.db");
+    let db_arg = path_str(&db);
+    let records = replay_db(&db, &[&fixture("launch-day.jsonl")]);
+    let records: Vec<serde_json::Value> =
+        records.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+
+    let open = lifewatch(&["incidents", "--db", db_arg, "--status", "open", "--format", "jsonl"], None);
+    let open = open.assert_success().records();
+    let expected_open = records.iter().filter(|record| record["status"] == "open").count();
+    assert_eq!(open.len(), expected_open);
+    let platform = lifewatch(
+        &["incidents", "--db", db_arg, "--owner", "platform-oncall", "--kind", "stuck", "--format", "jsonl"],
+        None,
+    );
+    for record in platform.assert_success().records() {
+        assert_eq!(record["owner"], "platform-oncall");
+        assert_eq!(record["kind"], "stuck");
+    }
+    let table = lifewatch(&["incidents", "--db", db_arg], None);
+    assert!(table.assert_success().stdout_text().contains("SEVERITY"));
+
+    // show: the entity of the first stuck project incident.
+    let stuck = records
+        .iter()
+        .find(|record| record["kind"] == "stuck" && record["entity"]["type"] == "project")
+        .expect("launch day has a stuck project");
+    let entity_id = stuck["entity"]["id"].as_str().unwrap();
+    let show = lifewatch(&["show", "--db", db_arg, entity_id, "--format", "jsonl"], None);
+    let lines = show.assert_success().records();
+    assert!(lines.iter().any(|line| line["entity"]["id"] == entity_id));
+    assert!(lines.iter().any(|line| line["event"]["type"] == "project.requested"));
+    assert!(lines.iter().any(|line| line["incident"]["id"] == stuck["id"]));
+    let show_table = lifewatch(&["show", "--db", db_arg, entity_id], None);
+    let text = show_table.assert_success().stdout_text();
+    assert!(text.contains("→ requested"), "{text}");
+    assert!(lifewatch(&["show", "--db", db_arg, "nobody_here"], None).code == Some(1));
+
+    // report stuck at the stored clock agrees with the open stuck incidents;
+    // later, more is stuck, without incidents yet (the clock has not moved).
+    let stuck_db = dir.join("stuck.db");
+    let stuck_records = replay_db(&stuck_db, &[&fixture("stuck.jsonl")]);
+    let open_stuck: Vec<serde_json::Value> = stuck_records
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|record| record["kind"] == "stuck" && record["status"] == "open")
+        .collect();
+    assert!(!open_stuck.is_empty());
+    let report = lifewatch(&["report", "stuck", "--db", path_str(&stuck_db), "--format", "jsonl"], None);
+    let report = report.assert_success().records();
+    assert_eq!(report.len(), open_stuck.len());
+    for (line, record) in report.iter().zip(&open_stuck) {
+        assert_eq!(line["incident_id"], record["id"]);
+        assert_eq!(line["owner"], record["owner"]);
+    }
+    let later =
+        lifewatch(&["report", "stuck", "--db", path_str(&stuck_db), "--now", "2030-01-01T00:00:00Z"], None);
+    let later = later.assert_success().stdout_text();
+    assert!(later.contains("PAST DEADLINE"), "{later}");
+    assert!(later.lines().count() > report.len() + 3, "{later}");
+
+    // rejected: every rejected line of the fixture is kept with its origin.
+    let rejected =
+        lifewatch(&["rejected", "--db", db_arg, "--format", "jsonl"], None).assert_success().records();
+    assert_eq!(rejected.len(), 39);
+    assert!(rejected.iter().all(|line| line["origin"].as_str().unwrap().contains("launch-day.jsonl:")));
+    let malformed =
+        lifewatch(&["rejected", "--db", db_arg, "--reason", "malformed_json", "--format", "jsonl"], None);
+    assert_eq!(malformed.assert_success().records().len(), 9);
+
+    // redrive: the same validation rejects them again; nothing changes.
+    let redrive = lifewatch(&["redrive", "--db", db_arg], None);
+    assert!(redrive.assert_success().stdout_text().contains("39 still rejected"));
+}
+
+#[test]
+fn a_second_writer_is_refused_while_read_only_commands_work() {
+    let dir = temp_dir("store-two-writers");
+    let db = dir.join("lifewatch.db");
+    let expected = replay_db(&db, &[&fixture("launch-day.jsonl")]);
+
+    // A writer that holds the database: replay from a standard input that
+    // stays open.
+    let mut holder = Command::new(env!("CARGO_BIN_EXE_lifewatch"))
+        .args(["replay", "--db", path_str(&db), "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lock = dir.join("lifewatch.db.lock");
+    let pid = holder.id().to_string();
+    wait_for(Duration::from_secs(60), || {
+        std::fs::read_to_string(&lock).is_ok_and(|text| text.contains(&format!("pid {pid} ")))
+    });
+
+    let second = lifewatch(&["replay", "--db", path_str(&db), &fixture("stuck.jsonl")], None);
+    assert_eq!(second.code, Some(1));
+    assert!(second.stderr.contains("is locked by another writer"), "{}", second.stderr);
+    assert!(second.stderr.contains(&format!("pid {pid} started")), "{}", second.stderr);
+    assert!(second.stderr.contains(path_str(&db)), "{}", second.stderr);
+    let redrive = lifewatch(&["redrive", "--db", path_str(&db)], None);
+    assert_eq!(redrive.code, Some(1), "redrive needs the writer lock too");
+
+    assert_eq!(stored_incidents(&db), expected);
+    lifewatch(&["rejected", "--db", path_str(&db)], None).assert_success();
+    lifewatch(&["report", "stuck", "--db", path_str(&db)], None).assert_success();
+    lifewatch(&["rebuild", "--db", path_str(&db)], None).assert_success();
+
+    drop(holder.stdin.take());
+    let status = holder.wait().unwrap();
+    assert!(status.success());
+    // The lock went with the holder.
+    replay_db(&db, &[&fixture("stuck.jsonl")]);
+}
+
+/// Polls `condition` until it holds, or panics after `limit`.
+fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "condition not reached within {limit:?}");
+        std::thread::yield_now();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn unusable_databases_give_clear_errors_and_lose_nothing() {
+    let dir = temp_dir("store-errors");
+    let stuck = fixture("stuck.jsonl");
+
+    // Read-only file: refused, nothing lost.
+    let db = dir.join("readonly.db");
+    let expected = replay_db(&db, &[&fixture("launch-day.jsonl")]);
+    let mut permissions = std::fs::metadata(&db).unwrap().permissions();
+    permissions.set_readonly(true);
+    std::fs::set_permissions(&db, permissions.clone()).unwrap();
+    let run = lifewatch(&["replay", "--db", path_str(&db), &stuck], None);
+    assert_eq!(run.code, Some(1));
+    assert!(run.stderr.contains(&format!("{} is read-only", db.display())), "{}", run.stderr);
+    #[allow(clippy::permissions_set_readonly_false)]
+    permissions.set_readonly(false);
+    std::fs::set_permissions(&db, permissions).unwrap();
+    assert_eq!(stored_incidents(&db), expected);
+
+    // Not a SQLite file at all.
+    let text = dir.join("notes.db");
+    std::fs::write(&text, "these are my notes, not a database\n".repeat(200)).unwrap();
+    let run = lifewatch(&["replay", "--db", path_str(&text), &stuck], None);
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr.contains(&format!("{} is not a lifewatch database", text.display())),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&text).unwrap(), "these are my notes, not a database\n".repeat(200));
+
+    // Another application's SQLite database.
+    let other = dir.join("other.db");
+    rusqlite::Connection::open(&other)
+        .unwrap()
+        .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    for args in
+        [vec!["replay", "--db", path_str(&other), &stuck], vec!["incidents", "--db", path_str(&other)]]
+    {
+        let run = lifewatch(&args, None);
+        assert_eq!(run.code, Some(1));
+        assert!(run.stderr.contains("is not a lifewatch database"), "{}", run.stderr);
+    }
+
+    // A newer schema.
+    let newer = dir.join("newer.db");
+    replay_db(&newer, &[&stuck]);
+    rusqlite::Connection::open(&newer).unwrap().pragma_update(None, "user_version", 99).unwrap();
+    let run = lifewatch(&["replay", "--db", path_str(&newer), &stuck], None);
+    assert_eq!(run.code, Some(1));
+    assert!(run.stderr.contains("has schema version 99, newer than"), "{}", run.stderr);
+
+    // A corrupt file: pages in the middle overwritten.
+    let corrupt = dir.join("corrupt.db");
+    replay_db(&corrupt, &[&fixture("launch-day.jsonl")]);
+    let mut bytes = std::fs::read(&corrupt).unwrap();
+    assert!(bytes.len() > 64 * 1024, "the database spans many pages");
+    for byte in &mut bytes[16 * 1024..48 * 1024] {
+        *byte = 0x5a;
+    }
+    std::fs::write(&corrupt, bytes).unwrap();
+    let run = lifewatch(&["replay", "--db", path_str(&corrupt), &stuck], None);
+    assert_eq!(run.code, Some(1));
+    assert!(run.stderr.contains(&format!("{} is corrupt", corrupt.display())), "{}", run.stderr);
+
+    // A missing database for a read-only command.
+    let run = lifewatch(&["incidents", "--db", path_str(&dir.join("missing.db"))], None);
+    assert_eq!(run.code, Some(1));
+    assert!(run.stderr.contains("missing.db does not exist"), "{}", run.stderr);
+}
+
+/// A small deterministic generator for the kill moments (xorshift64*).
+struct Moments(u64);
+
+impl Moments {
+    fn next_below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % bound.max(1)
+    }
+}
+
+fn spawn_replay(db: &Path, input: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_lifewatch"))
+        .args(["replay", "--db", path_str(db), path_str(input), "--format", "jsonl"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_nothing() {
+    let dir = temp_dir("store-crash");
+    let input = dir.join("faults.jsonl");
+    lifewatch(
+        &["simulate", "--seed", "5", "--accounts", "20000", "--faults", "--out", path_str(&input)],
+        None,
+    )
+    .assert_success();
+    let expected = replay_memory(&[path_str(&input)]);
+    let db = dir.join("crash.db");
+
+    // Time one persisting replay of the same input on a scratch database to
+    // choose kill moments that land inside a run.
+    let started = Instant::now();
+    let mut scratch = spawn_replay(&dir.join("scratch.db"), &input);
+    assert!(scratch.wait().unwrap().success());
+    let full_run = started.elapsed().as_millis() as u64;
+
+    let seed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    println!("kill moments seed {seed}, full run {full_run} ms");
+    let mut moments = Moments(seed);
+    let mut kills = 0;
+    let mut attempts = 0;
+    while kills < 20 {
+        attempts += 1;
+        assert!(attempts < 200, "could not interrupt 20 runs in 200 attempts");
+        let mut child = spawn_replay(&db, &input);
+        let moment = Duration::from_millis(moments.next_below(full_run));
+        // Not waiting for a condition: the moment itself is what is random.
+        std::thread::sleep(moment);
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+
+    let mut last = spawn_replay(&db, &input);
+    assert!(last.wait().unwrap().success());
+    assert!(
+        stored_incidents(&db) == expected,
+        "incidents after {kills} kills differ from one uninterrupted replay"
+    );
+    let store = Store::open_read_only(&db).unwrap();
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+    lifewatch(&["rebuild", "--db", path_str(&db)], None).assert_success();
+}
