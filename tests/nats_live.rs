@@ -130,7 +130,11 @@ fn monitor_killed_mid_stream_loses_nothing_and_doubles_nothing() {
     let server = NatsServer::start(&[]);
     let dir = TempDir::new("sigkill");
     // Small batches, so that a kill lands between commits.
-    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "batch_size = 25\nack_wait = \"3s\"\n");
+    let config = write_config(
+        dir.path(),
+        &NO_LIVE_CLOCK,
+        "batch_size = 25\nack_wait = \"3s\"\nreport_interval = \"1s\"\n",
+    );
     let fixture = launch_day();
     let parts = split(&fixture, 4, dir.path());
     let db = dir.path().join("lifewatch.db");
@@ -155,7 +159,11 @@ fn monitor_killed_mid_stream_loses_nothing_and_doubles_nothing() {
 fn monitor_reconnects_after_the_server_restarts() {
     let mut server = NatsServer::start(&[]);
     let dir = TempDir::new("restart");
-    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "batch_size = 25\nack_wait = \"3s\"\n");
+    let config = write_config(
+        dir.path(),
+        &NO_LIVE_CLOCK,
+        "batch_size = 25\nack_wait = \"3s\"\nreport_interval = \"1s\"\n",
+    );
     let fixture = launch_day();
     let parts = split(&fixture, 2, dir.path());
     let db = dir.path().join("lifewatch.db");
@@ -346,7 +354,7 @@ async fn futures_next(subscriber: &mut async_nats::Subscriber) -> Option<async_n
 fn authentication_user_password_token_and_refusal() {
     let fixture = repo_root().join("fixtures/provisioning_failed.jsonl");
     let dir = TempDir::new("auth");
-    let config = write_config(dir.path(), &[], "");
+    let config = write_config(dir.path(), &[], "report_interval = \"1s\"\n");
     for (server_args, good, bad) in [
         (
             vec!["--user", "monitor", "--pass", "s3cret-pass"],

@@ -116,6 +116,9 @@ pub async fn run_monitor(
         checkpoint_name: format!("nats:{}", settings.lifecycle_stream),
         next_sequence: 0,
         fresh_consumer: true,
+        acknowledged: Vec::new(),
+        sent_through: 0,
+        in_flight: futures_util::stream::FuturesOrdered::new(),
     };
     monitor.deliver_outbox().await?;
 
@@ -170,14 +173,19 @@ pub async fn run_monitor(
             }
             Input::Tick => {
                 monitor.report_progress();
+                monitor.settle_publishes(true).await;
                 if monitor.outbox_backlog {
                     monitor.deliver_outbox().await?;
+                    monitor.settle_publishes(true).await;
                 }
+                monitor.mark_delivered(1).await?;
             }
             Input::Shutdown => {
                 tracing::info!("shutting down: fetching stopped");
                 drop(messages);
                 monitor.deliver_outbox().await?;
+                monitor.settle_publishes(true).await;
+                monitor.mark_delivered(1).await?;
                 if let Err(error) = client.flush().await {
                     tracing::warn!(%error, "could not flush the last acknowledgements");
                 }
@@ -257,7 +265,20 @@ struct Monitor<'a> {
     /// Whether the consumer was just bound: its first message may skip
     /// sequences that no longer exist (retention removed them).
     fresh_consumer: bool,
+    /// Outbox entries JetStream acknowledged, not yet marked delivered.
+    acknowledged: Vec<i64>,
+    /// The highest outbox id published in this run (acknowledged or in flight).
+    sent_through: i64,
+    /// Incident publishes waiting for JetStream's acknowledgement, in outbox order.
+    in_flight: futures_util::stream::FuturesOrdered<PublishInFlight>,
 }
+
+type PublishInFlight = std::pin::Pin<Box<dyn Future<Output = (i64, bool)> + Send>>;
+
+/// Outbox entries read and published at a time.
+const OUTBOX_CHUNK: usize = 1_000;
+/// Acknowledged outbox entries marked delivered in one transaction.
+const MARK_EVERY: usize = 5_000;
 
 /// Whether a batch continued the stream without a hole.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -348,7 +369,11 @@ impl Monitor<'_> {
             let committed_through = i64::try_from(self.next_sequence - 1).unwrap_or(i64::MAX);
             self.writer.set_checkpoint(&self.checkpoint_name, committed_through);
         }
+        let fed = Instant::now();
         let committed = tokio::task::block_in_place(|| self.writer.commit())?;
+        self.report.phases[0] += fed.duration_since(received);
+        self.report.phases[1] += fed.elapsed();
+        let acking = Instant::now();
 
         // Committed: now the rejected messages go to their stream, and only
         // then is every message of the batch acknowledged.
@@ -368,10 +393,13 @@ impl Monitor<'_> {
         self.totals.duplicates += duplicates;
         self.totals.rejected += rejected.len() as u64;
         self.totals.batches += 1;
+        self.report.phases[2] += acking.elapsed();
         self.report.batch(count, received.elapsed(), lag);
         if committed.transitions > 0 {
             self.outbox_backlog = true;
+            let publishing = Instant::now();
             self.deliver_outbox().await?;
+            self.report.phases[3] += publishing.elapsed();
         }
         Ok(continuity)
     }
@@ -418,17 +446,26 @@ impl Monitor<'_> {
         }
     }
 
-    /// Publishes every undelivered outbox row and marks the acknowledged ones
-    /// delivered. A row whose publish fails stays for the next attempt.
+    /// Publishes every outbox entry not published yet and notes the
+    /// acknowledged ones. An entry whose publish fails is tried again later.
+    ///
+    /// Acknowledged entries are marked delivered in the store in bulk
+    /// ([`Monitor::mark_delivered`]: at least every [`MARK_EVERY`] entries,
+    /// on every tick and at shutdown) rather than once per batch, which would
+    /// cost a second synced transaction per batch. A crash before the mark
+    /// re-sends those entries, which JetStream drops as duplicates of their
+    /// `Nats-Msg-Id`.
     async fn deliver_outbox(&mut self) -> Result<(), NatsError> {
+        self.settle_publishes(false).await;
         loop {
-            let rows = tokio::task::block_in_place(|| self.writer.pending_outbox(1_000))?;
+            let limit = OUTBOX_CHUNK + self.acknowledged.len() + self.in_flight.len();
+            let rows = tokio::task::block_in_place(|| self.writer.pending_outbox(limit))?;
+            let full = rows.len() == limit;
+            let rows: Vec<_> = rows.into_iter().filter(|row| row.id > self.sent_through).collect();
             if rows.is_empty() {
-                self.outbox_backlog = false;
-                return Ok(());
+                self.outbox_backlog = !self.in_flight.is_empty();
+                return self.mark_delivered(MARK_EVERY).await;
             }
-            let full = rows.len() == 1_000;
-            let mut pending = Vec::with_capacity(rows.len());
             for row in &rows {
                 // The outbox id is stable across restarts, so a re-send after
                 // a crash carries the same Nats-Msg-Id and is dropped as a duplicate.
@@ -438,37 +475,65 @@ impl Monitor<'_> {
                     payload: Bytes::from(row.payload.clone()),
                 };
                 match publish_one(&self.jetstream, &message).await {
-                    Ok(ack) => pending.push((row.id, ack)),
+                    Ok(ack) => {
+                        let id = row.id;
+                        self.in_flight.push_back(Box::pin(async move { (id, ack.await.is_ok()) }));
+                        self.sent_through = id;
+                    }
                     Err(error) => {
                         tracing::warn!(subject = %message.subject, %error, "incident not published yet; will retry");
-                        break;
+                        self.outbox_backlog = true;
+                        return self.mark_delivered(MARK_EVERY).await;
                     }
                 }
             }
-            let mut delivered = Vec::with_capacity(pending.len());
-            let mut failed = pending.len() < rows.len();
-            for (sequence, ack) in pending {
-                match ack.await {
-                    Ok(_) => delivered.push(sequence),
-                    Err(error) => {
-                        failed = true;
-                        tracing::warn!(sequence, %error, "incident publish not acknowledged; will retry");
-                    }
-                }
-            }
-            if !delivered.is_empty() {
-                tokio::task::block_in_place(|| self.writer.mark_delivered(&delivered))?;
-                self.totals.published += delivered.len() as u64;
-            }
-            if failed {
-                self.outbox_backlog = true;
-                return Ok(());
-            }
+            // Acknowledgements are collected as they come, without waiting
+            // for them here: the next batch goes on meanwhile.
+            self.settle_publishes(false).await;
+            self.mark_delivered(MARK_EVERY).await?;
             if !full {
-                self.outbox_backlog = false;
+                self.outbox_backlog = !self.in_flight.is_empty();
                 return Ok(());
             }
         }
+    }
+
+    /// Collects the acknowledgements of incident publishes that arrived
+    /// (all of them, waiting, if `wait`). A failed one makes every later
+    /// entry count as unsent, so the outbox is sent again from it, in order.
+    async fn settle_publishes(&mut self, wait: bool) {
+        use futures_util::FutureExt;
+        loop {
+            let next = if wait {
+                self.in_flight.next().await
+            } else {
+                match self.in_flight.next().now_or_never() {
+                    Some(next) => next,
+                    None => return,
+                }
+            };
+            let Some((id, acknowledged)) = next else { return };
+            if acknowledged {
+                self.acknowledged.push(id);
+            } else {
+                tracing::warn!(id, "incident publish not acknowledged; will retry");
+                self.in_flight.clear();
+                self.sent_through = id - 1;
+                self.outbox_backlog = true;
+                return;
+            }
+        }
+    }
+
+    /// Marks the acknowledged outbox entries delivered once at least `at_least` wait.
+    async fn mark_delivered(&mut self, at_least: usize) -> Result<(), NatsError> {
+        if self.acknowledged.is_empty() || self.acknowledged.len() < at_least {
+            return Ok(());
+        }
+        let ids = std::mem::take(&mut self.acknowledged);
+        tokio::task::block_in_place(|| self.writer.mark_delivered(&ids))?;
+        self.totals.published += ids.len() as u64;
+        Ok(())
     }
 
     /// Sets the deadline timer to the wall-clock instant at which the engine's
@@ -533,6 +598,8 @@ struct Report {
     lag: Option<u64>,
     latencies_ms: Vec<u32>,
     seen: u64,
+    /// Time spent validating and feeding, committing, acknowledging and publishing the outbox.
+    phases: [Duration; 4],
     batch_time: Duration,
     batches: u64,
 }
@@ -545,6 +612,7 @@ impl Report {
             lag: None,
             latencies_ms: Vec::new(),
             seen: 0,
+            phases: [Duration::ZERO; 4],
             batch_time: Duration::ZERO,
             batches: 0,
         }
@@ -587,6 +655,10 @@ impl Report {
             latency_p99_ms = percentile(99),
             batches = self.batches,
             batch_ms_mean = (self.batch_time.as_millis() as u64).checked_div(self.batches).unwrap_or(0),
+            feed_ms = self.phases[0].as_millis() as u64,
+            commit_ms = self.phases[1].as_millis() as u64,
+            ack_ms = self.phases[2].as_millis() as u64,
+            outbox_ms = self.phases[3].as_millis() as u64,
             accepted_total = totals.accepted,
             duplicates_total = totals.duplicates,
             rejected_total = totals.rejected,
