@@ -516,7 +516,7 @@ pub fn rejected(db: &Path, reason: Option<RejectReason>, all: bool, format: Form
                         rejection.id.to_string(),
                         rejection.origin.clone(),
                         rejection.reason.clone(),
-                        rejection.subject.clone().unwrap_or_else(|| "-".to_string()),
+                        rejection.subject.as_deref().map_or_else(|| "-".to_string(), shorten),
                         rejection.detail.clone(),
                     ]
                 })
@@ -544,6 +544,18 @@ pub fn redrive(db: &Path, reason: Option<RejectReason>, config: Config) -> anyho
         summary.tried, summary.accepted, summary.duplicates, summary.still_rejected
     );
     Ok(())
+}
+
+/// A cell of at most 40 characters: a subject may be any length in a
+/// rejected input, and one must not push the table off the screen.
+fn shorten(text: &str) -> String {
+    const LONGEST: usize = 40;
+    if text.chars().count() <= LONGEST {
+        return text.to_string();
+    }
+    let mut short: String = text.chars().take(LONGEST - 1).collect();
+    short.push('…');
+    short
 }
 
 /// Left-aligned columns separated by two spaces; the last column is not padded.

@@ -458,8 +458,12 @@ pub(crate) fn rewrite(
     for (slot, record, json) in expected.incidents.values() {
         upsert_incident(connection, path, *slot, record, json)?;
     }
-    for (key, entity) in expected.entities.values() {
-        upsert_entity(connection, path, *key, entity)?;
+    // Every entity the engine knows, placeholders too: `show` finds an
+    // entity's events through its row.
+    for entity in engine.entities() {
+        if let Some(view) = engine.entity(entity) {
+            upsert_entity(connection, path, entity_key(entity), &StoredEntity::from_view(&view))?;
+        }
     }
     set_meta_value(connection, path, "clock", engine.clock().map(Timestamp::unix_nanos))?;
     set_meta_value(connection, path, "reproject", None)?;

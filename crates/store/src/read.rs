@@ -195,7 +195,7 @@ impl Store {
         self.connection
             .prepare(
                 "SELECT seq, event_id, source, type, subject, time, payload FROM events
-                 WHERE subject = ?1 ORDER BY seq",
+                 WHERE entity IN (SELECT key FROM entities WHERE id = ?1) ORDER BY seq",
             )
             .and_then(|mut statement| {
                 statement

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use lifewatch_core::{
-    Change, Config, Engine, Event, IncidentRecord, Outcome, RejectReason, Rejection, Timestamp, Transition,
-    parse_event,
+    Change, Config, Engine, EntityRef, Event, IncidentRecord, Outcome, RejectReason, Rejection, Timestamp,
+    Transition, parse_event,
 };
 use rusqlite::{Connection, TransactionBehavior, params};
 
@@ -112,6 +112,7 @@ struct PendingEvent {
     event_type: &'static str,
     subject: Box<str>,
     time: Timestamp,
+    entity: EntityRef,
     payload: Box<[u8]>,
 }
 
@@ -247,19 +248,32 @@ impl Writer {
         match self.engine.handle_event(&event) {
             Outcome::Duplicate => Fed::Duplicate,
             Outcome::Accepted => {
-                self.pending.events.push(PendingEvent {
-                    seq: self.next_seq,
-                    event_id: event.id.as_ref().into(),
-                    source: event.source.as_ref().into(),
-                    event_type: event.event_type.as_str(),
-                    subject: event.subject.as_ref().into(),
-                    time: event.time,
-                    payload: raw.into(),
-                });
-                self.next_seq += 1;
+                let seq = self.next_seq;
+                self.push_event(seq, &event, raw);
                 Fed::Accepted
             }
         }
+    }
+
+    /// Appends an event the engine accepted to the pending batch.
+    fn push_event(&mut self, seq: i64, event: &Event<'_>, raw: &[u8]) {
+        let entity_type = event.event_type.entity_type();
+        // The engine has just applied the event, so its entity exists.
+        let entity = self
+            .engine
+            .find_entity(entity_type, &event.subject)
+            .unwrap_or(EntityRef { entity_type, index: u32::MAX });
+        self.pending.events.push(PendingEvent {
+            seq,
+            event_id: event.id.as_ref().into(),
+            source: event.source.as_ref().into(),
+            event_type: event.event_type.as_str(),
+            subject: event.subject.as_ref().into(),
+            time: event.time,
+            entity,
+            payload: raw.into(),
+        });
+        self.next_seq = seq + 1;
     }
 
     /// Keeps an input rejected before it could be parsed (a line over the
@@ -422,16 +436,7 @@ impl Writer {
                     Outcome::Accepted => {
                         summary.accepted += 1;
                         let seq = self.next_seq;
-                        self.pending.events.push(PendingEvent {
-                            seq,
-                            event_id: event.id.as_ref().into(),
-                            source: event.source.as_ref().into(),
-                            event_type: event.event_type.as_str(),
-                            subject: event.subject.as_ref().into(),
-                            time: event.time,
-                            payload: payload.as_slice().into(),
-                        });
-                        self.next_seq += 1;
+                        self.push_event(seq, &event, &payload);
                         Ok(format!("accepted as event {seq}"))
                     }
                 },
@@ -529,8 +534,8 @@ fn write_changes(
     {
         let mut insert = connection
             .prepare_cached(
-                "INSERT INTO events(seq, event_id, source, type, subject, time, payload)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO events(seq, event_id, source, type, subject, time, entity, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )
             .context(path, "prepare the event insert")?;
         for event in &pending.events {
@@ -542,6 +547,7 @@ fn write_changes(
                     event.event_type,
                     &*event.subject,
                     event.time.unix_nanos(),
+                    entity_key(event.entity),
                     &*event.payload,
                 ])
                 .context(path, "append an event")?;
@@ -589,12 +595,15 @@ fn write_changes(
             .context(path, "store a checkpoint")?;
     }
 
+    // Every entity with an event in the batch gets a row, even when the
+    // event changed nothing (an illegal one), so that `show` finds it.
     let mut entities: Vec<_> = changes
         .iter()
         .filter_map(|change| match change {
             Change::Entity(entity) => Some(*entity),
             Change::Incident { .. } => None,
         })
+        .chain(pending.events.iter().map(|event| event.entity))
         .collect();
     entities.sort_unstable();
     entities.dedup();
