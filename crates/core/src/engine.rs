@@ -103,6 +103,8 @@ pub struct Engine {
     strings: Interner,
     seen: HashSet<u128, BuildHasherDefault<PassThroughHasher>>,
     deadlines: BinaryHeap<Reverse<(Timestamp, EntityType, u32, u32)>>,
+    /// Heap entries whose visit has ended (lazy deletion); compaction drops them.
+    stale_deadlines: usize,
     incidents: Vec<Incident>,
     keys: HashMap<IncidentKey, KeySlot, foldhash::fast::RandomState>,
     open_project_quotas: BTreeSet<(u32, u32)>,
@@ -127,6 +129,7 @@ impl Engine {
             strings: Interner::default(),
             seen: HashSet::default(),
             deadlines: BinaryHeap::new(),
+            stale_deadlines: 0,
             incidents: Vec::new(),
             keys: HashMap::default(),
             open_project_quotas: BTreeSet::new(),
@@ -177,6 +180,12 @@ impl Engine {
     /// and that has not ended becomes stuck. The clock never moves back.
     pub fn handle_time(&mut self, now: Timestamp) {
         self.clock = Some(self.clock.map_or(now, |clock| clock.max(now)));
+        // Popping a stale entry costs a heap operation each; dropping them all
+        // in one pass is cheaper once they are a good share of the heap (as
+        // at the end of a replay, the only time replay moves the clock).
+        if self.stale_deadlines > 1024 && self.stale_deadlines * 4 > self.deadlines.len() {
+            self.drop_stale_deadlines();
+        }
         while let Some(&Reverse((deadline, entity_type, index, visit))) = self.deadlines.peek() {
             if deadline >= now {
                 break;
@@ -185,6 +194,7 @@ impl Engine {
             let entity = EntityRef { entity_type, index };
             let Some((state, entered_at, current_visit)) = self.visit_of(entity) else { continue };
             if current_visit != visit {
+                self.stale_deadlines = self.stale_deadlines.saturating_sub(1);
                 continue;
             }
             let key = IncidentKey::Stuck(entity, state);
@@ -195,7 +205,6 @@ impl Engine {
             let incident = self.open_incident(key, Some(state), deadline, None, summary);
             self.project_trouble(entity, incident);
         }
-        self.compact_deadlines();
     }
 
     /// The earliest deadline of a visit that has not ended and is not stuck
@@ -207,6 +216,7 @@ impl Engine {
                 Some((_, _, current)) if current == visit => return Some(deadline),
                 _ => {
                     self.deadlines.pop();
+                    self.stale_deadlines = self.stale_deadlines.saturating_sub(1);
                 }
             }
         }
@@ -290,7 +300,7 @@ impl Engine {
             id: record.id,
             state: record.state,
             entered_at: record.entered_at,
-            account_id: record.account.map(|account| self.accounts.items[account as usize].id.as_ref()),
+            account_id: record.account.map(|account| self.accounts.items[account as usize].id.as_str()),
             region: record.region.map(|region| self.strings.get(region)),
             plan: record.plan.map(|plan| self.strings.get(plan)),
             live_projects: record.live_projects,
@@ -321,10 +331,46 @@ impl Engine {
 // ---------------------------------------------------------------------------
 // Entities
 
+/// An entity id: inline when it fits (almost all do), so that looking an
+/// entity up touches one cache line less and costs no allocation.
+#[derive(Clone, Debug)]
+enum EntityId {
+    Inline { len: u8, bytes: [u8; 22] },
+    Heap(Box<str>),
+}
+
+impl EntityId {
+    fn new(id: &str) -> EntityId {
+        let mut bytes = [0u8; 22];
+        match bytes.get_mut(..id.len()) {
+            Some(prefix) => {
+                prefix.copy_from_slice(id.as_bytes());
+                EntityId::Inline { len: id.len() as u8, bytes }
+            }
+            None => EntityId::Heap(id.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            EntityId::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            EntityId::Heap(id) => id.as_bytes(),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Always a copy of a `&str`, so this cannot fail.
+            EntityId::Inline { .. } => std::str::from_utf8(self.as_bytes()).unwrap_or_default(),
+            EntityId::Heap(id) => id,
+        }
+    }
+}
+
 /// One entity, kept small: at a million entities every byte here is a megabyte.
 #[derive(Clone, Debug)]
 struct Entity<S> {
-    id: Box<str>,
+    id: EntityId,
     entered_at: Timestamp,
     /// Bumped on every state entry; deadline heap entries of older visits are stale.
     visit: u32,
@@ -359,7 +405,7 @@ struct EntityFields<'a> {
 impl<S: Copy + Into<State>> Entity<S> {
     fn view(&self) -> EntityFields<'_> {
         EntityFields {
-            id: &self.id,
+            id: self.id.as_str(),
             state: self.state.map(Into::into),
             entered_at: self.entered_at,
             account: some(self.account),
@@ -385,19 +431,21 @@ impl<S> Default for Arena<S> {
 
 impl<S> Arena<S> {
     fn find(&self, id: &str) -> Option<u32> {
-        let hash = self.hasher.hash_one(id);
-        self.index.find(hash, |&slot| &*self.items[slot as usize].id == id).copied()
+        let hash = self.hasher.hash_one(id.as_bytes());
+        self.index.find(hash, |&slot| self.items[slot as usize].id.as_bytes() == id.as_bytes()).copied()
     }
 
     fn get_or_insert(&mut self, id: &str) -> u32 {
-        let hash = self.hasher.hash_one(id);
+        let hash = self.hasher.hash_one(id.as_bytes());
         let items = &self.items;
-        if let Some(&slot) = self.index.find(hash, |&slot| &*items[slot as usize].id == id) {
+        if let Some(&slot) =
+            self.index.find(hash, |&slot| items[slot as usize].id.as_bytes() == id.as_bytes())
+        {
             return slot;
         }
         let slot = self.items.len() as u32;
         self.items.push(Entity {
-            id: id.into(),
+            id: EntityId::new(id),
             state: None,
             entered_at: Timestamp::MIN,
             visit: 0,
@@ -408,7 +456,7 @@ impl<S> Arena<S> {
         });
         let items = &self.items;
         let hasher = &self.hasher;
-        self.index.insert_unique(hash, slot, |&other| hasher.hash_one(&*items[other as usize].id));
+        self.index.insert_unique(hash, slot, |&other| hasher.hash_one(items[other as usize].id.as_bytes()));
         slot
     }
 }
@@ -627,7 +675,9 @@ impl Engine {
                 };
                 let account_id = match entity.entity_type {
                     EntityType::Account => Some(fields.id.to_string()),
-                    _ => fields.account.map(|account| self.accounts.items[account as usize].id.to_string()),
+                    _ => fields
+                        .account
+                        .map(|account| self.accounts.items[account as usize].id.as_str().to_string()),
                 };
                 let subject_type = match entity.entity_type {
                     EntityType::Account => SubjectType::Account,
@@ -725,9 +775,9 @@ impl Engine {
     fn name_of(&self, entity: EntityRef) -> &str {
         let index = entity.index as usize;
         match entity.entity_type {
-            EntityType::Account => &self.accounts.items[index].id,
-            EntityType::Project => &self.projects.items[index].id,
-            EntityType::Dispute => &self.disputes.items[index].id,
+            EntityType::Account => self.accounts.items[index].id.as_str(),
+            EntityType::Project => self.projects.items[index].id.as_str(),
+            EntityType::Dispute => self.disputes.items[index].id.as_str(),
         }
     }
 
@@ -771,15 +821,21 @@ impl Engine {
     /// The retroactive stuck rule: a visit that ends at `t` was stuck iff
     /// `t > entered_at + deadline`.
     fn end_visit(&mut self, entity: EntityRef, state: State, event: &Event<'_>) {
+        let Some(deadline) = self.config.deadline(state) else { return };
+        let Some((_, entered_at, _)) = self.visit_of(entity) else { return };
+        let due = entered_at.saturating_add(deadline);
         let key = IncidentKey::Stuck(entity, state);
-        if let Some(index) = self.resolve(key, event.time, Some(&event.id)) {
+        // Only the clock opens a stuck incident before its visit ends, and only
+        // once it has passed the deadline: skip the lookup otherwise.
+        if self.clock.is_some_and(|clock| clock > due)
+            && let Some(index) = self.resolve(key, event.time, Some(&event.id))
+        {
             self.refresh_stuck_summary(index, entity, state);
             self.project_trouble(entity, index);
             return;
         }
-        let Some(deadline) = self.config.deadline(state) else { return };
-        let Some((_, entered_at, _)) = self.visit_of(entity) else { return };
-        let due = entered_at.saturating_add(deadline);
+        // The visit's heap entry was not popped (no stuck incident was open): it is stale now.
+        self.stale_deadlines += 1;
         if event.time > due {
             let summary = self.stuck_summary(entity, state, entered_at, due);
             let index = self.open_incident(key, Some(state), due, None, summary);
@@ -803,7 +859,9 @@ impl Engine {
                 entity.index,
                 visit,
             )));
-            self.compact_deadlines();
+            if self.stale_deadlines > 4096 && self.stale_deadlines * 2 > self.deadlines.len() {
+                self.drop_stale_deadlines();
+            }
         }
 
         fn bump<S>(item: &mut Entity<S>, at: Timestamp) -> u32 {
@@ -1047,7 +1105,7 @@ impl Engine {
                 if open && !worse {
                     return;
                 }
-                let name = item.id.to_string();
+                let name = item.id.as_str().to_string();
                 let plan = plan.unwrap_or_default();
                 self.raise(key, None, event.time, &event.id, |_| {
                     format!("account {name} has {live} live projects, over the {plan} plan limit of {limit}")
@@ -1177,12 +1235,11 @@ impl Engine {
         }
     }
 
-    /// Drops stale heap entries once they outnumber live ones, so the heap
-    /// stays proportional to the entities waiting on a deadline.
-    fn compact_deadlines(&mut self) {
-        if self.deadlines.len() < 4096 || self.deadlines.len() < 2 * self.entity_count() {
-            return;
-        }
+    /// Drops every stale heap entry in one pass. Called when stale entries
+    /// are at least half the heap, so the heap stays proportional to the
+    /// visits waiting on a deadline and the pass is paid for by the pushes
+    /// that made them stale.
+    fn drop_stale_deadlines(&mut self) {
         let entries = std::mem::take(&mut self.deadlines).into_vec();
         let live: Vec<_> = entries
             .into_iter()
@@ -1192,5 +1249,6 @@ impl Engine {
             })
             .collect();
         self.deadlines = BinaryHeap::from(live);
+        self.stale_deadlines = 0;
     }
 }

@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::time::Timestamp;
 
@@ -435,11 +435,13 @@ pub fn parse_event(line: &[u8]) -> Result<Event<'_>, Rejection> {
         }
     };
     // From `&str`, serde_json need not check UTF-8 again in every string.
-    let envelope: RawEnvelope<'_> = match serde_json::from_str(text) {
-        Ok(envelope) => envelope,
-        Err(error) => return Err(Rejection::new(RejectReason::MalformedJson, error.to_string())),
-    };
-    envelope.validate()
+    let mut scratch = Scratch::default();
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let parsed = EnvelopeSeed(&mut scratch).deserialize(&mut deserializer).and_then(|()| deserializer.end());
+    if let Err(error) = parsed {
+        return Err(Rejection::new(RejectReason::MalformedJson, error.to_string()));
+    }
+    scratch.validate()
 }
 
 /// A JSON value as the parser sees it: strings borrowed, numbers classified,
@@ -548,7 +550,40 @@ impl<'de> Visitor<'de> for NameVisitor<'_> {
         f.write_str("a member name")
     }
     fn visit_str<E: de::Error>(self, value: &str) -> Result<usize, E> {
-        Ok(self.0.iter().position(|name| *name == value).unwrap_or(usize::MAX))
+        // A `match` on the name compiles to length and byte comparisons, much
+        // cheaper than comparing against each name in turn.
+        let index = if self.0.len() == ATTRIBUTE_NAMES.len() {
+            match value {
+                "specversion" => 0,
+                "id" => 1,
+                "source" => 2,
+                "type" => 3,
+                "subject" => 4,
+                "time" => 5,
+                "datacontenttype" => 6,
+                "data" => 7,
+                _ => usize::MAX,
+            }
+        } else {
+            match value {
+                "plan" => 0,
+                "region" => 1,
+                "reason" => 2,
+                "account_id" => 3,
+                "attempt" => 4,
+                "error" => 5,
+                "retryable" => 6,
+                "resource" => 7,
+                "limit" => 8,
+                "used" => 9,
+                "amount_cents" => 10,
+                "currency" => 11,
+                "outcome" => 12,
+                _ => usize::MAX,
+            }
+        };
+        debug_assert!(index == usize::MAX || self.0[index] == value);
+        Ok(index)
     }
 }
 
@@ -592,32 +627,50 @@ const DATA_FIELD_NAMES: [&str; 13] = [
     "outcome",
 ];
 
-/// The `data` member: an object's known fields, or what else it was.
-// Lives on the stack for one line; boxing the large variant would cost an allocation per event.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-enum RawData<'a> {
-    Object { fields: [Option<Field<'a>>; DATA_FIELD_NAMES.len()], duplicate: Option<&'static str> },
+/// What the `data` member was.
+#[derive(Clone, Copy, Debug, Default)]
+enum DataShape {
+    /// Absent or `null` (read as `{}`).
+    #[default]
+    Absent,
+    /// An object; its known fields are in [`Scratch::data_fields`].
+    Object,
+    /// Something else.
     NotObject(&'static str),
 }
 
-struct DataVisitor;
+/// Everything the parser keeps of one line before validation. It is filled
+/// in place by the visitors below (a `DeserializeSeed` holds `&mut` to it), so
+/// the several hundred bytes of fields are never moved around.
+#[derive(Debug, Default)]
+struct Scratch<'a> {
+    /// `Some(what)` when the line is JSON but not an object.
+    not_object: Option<&'static str>,
+    attributes: [Option<Field<'a>>; 7],
+    duplicate: Option<&'static str>,
+    data: DataShape,
+    data_fields: [Option<Field<'a>>; DATA_FIELD_NAMES.len()],
+    data_duplicate: Option<&'static str>,
+}
 
-impl<'de> Visitor<'de> for DataVisitor {
-    type Value = RawData<'de>;
+/// Fills [`Scratch::data_fields`] from a `data` object.
+struct DataVisitor<'s, 'a>(&'s mut Scratch<'a>);
+
+impl<'de> Visitor<'de> for DataVisitor<'_, 'de> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawData<'de>, A::Error> {
-        let mut fields: [Option<Field<'de>>; DATA_FIELD_NAMES.len()] = Default::default();
-        let mut duplicate = None;
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let scratch = self.0;
+        scratch.data = DataShape::Object;
         while let Some(Name(index)) = map.next_key::<Name<true>>()? {
-            match fields.get_mut(index) {
+            match scratch.data_fields.get_mut(index) {
                 Some(slot) => {
                     let value: Field<'de> = map.next_value()?;
                     if slot.is_some() {
-                        duplicate = Some(DATA_FIELD_NAMES[index]);
+                        scratch.data_duplicate = Some(DATA_FIELD_NAMES[index]);
                     }
                     *slot = Some(value);
                 }
@@ -626,91 +679,98 @@ impl<'de> Visitor<'de> for DataVisitor {
                 }
             }
         }
-        Ok(RawData::Object { fields, duplicate })
+        Ok(())
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawData<'de>, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(RawData::NotObject("an array"))
+        self.0.data = DataShape::NotObject("an array");
+        Ok(())
     }
-    fn visit_str<E: de::Error>(self, _value: &str) -> Result<RawData<'de>, E> {
-        Ok(RawData::NotObject("a string"))
+    fn visit_str<E: de::Error>(self, _value: &str) -> Result<(), E> {
+        self.0.data = DataShape::NotObject("a string");
+        Ok(())
     }
-    fn visit_i64<E: de::Error>(self, _value: i64) -> Result<RawData<'de>, E> {
-        Ok(RawData::NotObject("a number"))
+    fn visit_i64<E: de::Error>(self, _value: i64) -> Result<(), E> {
+        self.0.data = DataShape::NotObject("a number");
+        Ok(())
     }
-    fn visit_u64<E: de::Error>(self, _value: u64) -> Result<RawData<'de>, E> {
-        Ok(RawData::NotObject("a number"))
+    fn visit_u64<E: de::Error>(self, _value: u64) -> Result<(), E> {
+        self.0.data = DataShape::NotObject("a number");
+        Ok(())
     }
-    fn visit_f64<E: de::Error>(self, _value: f64) -> Result<RawData<'de>, E> {
-        Ok(RawData::NotObject("a number"))
+    fn visit_f64<E: de::Error>(self, _value: f64) -> Result<(), E> {
+        self.0.data = DataShape::NotObject("a number");
+        Ok(())
     }
-    fn visit_bool<E: de::Error>(self, _value: bool) -> Result<RawData<'de>, E> {
-        Ok(RawData::NotObject("a boolean"))
+    fn visit_bool<E: de::Error>(self, _value: bool) -> Result<(), E> {
+        self.0.data = DataShape::NotObject("a boolean");
+        Ok(())
     }
 }
 
 /// `data` may be `null`, which reads as `{}`.
-struct MaybeData<'a>(Option<RawData<'a>>);
+struct DataSeed<'s, 'a>(&'s mut Scratch<'a>);
 
-impl<'de> de::Deserialize<'de> for MaybeData<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct NullOr;
-        impl<'de> Visitor<'de> for NullOr {
-            type Value = MaybeData<'de>;
+impl<'de> DeserializeSeed<'de> for DataSeed<'_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        struct NullOr<'s, 'a>(&'s mut Scratch<'a>);
+        impl<'de> Visitor<'de> for NullOr<'_, 'de> {
+            type Value = ();
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a JSON object or null")
             }
-            fn visit_none<E: de::Error>(self) -> Result<MaybeData<'de>, E> {
-                Ok(MaybeData(None))
+            fn visit_none<E: de::Error>(self) -> Result<(), E> {
+                Ok(())
             }
-            fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<MaybeData<'de>, D::Error> {
-                deserializer.deserialize_any(DataVisitor).map(|data| MaybeData(Some(data)))
+            fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+                deserializer.deserialize_any(DataVisitor(self.0))
             }
         }
-        deserializer.deserialize_option(NullOr)
+        deserializer.deserialize_option(NullOr(self.0))
     }
 }
 
-/// The top-level object before validation.
-// Lives on the stack for one line; boxing the large variant would cost an allocation per event.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-enum RawEnvelope<'a> {
-    Object { attributes: [Option<Field<'a>>; 7], data: Option<RawData<'a>>, duplicate: Option<&'static str> },
-    NotObject(&'static str),
+/// Fills a [`Scratch`] from the top-level value.
+struct EnvelopeSeed<'s, 'a>(&'s mut Scratch<'a>);
+
+impl<'de> DeserializeSeed<'de> for EnvelopeSeed<'_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(EnvelopeVisitor(self.0))
+    }
 }
 
-struct EnvelopeVisitor;
+struct EnvelopeVisitor<'s, 'a>(&'s mut Scratch<'a>);
 
-impl<'de> Visitor<'de> for EnvelopeVisitor {
-    type Value = RawEnvelope<'de>;
+impl<'de> Visitor<'de> for EnvelopeVisitor<'_, 'de> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawEnvelope<'de>, A::Error> {
-        let mut attributes: [Option<Field<'de>>; 7] = Default::default();
-        let mut data = None;
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let scratch = self.0;
         let mut seen_data = false;
-        let mut duplicate = None;
         while let Some(Name(index)) = map.next_key::<Name<false>>()? {
             match attribute_of(index) {
                 Attribute::Extension => {
                     map.next_value::<IgnoredAny>()?;
                 }
                 Attribute::Data => {
-                    let MaybeData(value) = map.next_value()?;
                     if seen_data {
-                        duplicate = Some("data");
+                        scratch.duplicate = Some("data");
                     }
                     seen_data = true;
-                    data = value;
+                    map.next_value_seed(DataSeed(&mut *scratch))?;
                 }
                 _ => {
                     let value: Field<'de> = map.next_value()?;
-                    let slot = &mut attributes[index];
+                    let slot = &mut scratch.attributes[index];
                     if slot.is_some() {
-                        duplicate = Some(ATTRIBUTE_NAMES[index]);
+                        scratch.duplicate = Some(ATTRIBUTE_NAMES[index]);
                     }
                     *slot = match value {
                         Field::Null => None,
@@ -719,35 +779,36 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
                 }
             }
         }
-        Ok(RawEnvelope::Object { attributes, data, duplicate })
+        Ok(())
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawEnvelope<'de>, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(RawEnvelope::NotObject("an array"))
+        self.0.not_object = Some("an array");
+        Ok(())
     }
-    fn visit_str<E: de::Error>(self, _value: &str) -> Result<RawEnvelope<'de>, E> {
-        Ok(RawEnvelope::NotObject("a string"))
+    fn visit_str<E: de::Error>(self, _value: &str) -> Result<(), E> {
+        self.0.not_object = Some("a string");
+        Ok(())
     }
-    fn visit_i64<E: de::Error>(self, _value: i64) -> Result<RawEnvelope<'de>, E> {
-        Ok(RawEnvelope::NotObject("a number"))
+    fn visit_i64<E: de::Error>(self, _value: i64) -> Result<(), E> {
+        self.0.not_object = Some("a number");
+        Ok(())
     }
-    fn visit_u64<E: de::Error>(self, _value: u64) -> Result<RawEnvelope<'de>, E> {
-        Ok(RawEnvelope::NotObject("a number"))
+    fn visit_u64<E: de::Error>(self, _value: u64) -> Result<(), E> {
+        self.0.not_object = Some("a number");
+        Ok(())
     }
-    fn visit_f64<E: de::Error>(self, _value: f64) -> Result<RawEnvelope<'de>, E> {
-        Ok(RawEnvelope::NotObject("a number"))
+    fn visit_f64<E: de::Error>(self, _value: f64) -> Result<(), E> {
+        self.0.not_object = Some("a number");
+        Ok(())
     }
-    fn visit_bool<E: de::Error>(self, _value: bool) -> Result<RawEnvelope<'de>, E> {
-        Ok(RawEnvelope::NotObject("a boolean"))
+    fn visit_bool<E: de::Error>(self, _value: bool) -> Result<(), E> {
+        self.0.not_object = Some("a boolean");
+        Ok(())
     }
-    fn visit_unit<E: de::Error>(self) -> Result<RawEnvelope<'de>, E> {
-        Ok(RawEnvelope::NotObject("null"))
-    }
-}
-
-impl<'de> de::Deserialize<'de> for RawEnvelope<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(EnvelopeVisitor)
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.0.not_object = Some("null");
+        Ok(())
     }
 }
 
@@ -770,26 +831,35 @@ fn string_attribute<'a>(field: Option<Field<'a>>, name: &str) -> Result<Cow<'a, 
 
 /// Whether `subject` is 1 to 128 characters of `A-Z a-z 0-9 _ -`.
 pub fn is_valid_entity_id(subject: &str) -> bool {
+    /// `true` at the bytes an entity id may contain.
+    const ALLOWED: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut byte = 0;
+        while byte < 256 {
+            let b = byte as u8;
+            table[byte] = b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+            byte += 1;
+        }
+        table
+    };
     !subject.is_empty()
         && subject.len() <= MAX_SUBJECT_CHARS
-        && subject.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-')
+        && subject.bytes().all(|byte| ALLOWED[usize::from(byte)])
 }
 
-impl<'a> RawEnvelope<'a> {
-    fn validate(self) -> Result<Event<'a>, Rejection> {
-        let (attributes, data, duplicate) = match self {
-            RawEnvelope::Object { attributes, data, duplicate } => (attributes, data, duplicate),
-            RawEnvelope::NotObject(what) => {
-                return Err(Rejection::new(
-                    RejectReason::MalformedJson,
-                    format!("an event must be a JSON object, not {what}"),
-                ));
-            }
-        };
-        if let Some(name) = duplicate {
+impl<'a> Scratch<'a> {
+    fn validate(&mut self) -> Result<Event<'a>, Rejection> {
+        if let Some(what) = self.not_object {
+            return Err(Rejection::new(
+                RejectReason::MalformedJson,
+                format!("an event must be a JSON object, not {what}"),
+            ));
+        }
+        if let Some(name) = self.duplicate {
             return Err(invalid(name, "appears more than once"));
         }
-        let [specversion, id, source, event_type, subject, time, datacontenttype] = attributes;
+        let [specversion, id, source, event_type, subject, time, datacontenttype] =
+            std::mem::take(&mut self.attributes);
 
         let specversion = string_attribute(specversion, "specversion")?;
         if specversion != "1.0" {
@@ -841,7 +911,7 @@ impl<'a> RawEnvelope<'a> {
                 ));
             }
         }
-        let payload = validate_data(event_type, data)?;
+        let payload = validate_data(event_type, self)?;
         Ok(Event { id, source, event_type, subject, time, payload })
     }
 }
@@ -850,17 +920,14 @@ fn invalid_data(detail: String) -> Rejection {
     Rejection::new(RejectReason::InvalidData, detail)
 }
 
-fn validate_data<'a>(event_type: EventType, data: Option<RawData<'a>>) -> Result<Payload<'a>, Rejection> {
-    let mut fields = match data {
-        None => Default::default(),
-        Some(RawData::NotObject(what)) => {
-            return Err(invalid_data(format!("data must be a JSON object, not {what}")));
-        }
-        Some(RawData::Object { duplicate: Some(name), .. }) => {
-            return Err(invalid_data(format!("data field {name:?} appears more than once")));
-        }
-        Some(RawData::Object { fields, duplicate: None }) => fields,
-    };
+fn validate_data<'a>(event_type: EventType, scratch: &mut Scratch<'a>) -> Result<Payload<'a>, Rejection> {
+    if let DataShape::NotObject(what) = scratch.data {
+        return Err(invalid_data(format!("data must be a JSON object, not {what}")));
+    }
+    if let Some(name) = scratch.data_duplicate {
+        return Err(invalid_data(format!("data field {name:?} appears more than once")));
+    }
+    let fields = &mut scratch.data_fields;
     // Check every field of the type, then build the payload from the checked values.
     for spec in event_type.data_fields() {
         let index = DATA_FIELD_NAMES.iter().position(|name| *name == spec.name).unwrap_or(0);
@@ -926,18 +993,18 @@ fn validate_data<'a>(event_type: EventType, data: Option<RawData<'a>>) -> Result
             Payload::ProjectRequested { account_id, region }
         }
         EventType::Project(P::ProvisioningStarted) => {
-            Payload::ProjectProvisioningStarted { attempt: integer(&fields, "attempt") }
+            Payload::ProjectProvisioningStarted { attempt: integer(&fields[..], "attempt") }
         }
         EventType::Project(P::ProvisioningFailed) => {
             let error = string(take_string("error"));
-            Payload::ProjectProvisioningFailed { error, retryable: boolean(&fields, "retryable") }
+            Payload::ProjectProvisioningFailed { error, retryable: boolean(&fields[..], "retryable") }
         }
         EventType::Project(P::QuotaExceeded) => {
             let resource = string(take_string("resource"));
             Payload::ProjectQuotaExceeded {
                 resource,
-                limit: integer(&fields, "limit").unwrap_or_default(),
-                used: integer(&fields, "used").unwrap_or_default(),
+                limit: integer(&fields[..], "limit").unwrap_or_default(),
+                used: integer(&fields[..], "used").unwrap_or_default(),
             }
         }
         EventType::Project(P::QuotaRestored) => {
@@ -948,7 +1015,7 @@ fn validate_data<'a>(event_type: EventType, data: Option<RawData<'a>>) -> Result
             let currency = string(take_string("currency"));
             Payload::DisputeOpened {
                 account_id,
-                amount_cents: integer(&fields, "amount_cents").unwrap_or_default(),
+                amount_cents: integer(&fields[..], "amount_cents").unwrap_or_default(),
                 currency,
             }
         }
