@@ -565,22 +565,7 @@ impl<'de> Visitor<'de> for NameVisitor<'_> {
                 _ => usize::MAX,
             }
         } else {
-            match value {
-                "plan" => 0,
-                "region" => 1,
-                "reason" => 2,
-                "account_id" => 3,
-                "attempt" => 4,
-                "error" => 5,
-                "retryable" => 6,
-                "resource" => 7,
-                "limit" => 8,
-                "used" => 9,
-                "amount_cents" => 10,
-                "currency" => 11,
-                "outcome" => 12,
-                _ => usize::MAX,
-            }
+            data_field_index(value)
         };
         debug_assert!(index == usize::MAX || self.0[index] == value);
         Ok(index)
@@ -607,6 +592,28 @@ fn attribute_of(index: usize) -> Attribute {
         6 => Attribute::DataContentType,
         7 => Attribute::Data,
         _ => Attribute::Extension,
+    }
+}
+
+/// The position of a `data` field name in [`DATA_FIELD_NAMES`], or
+/// `usize::MAX`. A `match` compiles to length and byte comparisons, much
+/// cheaper than comparing against each name in turn.
+fn data_field_index(name: &str) -> usize {
+    match name {
+        "plan" => 0,
+        "region" => 1,
+        "reason" => 2,
+        "account_id" => 3,
+        "attempt" => 4,
+        "error" => 5,
+        "retryable" => 6,
+        "resource" => 7,
+        "limit" => 8,
+        "used" => 9,
+        "amount_cents" => 10,
+        "currency" => 11,
+        "outcome" => 12,
+        _ => usize::MAX,
     }
 }
 
@@ -930,8 +937,7 @@ fn validate_data<'a>(event_type: EventType, scratch: &mut Scratch<'a>) -> Result
     let fields = &mut scratch.data_fields;
     // Check every field of the type, then build the payload from the checked values.
     for spec in event_type.data_fields() {
-        let index = DATA_FIELD_NAMES.iter().position(|name| *name == spec.name).unwrap_or(0);
-        let value = &fields[index];
+        let value = fields.get(data_field_index(spec.name)).unwrap_or(&None);
         let ok = match (value, spec.field_type) {
             (None | Some(Field::Null), _) => !spec.required,
             (Some(Field::Str(_)), FieldType::String)
@@ -959,8 +965,7 @@ fn validate_data<'a>(event_type: EventType, scratch: &mut Scratch<'a>) -> Result
         }
     }
     let mut take_string = |name: &str| -> Option<Cow<'a, str>> {
-        let index = DATA_FIELD_NAMES.iter().position(|field| *field == name)?;
-        match fields[index].take() {
+        match fields.get_mut(data_field_index(name))?.take() {
             Some(Field::Str(text)) => Some(text),
             _ => None,
         }
@@ -1026,16 +1031,14 @@ fn validate_data<'a>(event_type: EventType, scratch: &mut Scratch<'a>) -> Result
 }
 
 fn integer(fields: &[Option<Field<'_>>], name: &str) -> Option<i64> {
-    let index = DATA_FIELD_NAMES.iter().position(|field| *field == name)?;
-    match fields.get(index)? {
+    match fields.get(data_field_index(name))? {
         Some(Field::Int(value)) => Some(*value),
         _ => None,
     }
 }
 
 fn boolean(fields: &[Option<Field<'_>>], name: &str) -> Option<bool> {
-    let index = DATA_FIELD_NAMES.iter().position(|field| *field == name)?;
-    match fields.get(index)? {
+    match fields.get(data_field_index(name))? {
         Some(Field::Bool(value)) => Some(*value),
         _ => None,
     }
