@@ -91,10 +91,13 @@ async fn latency(url: &str, probes: usize, interval_ms: u64) -> Result<(), Error
     client.flush().await?;
     // Arrivals are timed by a task of their own, so that they are never
     // held up by the publishing below.
+    let run = std::process::id();
+    let prefix = format!("prj_probe_{run}_");
     let receiver = tokio::spawn(async move {
         let mut arrived = std::collections::HashMap::new();
         while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(10), incidents.next()).await {
-            if let Some(project) = message.subject.rsplit('.').next() {
+            // The background load raises provisioning_failed incidents too.
+            if let Some(project) = message.subject.rsplit('.').next().filter(|id| id.starts_with(&prefix)) {
                 arrived.entry(project.to_string()).or_insert_with(Instant::now);
             }
             if arrived.len() >= probes {
@@ -103,7 +106,6 @@ async fn latency(url: &str, probes: usize, interval_ms: u64) -> Result<(), Error
         }
         arrived
     });
-    let run = std::process::id();
     let mut sent = std::collections::HashMap::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(interval_ms));
     for probe in 0..probes {
