@@ -9,6 +9,7 @@ mod db_commands;
 mod input;
 mod live;
 mod output;
+mod pipeline;
 mod publish;
 mod replay;
 

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 
-use lifewatch_core::{Engine, Outcome, RejectReason, Rejection, Timestamp, parse_event};
+use lifewatch_core::{Engine, Outcome, RejectReason, Rejection, Timestamp};
 
-use crate::input::{Input, Line, for_each_line, is_blank};
+use crate::pipeline::for_each_parsed;
 
 /// A rejected line: where it was and why.
 pub struct RejectedLine {
@@ -41,32 +41,23 @@ pub fn feed(engine: &mut Engine, inputs: &[PathBuf]) -> anyhow::Result<ReplayTot
     let progress = io::stderr().is_terminal();
     let default_input = [PathBuf::from("-")];
     let inputs = if inputs.is_empty() { &default_input[..] } else { inputs };
-    for path in inputs {
-        let input = Input::open(path)?;
-        let name = input.name.clone();
-        for_each_line(input.into_reader(), |number, line| {
-            let result = match line {
-                Line::TooLong(length) => Err(Rejection::new(
-                    RejectReason::TooLarge,
-                    format!("line of {length} bytes exceeds the limit of {}", lifewatch_core::MAX_LINE_BYTES),
-                )),
-                Line::Text(bytes) if is_blank(bytes) => return,
-                Line::Text(bytes) => parse_event(bytes).map(|event| engine.handle_event(&event)),
-            };
-            totals.lines += 1;
-            if progress && totals.lines % (1 << 18) == 0 {
-                eprint!("\rreplay: {} lines read…", totals.lines);
-            }
-            match result {
-                Ok(Outcome::Accepted) => totals.accepted += 1,
-                Ok(Outcome::Duplicate) => totals.duplicates += 1,
-                Err(rejection) => {
-                    totals.rejected.push(RejectedLine { source: name.clone(), line: number, rejection })
-                }
-            }
-        })
-        .map_err(|error| anyhow::anyhow!("cannot read {name}: {error}"))?;
-    }
+    for_each_parsed(inputs, |line| {
+        totals.lines += 1;
+        if progress && totals.lines % (1 << 18) == 0 {
+            eprint!("\rreplay: {} lines read…", totals.lines);
+        }
+        match line.result {
+            Ok(event) => match engine.handle_event(event) {
+                Outcome::Accepted => totals.accepted += 1,
+                Outcome::Duplicate => totals.duplicates += 1,
+            },
+            Err(rejection) => totals.rejected.push(RejectedLine {
+                source: line.input.to_string(),
+                line: line.number,
+                rejection: rejection.clone(),
+            }),
+        }
+    })?;
     if progress && totals.lines >= 1 << 18 {
         eprint!("\r\x1b[K");
     }
