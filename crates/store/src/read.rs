@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use lifewatch_core::{Config, Engine, IncidentKind, IncidentRecord, Status, Timestamp};
+use lifewatch_core::{Config, Engine, IncidentKind, IncidentRecord, Status, Timestamp, parse_event};
 use rusqlite::{Connection, ToSql};
 
 use crate::error::{Context, StoreError};
@@ -49,6 +49,31 @@ pub struct StoredEvent {
     pub time: Timestamp,
     /// The event exactly as received.
     pub payload: Vec<u8>,
+}
+
+impl StoredEvent {
+    /// The event stored at `seq` with this payload. A payload that this
+    /// version no longer accepts (validation got stricter since it was
+    /// stored) still shows what its envelope says, read leniently.
+    fn from_payload(seq: i64, payload: Vec<u8>) -> StoredEvent {
+        let (event_id, source, event_type, subject, time) = match parse_event(&payload) {
+            Ok(event) => (
+                event.id.into_owned(),
+                event.source.into_owned(),
+                event.event_type.as_str().to_string(),
+                event.subject.into_owned(),
+                event.time,
+            ),
+            Err(_) => {
+                let value: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
+                let text =
+                    |name: &str| value.get(name).and_then(|value| value.as_str()).unwrap_or("").to_string();
+                let time = Timestamp::parse_rfc3339(&text("time")).unwrap_or(Timestamp::from_unix_nanos(0));
+                (text("id"), text("source"), text("type"), text("subject"), time)
+            }
+        };
+        StoredEvent { seq, event_id, source, event_type, subject, time, payload }
+    }
 }
 
 /// A rejected input as stored.
@@ -189,30 +214,21 @@ impl Store {
         Ok(entities)
     }
 
-    /// Every accepted event of entities with this id, in arrival order.
+    /// Every accepted event of entities with this id, in arrival order. The
+    /// log keeps only the payload: the other fields are parsed from it.
     pub fn events_of(&self, subject: &str) -> Result<Vec<StoredEvent>, StoreError> {
         let path = &self.path;
-        self.connection
+        let rows: Vec<(i64, Vec<u8>)> = self
+            .connection
             .prepare(
-                "SELECT seq, event_id, source, type, subject, time, payload FROM events
+                "SELECT seq, payload FROM events
                  WHERE entity IN (SELECT key FROM entities WHERE id = ?1) ORDER BY seq",
             )
             .and_then(|mut statement| {
-                statement
-                    .query_map([subject], |row| {
-                        Ok(StoredEvent {
-                            seq: row.get(0)?,
-                            event_id: row.get(1)?,
-                            source: row.get(2)?,
-                            event_type: row.get(3)?,
-                            subject: row.get(4)?,
-                            time: Timestamp::from_unix_nanos(row.get(5)?),
-                            payload: row.get(6)?,
-                        })
-                    })?
-                    .collect()
+                statement.query_map([subject], |row| Ok((row.get(0)?, row.get(1)?)))?.collect()
             })
-            .context(path, "read events")
+            .context(path, "read events")?;
+        Ok(rows.into_iter().map(|(seq, payload)| StoredEvent::from_payload(seq, payload)).collect())
     }
 
     /// Rejected inputs, oldest first: only those of `reason` and `subject`

@@ -96,10 +96,14 @@ pub struct Writer {
     _lock: WriterLock,
 }
 
-/// Inputs fed since the last commit.
+/// Inputs fed since the last commit. Cleared, not dropped, after a commit:
+/// the buffers keep their capacity for the next batch.
 #[derive(Default)]
 struct Pending {
     events: Vec<PendingEvent>,
+    /// The accepted payloads, back to back (one allocation per batch, not
+    /// one per event); each [`PendingEvent`] holds its range.
+    payloads: Vec<u8>,
     rejected: Vec<PendingRejection>,
     ticks: Vec<(i64, Timestamp)>,
     checkpoints: Vec<(String, i64)>,
@@ -107,13 +111,8 @@ struct Pending {
 
 struct PendingEvent {
     seq: i64,
-    event_id: Box<str>,
-    source: Box<str>,
-    event_type: &'static str,
-    subject: Box<str>,
-    time: Timestamp,
     entity: EntityRef,
-    payload: Box<[u8]>,
+    payload: std::ops::Range<usize>,
 }
 
 struct PendingRejection {
@@ -125,6 +124,14 @@ struct PendingRejection {
 }
 
 impl Pending {
+    fn clear(&mut self) {
+        self.events.clear();
+        self.payloads.clear();
+        self.rejected.clear();
+        self.ticks.clear();
+        self.checkpoints.clear();
+    }
+
     fn is_empty(&self) -> bool {
         self.events.is_empty()
             && self.rejected.is_empty()
@@ -263,16 +270,9 @@ impl Writer {
             .engine
             .find_entity(entity_type, &event.subject)
             .unwrap_or(EntityRef { entity_type, index: u32::MAX });
-        self.pending.events.push(PendingEvent {
-            seq,
-            event_id: event.id.as_ref().into(),
-            source: event.source.as_ref().into(),
-            event_type: event.event_type.as_str(),
-            subject: event.subject.as_ref().into(),
-            time: event.time,
-            entity,
-            payload: raw.into(),
-        });
+        let start = self.pending.payloads.len();
+        self.pending.payloads.extend_from_slice(raw);
+        self.pending.events.push(PendingEvent { seq, entity, payload: start..self.pending.payloads.len() });
         self.next_seq = seq + 1;
     }
 
@@ -349,7 +349,7 @@ impl Writer {
         );
         match result {
             Ok(committed) => {
-                self.pending = Pending::default();
+                self.pending.clear();
                 Ok(committed)
             }
             Err(error) => {
@@ -469,7 +469,7 @@ impl Writer {
         })();
         match result {
             Ok(()) => {
-                self.pending = Pending::default();
+                self.pending.clear();
                 Ok(summary)
             }
             Err(error) => {
@@ -533,22 +533,14 @@ fn write_changes(
     let mut committed = Committed::default();
     {
         let mut insert = connection
-            .prepare_cached(
-                "INSERT INTO events(seq, event_id, source, type, subject, time, entity, payload)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )
+            .prepare_cached("INSERT INTO events(seq, entity, payload) VALUES (?1, ?2, ?3)")
             .context(path, "prepare the event insert")?;
         for event in &pending.events {
             insert
                 .execute(params![
                     event.seq,
-                    &*event.event_id,
-                    &*event.source,
-                    event.event_type,
-                    &*event.subject,
-                    event.time.unix_nanos(),
                     entity_key(event.entity),
-                    &*event.payload,
+                    &pending.payloads[event.payload.clone()]
                 ])
                 .context(path, "append an event")?;
             committed.events += 1;
