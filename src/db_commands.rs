@@ -19,9 +19,14 @@ use crate::input::{Input, Line, for_each_line, is_blank};
 use crate::output::{self, Format};
 use crate::replay::{RejectedLine, ReplayTotals};
 
-/// Lines per transaction in `replay --db`: large enough that the fsync of a
-/// commit is noise, small enough that a crash loses little work to redo.
-const BATCH_LINES: u64 = 10_000;
+/// Lines per transaction in `replay --db`. Each batch rewrites every page of
+/// the projections it touches (entity rows, the events-by-entity index), and
+/// a batch of 50,000 lines touches most of them at 1,000,000 events, so
+/// larger batches write fewer pages per event: at 1,000,000 events, 10,000
+/// lines per batch wrote 2.2 GB, 50,000 about 1.1 GB (6.5 s against 4.3 s);
+/// 100,000 gained little more. A batch holds its raw lines (about 12 MB), and
+/// a crash redoes at most one.
+const BATCH_LINES: u64 = 50_000;
 
 /// `replay --db`: feeds the files through a [`Writer`], committing every
 /// [`BATCH_LINES`] lines, then ticks the clock to `now` (or the latest event

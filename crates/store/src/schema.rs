@@ -180,7 +180,9 @@ pub(crate) enum Access {
 
 /// Opens `path` and applies the connection settings; writers get WAL mode,
 /// `durability` and a checkpoint interval of 40 MB of WAL (fewer, larger
-/// checkpoints: each one ends in an fsync of the database file).
+/// checkpoints: each one ends in an fsync of the database file), which
+/// applies to migrations: a [`Writer`](crate::Writer) then hands its
+/// checkpoints to a thread of their own (see `checkpoint.rs`).
 pub(crate) fn connect(path: &Path, access: Access, durability: Durability) -> Result<Connection, StoreError> {
     let flags = match access {
         Access::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,

@@ -9,6 +9,7 @@ use lifewatch_core::{
 };
 use rusqlite::{Connection, TransactionBehavior, params};
 
+use crate::checkpoint::Checkpointer;
 use crate::error::{Context, StoreError};
 use crate::lock::WriterLock;
 use crate::log::{RestoreStats, refold};
@@ -84,6 +85,8 @@ pub struct RedriveSummary {
 /// what the engine saw. See the crate documentation for the driver loop.
 pub struct Writer {
     path: PathBuf,
+    /// Declared before the connection, so that it stops first.
+    _checkpointer: Checkpointer,
     connection: Connection,
     engine: Engine,
     pending: Pending,
@@ -187,8 +190,10 @@ impl Writer {
                 error => Err(error),
             })
             .context(path, "read the clock ticks")?;
+        let checkpointer = Checkpointer::start(&mut connection, path, options.durability)?;
         let mut writer = Writer {
             path: path.to_path_buf(),
+            _checkpointer: checkpointer,
             connection,
             engine,
             pending: Pending::default(),
