@@ -3,20 +3,21 @@
 //! `rejected` and `redrive`.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use lifewatch_core::{
-    Config, Engine, EntityType, IncidentKind, IncidentRecord, MAX_LINE_BYTES, RejectReason, Rejection, State,
-    Status, SubjectType, Timestamp, parse_event,
+    Config, Engine, EntityType, IncidentKind, IncidentRecord, RejectReason, State, Status, SubjectType,
+    Timestamp, parse_event,
 };
 use lifewatch_store::{Durability, Fed, IncidentFilter, Store, StoredEntity, Writer, WriterOptions};
 use serde_json::json;
 
-use crate::input::{Input, Line, for_each_line, is_blank};
 use crate::output::{self, Format};
+use crate::pipeline::for_each_parsed;
 use crate::replay::{RejectedLine, ReplayTotals};
 
 /// Lines per transaction in `replay --db`. Each batch rewrites every page of
@@ -52,49 +53,45 @@ pub fn replay(
     let mut totals = ReplayTotals::default();
     let default_input = [PathBuf::from("-")];
     let inputs = if files.is_empty() { &default_input[..] } else { files };
-    for path in inputs {
-        let input = Input::open(path)?;
-        let name = input.name.clone();
-        // for_each_line cannot stop early: after a failed commit the rest of
-        // the input is read and ignored, and the error is reported below.
-        let mut failure: Option<lifewatch_store::StoreError> = None;
-        for_each_line(input.into_reader(), |number, line| {
-            if failure.is_some() {
-                return;
-            }
-            let origin = format!("{name}:{number}");
-            let fed = match line {
-                Line::TooLong(length) => {
-                    // The line itself was not kept (that is the point of the
-                    // limit): the rejection records its origin and length.
-                    let rejection = Rejection::new(
-                        RejectReason::TooLarge,
-                        format!("line of {length} bytes exceeds the limit of {MAX_LINE_BYTES}"),
-                    );
-                    writer.reject(b"", &rejection, &origin);
-                    Fed::Rejected(rejection)
-                }
-                Line::Text(bytes) if is_blank(bytes) => return,
-                Line::Text(bytes) => writer.feed(bytes, &origin),
-            };
-            totals.lines += 1;
-            match fed {
-                Fed::Accepted => totals.accepted += 1,
-                Fed::Duplicate => totals.duplicates += 1,
-                Fed::Rejected(rejection) => {
-                    totals.rejected.push(RejectedLine { source: name.clone(), line: number, rejection })
-                }
-            }
-            if totals.lines % BATCH_LINES == 0
-                && let Err(error) = writer.commit()
-            {
-                failure = Some(error);
-            }
-        })
-        .map_err(|error| anyhow::anyhow!("cannot read {name}: {error}"))?;
-        if let Some(error) = failure {
-            return Err(error.into());
+    // Lines are read and parsed on a second thread (see pipeline.rs) while
+    // this one applies them and commits. The pipeline cannot stop early:
+    // after a failed commit the rest of the input is read and ignored, and
+    // the error is reported below.
+    let mut failure: Option<lifewatch_store::StoreError> = None;
+    let mut origin = String::new();
+    for_each_parsed(inputs, |line| {
+        if failure.is_some() {
+            return;
         }
+        let fed = match line.result {
+            Ok(event) => writer.feed_event(line.raw, event),
+            Err(rejection) => {
+                // A line over the size limit was not kept (that is the point
+                // of the limit): its rejection records its origin and length.
+                origin.clear();
+                let _ = write!(origin, "{}:{}", line.input, line.number);
+                writer.reject(line.raw, rejection, &origin);
+                Fed::Rejected(rejection.clone())
+            }
+        };
+        totals.lines += 1;
+        match fed {
+            Fed::Accepted => totals.accepted += 1,
+            Fed::Duplicate => totals.duplicates += 1,
+            Fed::Rejected(rejection) => totals.rejected.push(RejectedLine {
+                source: line.input.to_string(),
+                line: line.number,
+                rejection,
+            }),
+        }
+        if totals.lines % BATCH_LINES == 0
+            && let Err(error) = writer.commit()
+        {
+            failure = Some(error);
+        }
+    })?;
+    if let Some(error) = failure {
+        return Err(error.into());
     }
     if let Some(now) = now.or(writer.engine().latest_event_time()) {
         writer.tick(now);

@@ -257,11 +257,19 @@ impl Writer {
                 return Fed::Rejected(rejection);
             }
         };
-        match self.engine.handle_event(&event) {
+        self.feed_event(raw, &event)
+    }
+
+    /// [`Writer::feed`] for a driver that parsed the input itself (on a
+    /// thread of its own, say): `event` must be what [`parse_event`] gives
+    /// for `raw`, which is what the log keeps. A driver whose input failed to
+    /// parse hands it to [`Writer::reject`].
+    pub fn feed_event(&mut self, raw: &[u8], event: &Event<'_>) -> Fed {
+        match self.engine.handle_event(event) {
             Outcome::Duplicate => Fed::Duplicate,
             Outcome::Accepted => {
                 let seq = self.next_seq;
-                self.push_event(seq, &event, raw);
+                self.push_event(seq, event, raw);
                 Fed::Accepted
             }
         }
