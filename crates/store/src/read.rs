@@ -187,7 +187,8 @@ impl Store {
     }
 
     /// The projections of the entities with this id (an account and a
-    /// project may share one).
+    /// project may share one). A scan of the entities table: an index on the
+    /// random id would cost every batch of the writer more (schema 4).
     pub fn entities_named(&self, id: &str) -> Result<Vec<StoredEntity>, StoreError> {
         self.entities(&format!("SELECT {ENTITY_COLUMNS} FROM entities WHERE id = ?1 ORDER BY key"), [id])
     }
