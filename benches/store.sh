@@ -7,6 +7,7 @@
 # and the database's bytes per event. Prints medians.
 #
 #   benches/store.sh            # RUNS=3 by default
+#   RUNS=5 benches/store.sh     # as README reports it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${RUNS:-3}"
@@ -17,6 +18,8 @@ bin="${CARGO_TARGET_DIR:-target}/release/lifewatch"
 "$bin" simulate --seed 7 --accounts 90000 --faults --out "$work/events.jsonl" 2>"$work/sim.txt"
 lines=$(wc -l <"$work/events.jsonl")
 echo "stream: $lines lines, $(du -m "$work/events.jsonl" | cut -f1) MB ($(cat "$work/sim.txt"))"
+# Timings are only comparable at a similar load: print it.
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) cores"
 : >"$work/empty.jsonl"
 
 seconds() { # prints the wall seconds of running "$@" with output discarded
