@@ -61,6 +61,11 @@ fn input_name(path: &Path) -> String {
 /// parsing on a second thread. Fails when an input cannot be opened or read,
 /// after the lines before the failure were handed to `each`.
 pub fn for_each_parsed(inputs: &[PathBuf], mut each: impl FnMut(Parsed<'_>)) -> anyhow::Result<()> {
+    // With one core there is nothing to overlap, and the chunk copies would be
+    // pure cost: parse in place instead.
+    if std::thread::available_parallelism().map_or(1, usize::from) < 2 {
+        return for_each_parsed_here(inputs, each);
+    }
     let names: Vec<String> = inputs.iter().map(|path| input_name(path)).collect();
     std::thread::scope(|scope| {
         let (sender, receiver) = mpsc::sync_channel(CHUNKS_IN_FLIGHT);
@@ -78,6 +83,31 @@ pub fn for_each_parsed(inputs: &[PathBuf], mut each: impl FnMut(Parsed<'_>)) -> 
         }
         Ok(())
     })
+}
+
+/// [`for_each_parsed`] on the caller's thread alone.
+fn for_each_parsed_here(inputs: &[PathBuf], mut each: impl FnMut(Parsed<'_>)) -> anyhow::Result<()> {
+    for path in inputs {
+        let opened = Input::open(path)?;
+        let name = opened.name.clone();
+        for_each_line(opened.into_reader(), |number, line| {
+            let (raw, result) = match line {
+                Line::Text(text) if is_blank(text) => return,
+                Line::Text(text) => (text, parse_event(text)),
+                Line::TooLong(length) => (&[][..], Err(too_large(length))),
+            };
+            each(Parsed { input: &name, number, raw, result: &result });
+        })
+        .map_err(|error| anyhow::anyhow!("cannot read {name}: {error}"))?;
+    }
+    Ok(())
+}
+
+fn too_large(length: usize) -> Rejection {
+    Rejection::new(
+        RejectReason::TooLarge,
+        format!("line of {length} bytes exceeds the limit of {MAX_LINE_BYTES}"),
+    )
 }
 
 /// The reading and parsing thread.
@@ -131,10 +161,7 @@ fn parse_chunk(owner: &[u8], index: Vec<(u64, Range<usize>, Option<usize>)>) -> 
         .into_iter()
         .map(|(number, range, too_long)| {
             let result = match too_long {
-                Some(length) => Err(Rejection::new(
-                    RejectReason::TooLarge,
-                    format!("line of {length} bytes exceeds the limit of {MAX_LINE_BYTES}"),
-                )),
+                Some(length) => Err(too_large(length)),
                 None => parse_event(owner.get(range.clone()).unwrap_or_default()),
             };
             (number, range, result)
