@@ -343,3 +343,22 @@ fn simulate_is_deterministic_and_faults_bring_malformed_lines_and_duplicates() {
         replay.stderr
     );
 }
+
+/// With one core, replay parses on the caller's thread instead of the
+/// pipeline's second thread; both paths must print and report the same.
+#[test]
+fn one_core_and_two_threads_give_the_same_replay() {
+    let files = ["fixtures/launch-day.jsonl", "fixtures/bad-input.jsonl", "fixtures/regional_outage.jsonl"];
+    let threaded = common::replay_jsonl(&files, None);
+    let output = std::process::Command::new("taskset")
+        .args(["-c", "0", env!("CARGO_BIN_EXE_lifewatch"), "replay"])
+        .args(files)
+        .args(["--format", "jsonl"])
+        .current_dir(common::repo_root())
+        .output()
+        .expect("taskset (util-linux) runs lifewatch on one core");
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(!threaded.stdout.is_empty());
+    assert_eq!(output.stdout, threaded.stdout, "records differ between one core and two threads");
+    assert_eq!(String::from_utf8_lossy(&output.stderr), threaded.stderr, "rejected-line summaries differ");
+}
