@@ -52,6 +52,7 @@ mod log;
 mod project;
 mod read;
 mod schema;
+mod seqs;
 mod writer;
 
 pub use error::StoreError;

@@ -157,19 +157,25 @@ pub(crate) fn outbox_payload(transition: &str, record_json: &str) -> String {
     format!("{{\"transition\":\"{transition}\",\"incident\":{record_json}}}")
 }
 
+/// Writes an entity's row; `events` (a segment of seqs, see seqs.rs) is
+/// appended to the list of its events already stored.
 pub(crate) fn upsert_entity(
     connection: &Connection,
     path: &Path,
     key: i64,
     entity: &StoredEntity,
+    events: &[u8],
 ) -> Result<(), StoreError> {
+    // `||` gives text (byte for byte): cast it back to a blob.
     let mut statement = connection
         .prepare_cached(
-            "INSERT INTO entities(key, entity_type, id, state, entered_at, account_id, region, plan, live_projects)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+            "INSERT INTO entities(key, entity_type, id, state, entered_at, account_id, region, plan, live_projects,
+                 events)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT(key) DO UPDATE SET state = excluded.state, entered_at = excluded.entered_at,
                  account_id = excluded.account_id, region = excluded.region, plan = excluded.plan,
-                 live_projects = excluded.live_projects",
+                 live_projects = excluded.live_projects,
+                 events = CAST(events || excluded.events AS BLOB)",
         )
         .context(path, "prepare the entity upsert")?;
     statement
@@ -183,9 +189,40 @@ pub(crate) fn upsert_entity(
             entity.region,
             entity.plan,
             entity.live_projects,
+            events,
         ])
         .context(path, "store an entity")?;
     Ok(())
+}
+
+/// The seqs of each entity's events, by entity key, as the log gives them:
+/// every stored payload parsed again and its entity found in `engine` (refolded
+/// from the same log). A payload this version no longer accepts counts for the
+/// entity the writer stored it with.
+pub(crate) fn event_lists(
+    connection: &Connection,
+    path: &Path,
+    engine: &Engine,
+) -> Result<HashMap<i64, Vec<i64>>, StoreError> {
+    let mut lists: HashMap<i64, Vec<i64>> = HashMap::new();
+    let mut statement = connection
+        .prepare("SELECT seq, entity, payload FROM events ORDER BY seq")
+        .context(path, "read the event log")?;
+    let mut rows = statement.query([]).context(path, "read the event log")?;
+    while let Some(row) = rows.next().context(path, "read the event log")? {
+        let seq: i64 = row.get(0).context(path, "read the event log")?;
+        let payload =
+            row.get_ref(2).and_then(|value| Ok(value.as_blob()?)).context(path, "read the event log")?;
+        let found = lifewatch_core::parse_event(payload)
+            .ok()
+            .and_then(|event| engine.find_entity(event.event_type.entity_type(), &event.subject));
+        let key = match found {
+            Some(entity) => entity_key(entity),
+            None => row.get(1).context(path, "read the event log")?,
+        };
+        lists.entry(key).or_default().push(seq);
+    }
+    Ok(lists)
 }
 
 pub(crate) fn upsert_incident(
@@ -320,14 +357,17 @@ pub(crate) fn entity_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Resul
 pub(crate) const ENTITY_COLUMNS: &str =
     "entity_type, id, state, entered_at, account_id, region, plan, live_projects";
 
+/// How many columns [`ENTITY_COLUMNS`] names.
+const ENTITY_COLUMN_COUNT: usize = 8;
+
 /// What the engine holds, as stored rows: incidents by id (slot, record, JSON)
-/// and entities by type and id.
+/// and entities by type and id, with the seqs of their events.
 struct Expected {
     incidents: BTreeMap<String, (u32, IncidentRecord, String)>,
-    entities: BTreeMap<(EntityType, String), (i64, StoredEntity)>,
+    entities: BTreeMap<(EntityType, String), (i64, StoredEntity, Vec<i64>)>,
 }
 
-fn expected(engine: &Engine, path: &Path) -> Result<Expected, StoreError> {
+fn expected(engine: &Engine, path: &Path, lists: &HashMap<i64, Vec<i64>>) -> Result<Expected, StoreError> {
     let mut incidents = BTreeMap::new();
     for slot in 0..engine.incident_count() {
         if engine.is_retracted(slot) {
@@ -342,20 +382,24 @@ fn expected(engine: &Engine, path: &Path) -> Result<Expected, StoreError> {
     for entity in engine.entities() {
         let Some(view) = engine.entity(entity) else { continue };
         let stored = StoredEntity::from_view(&view);
-        if !stored.is_placeholder() {
-            entities.insert((stored.entity_type, stored.id.clone()), (entity_key(entity), stored));
+        let key = entity_key(entity);
+        let events = lists.get(&key).cloned().unwrap_or_default();
+        if !stored.is_placeholder() || !events.is_empty() {
+            entities.insert((stored.entity_type, stored.id.clone()), (key, stored, events));
         }
     }
     Ok(Expected { incidents, entities })
 }
 
-/// Compares the stored projections with `engine` (refolded from the log).
+/// Compares the stored projections with `engine` (refolded from the log),
+/// the lists of each entity's events included (`lists`, from [`event_lists`]).
 pub(crate) fn compare(
     connection: &Connection,
     path: &Path,
     engine: &Engine,
+    lists: &HashMap<i64, Vec<i64>>,
 ) -> Result<Vec<Difference>, StoreError> {
-    let expected = expected(engine, path)?;
+    let expected = expected(engine, path, lists)?;
     let mut differences = Vec::new();
 
     let mut stored_incidents: HashMap<String, String> = HashMap::new();
@@ -379,27 +423,47 @@ pub(crate) fn compare(
     extra.sort();
     differences.extend(extra.into_iter().map(|id| Difference::IncidentExtra { id }));
 
-    let mut stored_entities: HashMap<(EntityType, String), StoredEntity> = HashMap::new();
+    // With the seqs of its events (`None`: the stored list is damaged).
+    type Row = (StoredEntity, Option<Vec<i64>>);
+    let mut stored_entities: HashMap<(EntityType, String), Row> = HashMap::new();
     let mut statement = connection
-        .prepare(&format!("SELECT {ENTITY_COLUMNS} FROM entities"))
+        .prepare(&format!("SELECT {ENTITY_COLUMNS}, events FROM entities"))
         .context(path, "read entities")?;
     let mut rows = statement.query([]).context(path, "read entities")?;
     while let Some(row) = rows.next().context(path, "read entities")? {
         let entity = entity_from_row(row)
             .context(path, "read entities")?
             .map_err(|detail| StoreError::BadData { path: path.to_path_buf(), detail })?;
-        if !entity.is_placeholder() {
-            stored_entities.insert((entity.entity_type, entity.id.clone()), entity);
+        let events = row
+            .get_ref(ENTITY_COLUMN_COUNT)
+            .and_then(|value| Ok(value.as_blob()?))
+            .map(crate::seqs::decode)
+            .unwrap_or(None);
+        if !entity.is_placeholder() || events.as_ref().is_none_or(|events| !events.is_empty()) {
+            stored_entities.insert((entity.entity_type, entity.id.clone()), (entity, events));
         }
     }
-    for ((entity_type, id), (_, entity)) in &expected.entities {
+    for ((entity_type, id), (_, entity, events)) in &expected.entities {
         match stored_entities.remove(&(*entity_type, id.clone())) {
             None => differences.push(Difference::EntityMissing { entity_type: *entity_type, id: id.clone() }),
-            Some(stored) if stored != *entity => differences.push(Difference::EntityDiffers {
-                entity_type: *entity_type,
-                id: id.clone(),
-                fields: entity_fields(&stored, entity),
-            }),
+            Some((stored, stored_events)) if stored != *entity || stored_events.as_ref() != Some(events) => {
+                let mut fields = entity_fields(&stored, entity);
+                match stored_events {
+                    None => fields.push("events: the stored list is damaged".to_string()),
+                    Some(stored_events) if stored_events != *events => fields.push(format!(
+                        "events {} stored, {} from the log{}",
+                        stored_events.len(),
+                        events.len(),
+                        if stored_events.len() == events.len() { " (other seqs)" } else { "" }
+                    )),
+                    Some(_) => {}
+                }
+                differences.push(Difference::EntityDiffers {
+                    entity_type: *entity_type,
+                    id: id.clone(),
+                    fields,
+                });
+            }
             Some(_) => {}
         }
     }
@@ -415,16 +479,18 @@ pub(crate) fn compare(
     Ok(differences)
 }
 
-/// Replaces every projection with what `engine` holds, and queues an outbox
-/// entry for each incident that changed, so that subscribers follow.
+/// Replaces every projection with what `engine` holds (entities with the
+/// lists of their events, `lists`), and queues an outbox entry for each
+/// incident that changed, so that subscribers follow.
 pub(crate) fn rewrite(
     connection: &Connection,
     path: &Path,
     engine: &Engine,
+    lists: &HashMap<i64, Vec<i64>>,
     differences: &[Difference],
     after_seq: i64,
 ) -> Result<(), StoreError> {
-    let expected = expected(engine, path)?;
+    let expected = expected(engine, path, lists)?;
     for difference in differences {
         match difference {
             Difference::IncidentMissing { id } | Difference::IncidentDiffers { id, .. } => {
@@ -460,9 +526,13 @@ pub(crate) fn rewrite(
     }
     // Every entity the engine knows, placeholders too: `show` finds an
     // entity's events through its row.
+    let mut events = Vec::new();
     for entity in engine.entities() {
         if let Some(view) = engine.entity(entity) {
-            upsert_entity(connection, path, entity_key(entity), &StoredEntity::from_view(&view))?;
+            let key = entity_key(entity);
+            events.clear();
+            crate::seqs::encode_segment(lists.get(&key).into_iter().flatten().copied(), &mut events);
+            upsert_entity(connection, path, key, &StoredEntity::from_view(&view), &events)?;
         }
     }
     set_meta_value(connection, path, "clock", engine.clock().map(Timestamp::unix_nanos))?;

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use lifewatch_core::{Config, Engine, IncidentKind, IncidentRecord, Status, Timestamp, parse_event};
-use rusqlite::{Connection, ToSql};
+use rusqlite::{Connection, OptionalExtension, ToSql};
 
 use crate::error::{Context, StoreError};
 use crate::log::{RestoreStats, refold};
@@ -216,20 +216,46 @@ impl Store {
     }
 
     /// Every accepted event of entities with this id, in arrival order. The
-    /// log keeps only the payload: the other fields are parsed from it.
+    /// entities' rows list the seqs of their events (schema 5), each then
+    /// read by seq; the log keeps only the payload: the other fields are
+    /// parsed from it.
     pub fn events_of(&self, subject: &str) -> Result<Vec<StoredEvent>, StoreError> {
         let path = &self.path;
-        let rows: Vec<(i64, Vec<u8>)> = self
+        let lists: Vec<Vec<u8>> = self
             .connection
-            .prepare(
-                "SELECT seq, payload FROM events
-                 WHERE entity IN (SELECT key FROM entities WHERE id = ?1) ORDER BY seq",
-            )
-            .and_then(|mut statement| {
-                statement.query_map([subject], |row| Ok((row.get(0)?, row.get(1)?)))?.collect()
-            })
+            .prepare("SELECT events FROM entities WHERE id = ?1 ORDER BY key")
+            .and_then(|mut statement| statement.query_map([subject], |row| row.get(0))?.collect())
+            .context(path, "read entities")?;
+        let mut seqs = Vec::new();
+        for list in &lists {
+            seqs.extend(crate::seqs::decode(list).ok_or_else(|| StoreError::BadData {
+                path: path.clone(),
+                detail: format!(
+                    "the list of events of {subject} is damaged (rebuild --repair recomputes it)"
+                ),
+            })?);
+        }
+        seqs.sort_unstable();
+        seqs.dedup();
+        let mut statement = self
+            .connection
+            .prepare("SELECT payload FROM events WHERE seq = ?1")
             .context(path, "read events")?;
-        Ok(rows.into_iter().map(|(seq, payload)| StoredEvent::from_payload(seq, payload)).collect())
+        let mut events = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            let payload: Option<Vec<u8>> =
+                statement.query_row([seq], |row| row.get(0)).optional().context(path, "read events")?;
+            match payload {
+                Some(payload) => events.push(StoredEvent::from_payload(seq, payload)),
+                None => {
+                    return Err(StoreError::BadData {
+                        path: path.clone(),
+                        detail: format!("{subject} lists event {seq}, which is not in the log"),
+                    });
+                }
+            }
+        }
+        Ok(events)
     }
 
     /// Rejected inputs, oldest first: only those of `reason` and `subject`
@@ -303,7 +329,10 @@ impl Store {
     }
 
     /// How the stored projections differ from `engine` (see [`Store::restore`]).
+    /// The lists of each entity's events are recomputed from the log too (a
+    /// pass that parses every payload again) and compared.
     pub fn compare(&self, engine: &Engine) -> Result<Vec<Difference>, StoreError> {
-        project::compare(&self.connection, &self.path, engine)
+        let lists = project::event_lists(&self.connection, &self.path, engine)?;
+        project::compare(&self.connection, &self.path, engine, &lists)
     }
 }

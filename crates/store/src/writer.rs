@@ -498,12 +498,13 @@ impl Writer {
     pub fn repair(&mut self) -> Result<Vec<Difference>, StoreError> {
         self.commit()?;
         let path = &self.path;
-        let differences = project::compare(&self.connection, path, &self.engine)?;
+        let lists = project::event_lists(&self.connection, path, &self.engine)?;
+        let differences = project::compare(&self.connection, path, &self.engine, &lists)?;
         let transaction = self
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .context(path, "begin a transaction")?;
-        project::rewrite(&transaction, path, &self.engine, &differences, self.next_seq - 1)?;
+        project::rewrite(&transaction, path, &self.engine, &lists, &differences, self.next_seq - 1)?;
         transaction.commit().context(path, "commit")?;
         Ok(differences)
     }
@@ -601,7 +602,9 @@ fn write_changes(
     }
 
     // Every entity with an event in the batch gets a row, even when the
-    // event changed nothing (an illegal one), so that `show` finds it.
+    // event changed nothing (an illegal one), and the batch's seqs of its
+    // events are appended to the list in its row, through which `show`
+    // finds them.
     let mut entities: Vec<_> = changes
         .iter()
         .filter_map(|change| match change {
@@ -612,9 +615,26 @@ fn write_changes(
         .collect();
     entities.sort_unstable();
     entities.dedup();
+    // The batch's events by entity, then seq (both sorted as `entities`).
+    let mut seqs: Vec<(EntityRef, i64)> =
+        pending.events.iter().map(|event| (event.entity, event.seq)).collect();
+    seqs.sort_unstable();
+    let mut seqs = seqs.as_slice();
+    let mut segment = Vec::new();
     for entity in entities {
+        let count = seqs.iter().take_while(|(of, _)| *of == entity).count();
+        let (own, rest) = seqs.split_at(count);
+        seqs = rest;
         if let Some(view) = engine.entity(entity) {
-            project::upsert_entity(connection, path, entity_key(entity), &StoredEntity::from_view(&view))?;
+            segment.clear();
+            crate::seqs::encode_segment(own.iter().map(|&(_, seq)| seq), &mut segment);
+            project::upsert_entity(
+                connection,
+                path,
+                entity_key(entity),
+                &StoredEntity::from_view(&view),
+                &segment,
+            )?;
         }
     }
 
