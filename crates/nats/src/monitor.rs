@@ -119,6 +119,7 @@ pub async fn run_monitor(
         acknowledged: Vec::new(),
         sent_through: 0,
         in_flight: futures_util::stream::FuturesOrdered::new(),
+        acking: std::collections::VecDeque::new(),
     };
     monitor.deliver_outbox().await?;
 
@@ -186,6 +187,7 @@ pub async fn run_monitor(
                 monitor.deliver_outbox().await?;
                 monitor.settle_publishes(true).await;
                 monitor.mark_delivered(1).await?;
+                monitor.finish_acks().await;
                 if let Err(error) = client.flush().await {
                     tracing::warn!(%error, "could not flush the last acknowledgements");
                 }
@@ -271,10 +273,14 @@ struct Monitor<'a> {
     sent_through: i64,
     /// Incident publishes waiting for JetStream's acknowledgement, in outbox order.
     in_flight: futures_util::stream::FuturesOrdered<PublishInFlight>,
+    /// Tasks sending the acknowledgements of committed batches, oldest first.
+    acking: std::collections::VecDeque<tokio::task::JoinHandle<()>>,
 }
 
 type PublishInFlight = std::pin::Pin<Box<dyn Future<Output = (i64, bool)> + Send>>;
 
+/// Batches whose acknowledgements may be on their way at once.
+const ACK_TASKS: usize = 4;
 /// Outbox entries read and published at a time.
 const OUTBOX_CHUNK: usize = 1_000;
 /// Acknowledged outbox entries marked delivered in one transaction.
@@ -347,10 +353,19 @@ impl Monitor<'_> {
             if let Some(published) = published {
                 self.report.latency(now, published);
             }
-            let origin = format!("nats:{}:{sequence}:{}", self.lifecycle_stream, message.subject);
-            let check =
-                |event: &lifewatch_core::Event<'_>| check_message(&message.subject, event, now, max_future);
-            match self.writer.feed_checked(&message.payload, &origin, check) {
+            // Parsed here rather than by `Writer::feed_checked`, so that the
+            // origin string is only formatted for a rejected message.
+            let fed = match lifewatch_core::parse_event(&message.payload)
+                .and_then(|event| check_message(&message.subject, &event, now, max_future).map(|()| event))
+            {
+                Ok(event) => self.writer.feed_event(&message.payload, &event),
+                Err(rejection) => {
+                    let origin = format!("nats:{}:{sequence}:{}", self.lifecycle_stream, message.subject);
+                    self.writer.reject(&message.payload, &rejection, &origin);
+                    Fed::Rejected(rejection)
+                }
+            };
+            match fed {
                 Fed::Accepted => {}
                 Fed::Duplicate => duplicates += 1,
                 Fed::Rejected(rejection) => {
@@ -376,22 +391,16 @@ impl Monitor<'_> {
         let acking = Instant::now();
 
         // Committed: now the rejected messages go to their stream, and only
-        // then is every message of the batch acknowledged.
-        for message in &rejected {
-            self.republish_rejected(message).await;
-        }
-        let messages = &messages[..processed];
-        for message in messages {
-            if let Err(error) = message.ack().await {
-                tracing::warn!(%error, "acknowledgement not sent; the message will be redelivered as a duplicate");
-            }
-        }
-
+        // then is every message of the batch acknowledged (on a task of their own).
+        messages.truncate(processed);
         let count = messages.len() as u64;
+        let rejected_count = rejected.len() as u64;
+        self.acknowledge(messages, rejected).await;
+
         self.totals.messages += count;
-        self.totals.accepted += count - duplicates - rejected.len() as u64;
+        self.totals.accepted += count - duplicates - rejected_count;
         self.totals.duplicates += duplicates;
-        self.totals.rejected += rejected.len() as u64;
+        self.totals.rejected += rejected_count;
         self.totals.batches += 1;
         self.report.phases[2] += acking.elapsed();
         self.report.batch(count, received.elapsed(), lag);
@@ -404,6 +413,46 @@ impl Monitor<'_> {
         Ok(continuity)
     }
 
+    /// Acknowledges the messages of a committed batch on a task of their own,
+    /// so that the next batch is fed and committed meanwhile. Acknowledging is
+    /// fire-and-forget: a lost one only makes JetStream redeliver a message
+    /// that is then a duplicate. [`Monitor::finish_acks`] waits for them.
+    /// The batch's rejected messages are republished first, all at once.
+    async fn acknowledge(&mut self, messages: Vec<jetstream::Message>, rejected: Vec<RejectedMessage>) {
+        while self.acking.len() >= ACK_TASKS {
+            self.finish_oldest_ack().await;
+        }
+        let jetstream = self.jetstream.clone();
+        let lifecycle_stream = self.lifecycle_stream.clone();
+        let rejected_stream = self.rejected_stream.clone();
+        self.acking.push_back(tokio::spawn(async move {
+            futures_util::future::join_all(rejected.iter().map(|message| {
+                republish_rejected(&jetstream, &lifecycle_stream, &rejected_stream, message)
+            }))
+            .await;
+            for message in &messages {
+                if let Err(error) = message.ack().await {
+                    tracing::warn!(%error, "acknowledgement not sent; the message will be redelivered as a duplicate");
+                }
+            }
+        }));
+    }
+
+    async fn finish_oldest_ack(&mut self) {
+        if let Some(task) = self.acking.pop_front()
+            && let Err(error) = task.await
+        {
+            tracing::warn!(%error, "acknowledging task failed; its messages will be redelivered as duplicates");
+        }
+    }
+
+    /// Waits until every acknowledgement has been handed to the client.
+    async fn finish_acks(&mut self) {
+        while !self.acking.is_empty() {
+            self.finish_oldest_ack().await;
+        }
+    }
+
     /// Moves the engine's clock to `watermark` and commits the tick with its changes.
     async fn handle_clock(&mut self, watermark: Timestamp) -> Result<(), NatsError> {
         self.writer.tick(watermark);
@@ -414,36 +463,6 @@ impl Monitor<'_> {
             self.deliver_outbox().await?;
         }
         Ok(())
-    }
-
-    /// Publishes a rejected message unchanged to `lifewatch.rejected.<reason>`,
-    /// with where it came from in headers. Failures are logged: the message
-    /// is kept in the store either way.
-    async fn republish_rejected(&mut self, message: &RejectedMessage) {
-        let mut headers = HeaderMap::new();
-        let id = format!("{}:{}", self.lifecycle_stream, message.sequence);
-        headers.insert("Nats-Msg-Id", id.as_str());
-        headers.insert(streams::ORIGINAL_SUBJECT_HEADER, message.subject.as_str());
-        headers.insert(streams::REJECT_REASON_HEADER, message.reason.as_str());
-        headers.insert(streams::REJECT_DETAIL_HEADER, header_safe(&message.detail).as_str());
-        headers.insert(streams::ORIGINAL_SEQUENCE_HEADER, message.sequence.to_string().as_str());
-        let subject = streams::rejected_subject(message.reason);
-        let result = match self
-            .jetstream
-            .publish_with_headers(subject.clone(), headers, message.payload.clone())
-            .await
-        {
-            Ok(ack) => ack.await,
-            Err(error) => Err(error),
-        };
-        if let Err(error) = result {
-            tracing::warn!(
-                %subject,
-                stream = %self.rejected_stream,
-                %error,
-                "rejected message kept in the store but not republished"
-            );
-        }
     }
 
     /// Publishes every outbox entry not published yet and notes the
@@ -574,6 +593,38 @@ fn check_message(
         ));
     }
     crate::validate::check_future(event, now, max_future)
+}
+
+/// Publishes a rejected message unchanged to `lifewatch.rejected.<reason>`,
+/// with where it came from in headers. Failures are logged: the message
+/// is kept in the store either way.
+async fn republish_rejected(
+    jetstream: &jetstream::Context,
+    lifecycle_stream: &str,
+    rejected_stream: &str,
+    message: &RejectedMessage,
+) {
+    let mut headers = HeaderMap::new();
+    let id = format!("{}:{}", lifecycle_stream, message.sequence);
+    headers.insert("Nats-Msg-Id", id.as_str());
+    headers.insert(streams::ORIGINAL_SUBJECT_HEADER, message.subject.as_str());
+    headers.insert(streams::REJECT_REASON_HEADER, message.reason.as_str());
+    headers.insert(streams::REJECT_DETAIL_HEADER, header_safe(&message.detail).as_str());
+    headers.insert(streams::ORIGINAL_SEQUENCE_HEADER, message.sequence.to_string().as_str());
+    let subject = streams::rejected_subject(message.reason);
+    let result = match jetstream.publish_with_headers(subject.clone(), headers, message.payload.clone()).await
+    {
+        Ok(ack) => ack.await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = result {
+        tracing::warn!(
+            %subject,
+            stream = %rejected_stream,
+            %error,
+            "rejected message kept in the store but not republished"
+        );
+    }
 }
 
 fn log_pull_error(error: &jetstream::consumer::pull::MessagesError) {
