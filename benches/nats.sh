@@ -24,7 +24,7 @@ cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$
 trap cleanup EXIT
 nats-server -a 127.0.0.1 -p "$PORT" -js -sd "$WORK/js" 2>"$WORK/nats.log" & PIDS+=($!)
 until (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do sleep 0.1; done
-echo "$(nats-server --version), $(nproc) cores"
+echo "$(nats-server --version), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # Events dated in the past (90 days ago on), so that none is `time_in_future`.
 START="$(date -u -d '90 days ago' +%Y-%m-%dT00:00:00Z)"
@@ -46,3 +46,4 @@ echo "(c) latency at 5000 events/s of background load:"
 sleep 5   # let the background load reach its rate
 "$BENCH" latency "$URL" 300 100
 kill -TERM "$RUN"; wait "$RUN" && echo "monitor stopped cleanly"
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
