@@ -352,10 +352,12 @@ pub fn stream_messages(url: &str, stream: &str) -> Vec<StoredMessage> {
 }
 
 /// The INCIDENTS stream folded: the latest record of each incident (by id),
-/// and every `Nats-Msg-Id` in stream order.
+/// and every `Nats-Msg-Id` in stream order. Fails when one incident's
+/// messages are out of outbox order.
 pub fn incidents_stream(url: &str) -> (BTreeMap<String, Value>, Vec<String>) {
     let mut latest = BTreeMap::new();
     let mut ids = Vec::new();
+    let mut order: BTreeMap<String, u64> = BTreeMap::new();
     for message in stream_messages(url, "INCIDENTS") {
         let body: Value = serde_json::from_slice(&message.payload).expect("an incident message");
         let record = body["incident"].clone();
@@ -368,7 +370,19 @@ pub fn incidents_stream(url: &str) -> (BTreeMap<String, Value>, Vec<String>) {
             record["entity"]["id"].as_str().unwrap_or_default()
         );
         assert_eq!(message.subject, expected_subject, "incident subject");
-        ids.push(message.headers.get("Nats-Msg-Id").cloned().expect("a Nats-Msg-Id"));
+        let message_id = message.headers.get("Nats-Msg-Id").cloned().expect("a Nats-Msg-Id");
+        let outbox_id: u64 =
+            message_id.rsplit(':').next().and_then(|n| n.parse().ok()).expect("an outbox id");
+        // Consumers read the latest message per subject: one incident's
+        // messages must be stored in the order they were written.
+        if let Some(previous) = order.insert(message.subject.clone(), outbox_id) {
+            assert!(
+                previous < outbox_id,
+                "{}: outbox entry {outbox_id} stored after {previous}",
+                message.subject
+            );
+        }
+        ids.push(message_id);
         if transition == "retracted" {
             latest.remove(&id);
         } else {

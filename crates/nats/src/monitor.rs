@@ -119,6 +119,7 @@ pub async fn run_monitor(
         acknowledged: Vec::new(),
         sent_through: 0,
         in_flight: futures_util::stream::FuturesOrdered::new(),
+        in_flight_subjects: std::collections::HashSet::new(),
         acking: std::collections::VecDeque::new(),
     };
     monitor.deliver_outbox().await?;
@@ -273,11 +274,16 @@ struct Monitor<'a> {
     sent_through: i64,
     /// Incident publishes waiting for JetStream's acknowledgement, in outbox order.
     in_flight: futures_util::stream::FuturesOrdered<PublishInFlight>,
+    /// The subjects of the publishes in flight: at most one per subject, so
+    /// that a lost publish re-sent later cannot land after a newer message of
+    /// the same incident (consumers read the latest message per subject).
+    in_flight_subjects: std::collections::HashSet<String>,
     /// Tasks sending the acknowledgements of committed batches, oldest first.
     acking: std::collections::VecDeque<tokio::task::JoinHandle<()>>,
 }
 
-type PublishInFlight = std::pin::Pin<Box<dyn Future<Output = (i64, bool)> + Send>>;
+/// An incident publish awaiting its acknowledgement: outbox id, subject, stored.
+type PublishInFlight = std::pin::Pin<Box<dyn Future<Output = (i64, String, bool)> + Send>>;
 
 /// Batches whose acknowledgements may be on their way at once.
 const ACK_TASKS: usize = 4;
@@ -486,6 +492,12 @@ impl Monitor<'_> {
                 return self.mark_delivered(MARK_EVERY).await;
             }
             for row in &rows {
+                // One message per incident subject in flight: the next one of
+                // the same incident waits for the previous acknowledgement. A
+                // failed publish rewinds `sent_through`; the tick retries from there.
+                if self.in_flight_subjects.contains(&row.subject) && !self.settle_publishes(true).await {
+                    return self.mark_delivered(MARK_EVERY).await;
+                }
                 // The outbox id is stable across restarts, so a re-send after
                 // a crash carries the same Nats-Msg-Id and is dropped as a duplicate.
                 let message = Outgoing {
@@ -496,7 +508,9 @@ impl Monitor<'_> {
                 match publish_one(&self.jetstream, &message).await {
                     Ok(ack) => {
                         let id = row.id;
-                        self.in_flight.push_back(Box::pin(async move { (id, ack.await.is_ok()) }));
+                        let subject = message.subject;
+                        self.in_flight_subjects.insert(subject.clone());
+                        self.in_flight.push_back(Box::pin(async move { (id, subject, ack.await.is_ok()) }));
                         self.sent_through = id;
                     }
                     Err(error) => {
@@ -519,8 +533,9 @@ impl Monitor<'_> {
 
     /// Collects the acknowledgements of incident publishes that arrived
     /// (all of them, waiting, if `wait`). A failed one makes every later
-    /// entry count as unsent, so the outbox is sent again from it, in order.
-    async fn settle_publishes(&mut self, wait: bool) {
+    /// entry count as unsent, so the outbox is sent again from it, in order;
+    /// returns false then.
+    async fn settle_publishes(&mut self, wait: bool) -> bool {
         use futures_util::FutureExt;
         loop {
             let next = if wait {
@@ -528,18 +543,20 @@ impl Monitor<'_> {
             } else {
                 match self.in_flight.next().now_or_never() {
                     Some(next) => next,
-                    None => return,
+                    None => return true,
                 }
             };
-            let Some((id, acknowledged)) = next else { return };
+            let Some((id, subject, acknowledged)) = next else { return true };
+            self.in_flight_subjects.remove(&subject);
             if acknowledged {
                 self.acknowledged.push(id);
             } else {
                 tracing::warn!(id, "incident publish not acknowledged; will retry");
                 self.in_flight.clear();
+                self.in_flight_subjects.clear();
                 self.sent_through = id - 1;
                 self.outbox_backlog = true;
-                return;
+                return false;
             }
         }
     }
