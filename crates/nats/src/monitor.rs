@@ -483,10 +483,9 @@ impl Monitor<'_> {
     async fn deliver_outbox(&mut self) -> Result<(), NatsError> {
         self.settle_publishes(false).await;
         loop {
-            let limit = OUTBOX_CHUNK + self.acknowledged.len() + self.in_flight.len();
-            let rows = tokio::task::block_in_place(|| self.writer.pending_outbox(limit))?;
-            let full = rows.len() == limit;
-            let rows: Vec<_> = rows.into_iter().filter(|row| row.id > self.sent_through).collect();
+            let after = self.sent_through;
+            let rows = tokio::task::block_in_place(|| self.writer.pending_outbox(after, OUTBOX_CHUNK))?;
+            let full = rows.len() == OUTBOX_CHUNK;
             if rows.is_empty() {
                 self.outbox_backlog = !self.in_flight.is_empty();
                 return self.mark_delivered(MARK_EVERY).await;

@@ -31,7 +31,7 @@
 //!     // reported, in one transaction. Acknowledge the batch only after this.
 //!     writer.commit()?;
 //!     // Publish what the commit queued, then mark it delivered.
-//!     let entries = writer.pending_outbox(500)?;
+//!     let entries = writer.pending_outbox(0, 500)?;
 //!     let ids: Vec<i64> = entries.iter().map(|entry| entry.id).collect();
 //!     writer.mark_delivered(&ids)?;
 //! }

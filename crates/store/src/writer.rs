@@ -372,17 +372,20 @@ impl Writer {
         }
     }
 
-    /// Up to `limit` outbox entries not yet delivered, oldest first.
-    pub fn pending_outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+    /// Up to `limit` outbox entries not yet delivered whose id is above
+    /// `after` (0: from the first), oldest first. A publisher passes the last
+    /// id it sent, so that entries sent but not yet marked delivered are not
+    /// read again.
+    pub fn pending_outbox(&self, after: i64, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.connection
             .prepare_cached(
                 "SELECT id, incident_id, transition, subject, payload FROM outbox
-                 WHERE delivered_at IS NULL ORDER BY id LIMIT ?1",
+                 WHERE delivered_at IS NULL AND id > ?1 ORDER BY id LIMIT ?2",
             )
             .and_then(|mut statement| {
                 statement
-                    .query_map([limit], |row| {
+                    .query_map([after, limit], |row| {
                         Ok(OutboxEntry {
                             id: row.get(0)?,
                             incident_id: row.get(1)?,

@@ -106,7 +106,7 @@ fn the_outbox_holds_every_transition_until_delivered() {
     }
     writer.tick(Timestamp::parse_rfc3339("2026-11-27T12:00:00Z").unwrap());
     let committed = writer.commit().unwrap();
-    let pending = writer.pending_outbox(100).unwrap();
+    let pending = writer.pending_outbox(0, 100).unwrap();
     assert_eq!(pending.len() as u64, committed.transitions);
     assert!(pending.iter().all(|entry| entry.transition == "opened"));
     assert!(pending[0].subject.starts_with("incidents.stuck.project."));
@@ -115,9 +115,13 @@ fn the_outbox_holds_every_transition_until_delivered() {
     assert_eq!(payload["incident"]["id"].as_str(), Some(pending[0].incident_id.as_str()));
 
     writer.mark_delivered(&[pending[0].id]).unwrap();
-    let rest = writer.pending_outbox(100).unwrap();
+    let rest = writer.pending_outbox(0, 100).unwrap();
     assert_eq!(rest.len(), pending.len() - 1);
     assert_eq!(rest[0].id, pending[1].id);
+    // A publisher reads on from the last id it sent.
+    let after = writer.pending_outbox(pending[1].id, 100).unwrap();
+    assert_eq!(after.len(), pending.len() - 2);
+    assert!(after.iter().all(|entry| entry.id > pending[1].id));
 
     // A resolution is queued after the openings, in order.
     writer.feed(
@@ -125,7 +129,7 @@ fn the_outbox_holds_every_transition_until_delivered() {
         "x",
     );
     writer.commit().unwrap();
-    let last = writer.pending_outbox(100).unwrap();
+    let last = writer.pending_outbox(0, 100).unwrap();
     assert_eq!(last.last().map(|entry| entry.transition.as_str()), Some("resolved"));
 }
 
