@@ -43,7 +43,7 @@ fn dump(db: &Path) -> Vec<String> {
     let mut rows = Vec::new();
     for table in [
         "meta",
-        "events",
+        "event_blocks",
         "rejected",
         "ticks",
         "checkpoints",

@@ -38,18 +38,11 @@ pub(crate) fn refold(
         })
         .context(path, "read the clock ticks")?;
     let mut ticks = ticks.into_iter().peekable();
-    let mut statement = connection
-        .prepare("SELECT seq, payload FROM events ORDER BY seq")
-        .context(path, "read the event log")?;
-    let mut rows = statement.query([]).context(path, "read the event log")?;
-    while let Some(row) = rows.next().context(path, "read the event log")? {
-        let seq: i64 = row.get(0).context(path, "read the event log")?;
+    crate::blocks::BlockReader::new(path)?.for_each(connection, path, |seq, _, payload| {
         while let Some((_, now)) = ticks.next_if(|&(after_seq, _)| after_seq < seq) {
             engine.handle_time(Timestamp::from_unix_nanos(now));
             stats.ticks += 1;
         }
-        let payload =
-            row.get_ref(1).and_then(|value| Ok(value.as_blob()?)).context(path, "read the event log")?;
         match parse_event(payload) {
             Ok(event) => {
                 engine.handle_event(&event);
@@ -58,7 +51,8 @@ pub(crate) fn refold(
             Err(_) => stats.no_longer_valid += 1,
         }
         stats.last_seq = seq;
-    }
+        Ok(())
+    })?;
     for (_, now) in ticks {
         engine.handle_time(Timestamp::from_unix_nanos(now));
         stats.ticks += 1;

@@ -157,6 +157,16 @@ pub(crate) fn outbox_payload(transition: &str, record_json: &str) -> String {
     format!("{{\"transition\":\"{transition}\",\"incident\":{record_json}}}")
 }
 
+/// The upsert of an entity's row (see [`execute_entity_upsert`]). `||` gives
+/// text (byte for byte): cast it back to a blob.
+pub(crate) const ENTITY_UPSERT: &str =
+    "INSERT INTO entities(key, entity_type, id, state, entered_at, account_id, region, plan, live_projects, events)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+     ON CONFLICT(key) DO UPDATE SET state = excluded.state, entered_at = excluded.entered_at,
+         account_id = excluded.account_id, region = excluded.region, plan = excluded.plan,
+         live_projects = excluded.live_projects,
+         events = CAST(events || excluded.events AS BLOB)";
+
 /// Writes an entity's row; `events` (a segment of seqs, see seqs.rs) is
 /// appended to the list of its events already stored.
 pub(crate) fn upsert_entity(
@@ -166,18 +176,20 @@ pub(crate) fn upsert_entity(
     entity: &StoredEntity,
     events: &[u8],
 ) -> Result<(), StoreError> {
-    // `||` gives text (byte for byte): cast it back to a blob.
-    let mut statement = connection
-        .prepare_cached(
-            "INSERT INTO entities(key, entity_type, id, state, entered_at, account_id, region, plan, live_projects,
-                 events)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-             ON CONFLICT(key) DO UPDATE SET state = excluded.state, entered_at = excluded.entered_at,
-                 account_id = excluded.account_id, region = excluded.region, plan = excluded.plan,
-                 live_projects = excluded.live_projects,
-                 events = CAST(events || excluded.events AS BLOB)",
-        )
-        .context(path, "prepare the entity upsert")?;
+    let mut statement =
+        connection.prepare_cached(ENTITY_UPSERT).context(path, "prepare the entity upsert")?;
+    execute_entity_upsert(&mut statement, path, key, entity, events)
+}
+
+/// [`upsert_entity`] with [`ENTITY_UPSERT`] prepared by the caller, once
+/// for many rows.
+pub(crate) fn execute_entity_upsert(
+    statement: &mut rusqlite::Statement<'_>,
+    path: &Path,
+    key: i64,
+    entity: &StoredEntity,
+    events: &[u8],
+) -> Result<(), StoreError> {
     statement
         .execute(params![
             key,
@@ -205,23 +217,14 @@ pub(crate) fn event_lists(
     engine: &Engine,
 ) -> Result<HashMap<i64, Vec<i64>>, StoreError> {
     let mut lists: HashMap<i64, Vec<i64>> = HashMap::new();
-    let mut statement = connection
-        .prepare("SELECT seq, entity, payload FROM events ORDER BY seq")
-        .context(path, "read the event log")?;
-    let mut rows = statement.query([]).context(path, "read the event log")?;
-    while let Some(row) = rows.next().context(path, "read the event log")? {
-        let seq: i64 = row.get(0).context(path, "read the event log")?;
-        let payload =
-            row.get_ref(2).and_then(|value| Ok(value.as_blob()?)).context(path, "read the event log")?;
+    crate::blocks::BlockReader::new(path)?.for_each(connection, path, |seq, stored_key, payload| {
         let found = lifewatch_core::parse_event(payload)
             .ok()
             .and_then(|event| engine.find_entity(event.event_type.entity_type(), &event.subject));
-        let key = match found {
-            Some(entity) => entity_key(entity),
-            None => row.get(1).context(path, "read the event log")?,
-        };
+        let key = found.map_or(stored_key, entity_key);
         lists.entry(key).or_default().push(seq);
-    }
+        Ok(())
+    })?;
     Ok(lists)
 }
 

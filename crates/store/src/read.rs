@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use lifewatch_core::{Config, Engine, IncidentKind, IncidentRecord, Status, Timestamp, parse_event};
-use rusqlite::{Connection, OptionalExtension, ToSql};
+use rusqlite::{Connection, ToSql};
 
 use crate::error::{Context, StoreError};
 use crate::log::{RestoreStats, refold};
@@ -237,15 +237,20 @@ impl Store {
         }
         seqs.sort_unstable();
         seqs.dedup();
-        let mut statement = self
-            .connection
-            .prepare("SELECT payload FROM events WHERE seq = ?1")
-            .context(path, "read events")?;
+        let mut reader = crate::blocks::BlockReader::new(path)?;
+        let mut block = crate::blocks::Block::default();
         let mut events = Vec::with_capacity(seqs.len());
         for seq in seqs {
-            let payload: Option<Vec<u8>> =
-                statement.query_row([seq], |row| row.get(0)).optional().context(path, "read events")?;
-            match payload {
+            let payload = if reader.load(&self.connection, path, seq, &mut block)? {
+                block.events().find_map(|event| match event {
+                    Ok((at, _, payload)) if at == seq => Some(Ok(payload.to_vec())),
+                    Ok(_) => None,
+                    Err(detail) => Some(Err(StoreError::BadData { path: path.clone(), detail })),
+                })
+            } else {
+                None
+            };
+            match payload.transpose()? {
                 Some(payload) => events.push(StoredEvent::from_payload(seq, payload)),
                 None => {
                     return Err(StoreError::BadData {
@@ -298,7 +303,7 @@ impl Store {
             self.connection.query_row(sql, [], |row| row.get(0)).context(path, "count rows")
         };
         Ok(StoreSummary {
-            events: count("SELECT coalesce(max(seq), 0) FROM events")?,
+            events: crate::blocks::last_seq(&self.connection, path)?,
             rejected: count("SELECT count(*) FROM rejected WHERE redriven IS NULL")?,
             incidents: count("SELECT count(*) FROM incidents")?,
             pending_outbox: count("SELECT count(*) FROM outbox WHERE delivered_at IS NULL")?,

@@ -22,12 +22,25 @@ pub(crate) fn encode_segment(seqs: impl IntoIterator<Item = i64>, out: &mut Vec<
     }
 }
 
-fn push_varint(mut value: u64, out: &mut Vec<u8>) {
+pub(crate) fn push_varint(mut value: u64, out: &mut Vec<u8>) {
     while value >= 0x80 {
         out.push((value as u8) | 0x80);
         value >>= 7;
     }
     out.push(value as u8);
+}
+
+/// The LEB128 varint at the start of `bytes` and the bytes after it; `None`
+/// when it is truncated or longer than 64 bits.
+pub(crate) fn read_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut value: u64 = 0;
+    for (index, &byte) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * index as u32);
+        if byte & 0x80 == 0 {
+            return Some((value, &bytes[index + 1..]));
+        }
+    }
+    None
 }
 
 /// The seqs of a stored list, in the order they were appended; `None` when
@@ -70,5 +83,17 @@ mod tests {
         assert!(!list.contains(&0), "no NUL byte");
         assert_eq!(decode(&[]).unwrap(), Vec::<i64>::new());
         assert_eq!(decode(&[0x81]), None);
+    }
+
+    #[test]
+    fn varints_read_back() {
+        for value in [0, 1, 127, 128, 300, u64::from(u32::MAX) << 3, u64::MAX] {
+            let mut bytes = Vec::new();
+            push_varint(value, &mut bytes);
+            bytes.push(42);
+            assert_eq!(read_varint(&bytes), Some((value, &[42u8][..])));
+        }
+        assert_eq!(read_varint(&[0x80]), None);
+        assert_eq!(read_varint(&[0xff; 11]), None);
     }
 }

@@ -9,6 +9,7 @@ use lifewatch_core::{
 };
 use rusqlite::{Connection, TransactionBehavior, params};
 
+use crate::blocks::BlockWriter;
 use crate::checkpoint::Checkpointer;
 use crate::error::{Context, StoreError};
 use crate::lock::WriterLock;
@@ -90,6 +91,7 @@ pub struct Writer {
     connection: Connection,
     engine: Engine,
     pending: Pending,
+    blocks: BlockWriter,
     next_seq: i64,
     /// The last tick stored, and the seq it followed: a tick that repeats it
     /// with no event in between changes nothing and is not stored.
@@ -197,6 +199,7 @@ impl Writer {
             connection,
             engine,
             pending: Pending::default(),
+            blocks: BlockWriter::new(path)?,
             next_seq: restore.last_seq + 1,
             last_tick,
             restore,
@@ -357,6 +360,7 @@ impl Writer {
             &self.path,
             &self.engine,
             &self.pending,
+            &mut self.blocks,
             &changes,
             self.next_seq - 1,
         );
@@ -480,7 +484,15 @@ impl Writer {
                         .context(&path, "update a rejected input")?,
                 };
             }
-            write_changes(&transaction, &path, &self.engine, &self.pending, &changes, self.next_seq - 1)?;
+            write_changes(
+                &transaction,
+                &path,
+                &self.engine,
+                &self.pending,
+                &mut self.blocks,
+                &changes,
+                self.next_seq - 1,
+            )?;
             transaction.commit().context(&path, "commit")
         })();
         match result {
@@ -526,13 +538,14 @@ fn write_batch(
     path: &Path,
     engine: &Engine,
     pending: &Pending,
+    blocks: &mut BlockWriter,
     changes: &[Change],
     last_seq: i64,
 ) -> Result<Committed, StoreError> {
     let transaction = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .context(path, "begin a transaction")?;
-    let committed = write_changes(&transaction, path, engine, pending, changes, last_seq)?;
+    let committed = write_changes(&transaction, path, engine, pending, blocks, changes, last_seq)?;
     transaction.commit().context(path, "commit a batch")?;
     Ok(committed)
 }
@@ -544,25 +557,20 @@ fn write_changes(
     path: &Path,
     engine: &Engine,
     pending: &Pending,
+    blocks: &mut BlockWriter,
     changes: &[Change],
     last_seq: i64,
 ) -> Result<Committed, StoreError> {
     let mut committed = Committed::default();
-    {
-        let mut insert = connection
-            .prepare_cached("INSERT INTO events(seq, entity, payload) VALUES (?1, ?2, ?3)")
-            .context(path, "prepare the event insert")?;
-        for event in &pending.events {
-            insert
-                .execute(params![
-                    event.seq,
-                    entity_key(event.entity),
-                    &pending.payloads[event.payload.clone()]
-                ])
-                .context(path, "append an event")?;
-            committed.events += 1;
-        }
-    }
+    blocks.append(
+        connection,
+        path,
+        pending
+            .events
+            .iter()
+            .map(|event| (event.seq, entity_key(event.entity), &pending.payloads[event.payload.clone()])),
+    )?;
+    committed.events = pending.events.len() as u64;
     {
         let mut insert = connection
             .prepare_cached(
