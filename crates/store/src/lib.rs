@@ -45,6 +45,7 @@
 //! [`Writer`], so the log holds exactly what the engine saw, and refolding it
 //! gives the same state.
 
+mod batch;
 mod blocks;
 mod checkpoint;
 mod error;

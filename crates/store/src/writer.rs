@@ -1,20 +1,20 @@
 //! The writer: owns the engine and the database, and keeps them in step.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 
 use lifewatch_core::{
-    Change, Config, Engine, EntityRef, Event, IncidentRecord, Outcome, RejectReason, Rejection, Timestamp,
-    Transition, parse_event,
+    Change, Config, Engine, EntityRef, Event, Outcome, RejectReason, Rejection, Timestamp, parse_event,
 };
 use rusqlite::{Connection, TransactionBehavior, params};
 
+use crate::batch::{Batch, Pending, PendingEvent, PendingRejection};
 use crate::blocks::BlockWriter;
 use crate::checkpoint::Checkpointer;
 use crate::error::{Context, StoreError};
 use crate::lock::WriterLock;
 use crate::log::{RestoreStats, refold};
-use crate::project::{self, Difference, StoredEntity, entity_key};
+use crate::project::{self, Difference};
 use crate::schema::{self, Access, Durability};
 
 /// How to open a writer.
@@ -86,12 +86,16 @@ pub struct RedriveSummary {
 /// what the engine saw. See the crate documentation for the driver loop.
 pub struct Writer {
     path: PathBuf,
-    /// Declared before the connection, so that it stops first.
+    /// Declared before the database, so that it stops first.
     _checkpointer: Checkpointer,
-    connection: Connection,
+    /// The connection, shared with the thread of background commits.
+    db: Arc<Mutex<Db>>,
+    /// The thread of background commits, started by the first one.
+    background: Option<Background>,
     engine: Engine,
     pending: Pending,
-    blocks: BlockWriter,
+    /// A cleared batch whose buffers the next commit reuses.
+    spare: Option<Box<Batch>>,
     next_seq: i64,
     /// The last tick stored, and the seq it followed: a tick that repeats it
     /// with no event in between changes nothing and is not stored.
@@ -101,47 +105,98 @@ pub struct Writer {
     _lock: WriterLock,
 }
 
-/// Inputs fed since the last commit. Cleared, not dropped, after a commit:
-/// the buffers keep their capacity for the next batch.
-#[derive(Default)]
-struct Pending {
-    events: Vec<PendingEvent>,
-    /// The accepted payloads, back to back (one allocation per batch, not
-    /// one per event); each [`PendingEvent`] holds its range.
-    payloads: Vec<u8>,
-    rejected: Vec<PendingRejection>,
-    ticks: Vec<(i64, Timestamp)>,
-    checkpoints: Vec<(String, i64)>,
+/// The connection and what writes the log through it.
+struct Db {
+    connection: Connection,
+    blocks: BlockWriter,
 }
 
-struct PendingEvent {
-    seq: i64,
-    entity: EntityRef,
-    payload: std::ops::Range<usize>,
+impl Db {
+    /// Writes `batch` in one transaction.
+    fn commit(&mut self, path: &Path, batch: &Batch) -> Result<Committed, StoreError> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context(path, "begin a transaction")?;
+        let committed = batch.write(&transaction, path, &mut self.blocks)?;
+        transaction.commit().context(path, "commit a batch")?;
+        Ok(committed)
+    }
 }
 
-struct PendingRejection {
-    after_seq: i64,
-    origin: String,
-    reason: RejectReason,
-    detail: String,
-    payload: Box<[u8]>,
+/// Locks the database. A thread that panicked while holding it left a
+/// transaction open, which SQLite rolls back when the next one begins:
+/// the connection is still usable.
+fn lock(db: &Mutex<Db>) -> MutexGuard<'_, Db> {
+    db.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-impl Pending {
-    fn clear(&mut self) {
-        self.events.clear();
-        self.payloads.clear();
-        self.rejected.clear();
-        self.ticks.clear();
-        self.checkpoints.clear();
+/// The thread that writes the batches handed over by
+/// [`Writer::commit_in_background`], one at a time, in order.
+struct Background {
+    batches: Option<mpsc::SyncSender<Box<Batch>>>,
+    results: mpsc::Receiver<(Result<Committed, StoreError>, Box<Batch>)>,
+    in_flight: usize,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Batches handed over and not yet written: one written while the engine
+/// fills the next. More would only hold more memory, as the two sides then
+/// wait for each other anyway.
+const IN_FLIGHT: usize = 1;
+
+impl Background {
+    fn start(db: Arc<Mutex<Db>>, path: PathBuf) -> Result<Background, StoreError> {
+        let (batches, inbox) = mpsc::sync_channel::<Box<Batch>>(0);
+        let (outbox, results) = mpsc::channel();
+        let thread_path = path.clone();
+        let thread = std::thread::Builder::new()
+            .name("lifewatch-commit".to_string())
+            .spawn(move || {
+                for batch in inbox {
+                    let result = lock(&db).commit(&thread_path, &batch);
+                    if outbox.send((result, batch)).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|error| StoreError::BadData {
+                path,
+                detail: format!("cannot start the thread of background commits: {error}"),
+            })?;
+        Ok(Background { batches: Some(batches), results, in_flight: 0, thread: Some(thread) })
     }
 
-    fn is_empty(&self) -> bool {
-        self.events.is_empty()
-            && self.rejected.is_empty()
-            && self.ticks.is_empty()
-            && self.checkpoints.is_empty()
+    /// Waits for the oldest batch in flight; gives back its buffers.
+    fn wait_one(&mut self, path: &Path) -> (Result<Committed, StoreError>, Option<Box<Batch>>) {
+        match self.results.recv() {
+            Ok((result, batch)) => {
+                self.in_flight -= 1;
+                (result, Some(batch))
+            }
+            Err(_) => {
+                self.in_flight = 0;
+                let detail = "the thread of background commits stopped".to_string();
+                (Err(StoreError::BadData { path: path.to_path_buf(), detail }), None)
+            }
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread once it has written what it holds.
+        self.batches = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // A batch handed over is written before the connection closes.
+        self.background = None;
     }
 }
 
@@ -156,7 +211,7 @@ impl Writer {
 
     /// [`Writer::open`] with options.
     pub fn open_with(path: &Path, config: Config, options: WriterOptions) -> Result<Writer, StoreError> {
-        let lock = WriterLock::acquire(path)?;
+        let writer_lock = WriterLock::acquire(path)?;
         // Root may write to a file whatever its mode; an operator who made
         // the database read-only meant it, so honour the mode bits.
         if let Ok(metadata) = std::fs::metadata(path)
@@ -193,22 +248,25 @@ impl Writer {
             })
             .context(path, "read the clock ticks")?;
         let checkpointer = Checkpointer::start(&mut connection, path, options.durability)?;
+        let blocks = BlockWriter::new(path)?;
         let mut writer = Writer {
             path: path.to_path_buf(),
             _checkpointer: checkpointer,
-            connection,
+            db: Arc::new(Mutex::new(Db { connection, blocks })),
+            background: None,
             engine,
             pending: Pending::default(),
-            blocks: BlockWriter::new(path)?,
+            spare: None,
             next_seq: restore.last_seq + 1,
             last_tick,
             restore,
             poisoned: false,
-            _lock: lock,
+            _lock: writer_lock,
         };
         if reproject {
             writer.repair()?;
-            let transaction = writer.connection.transaction().context(path, "begin a transaction")?;
+            let mut db = lock(&writer.db);
+            let transaction = db.connection.transaction().context(path, "begin a transaction")?;
             project::set_meta_value(&transaction, path, "config_fingerprint", Some(fingerprint))?;
             transaction.commit().context(path, "commit")?;
         }
@@ -329,7 +387,8 @@ impl Writer {
     /// A checkpoint as last committed.
     pub fn checkpoint(&self, name: &str) -> Result<Option<i64>, StoreError> {
         use rusqlite::OptionalExtension;
-        self.connection
+        lock(&self.db)
+            .connection
             .query_row("SELECT position FROM checkpoints WHERE name = ?1", [name], |row| row.get(0))
             .optional()
             .context(&self.path, "read a checkpoint")
@@ -348,32 +407,95 @@ impl Writer {
     /// refuses to go on ([`StoreError::Poisoned`]): drop it and open again,
     /// which restores the engine from what was committed.
     pub fn commit(&mut self) -> Result<Committed, StoreError> {
+        self.flush()?;
+        let Some(batch) = self.take_batch()? else { return Ok(Committed::default()) };
+        let result = lock(&self.db).commit(&self.path, &batch);
+        self.spare = Some(batch);
+        self.settle(result)
+    }
+
+    /// [`Writer::commit`] on a thread of its own: hands the batch over and
+    /// returns while it is written, so that the caller can feed the next
+    /// one meanwhile. Returns what the previous background commit stored
+    /// (waiting for it if it is still being written), or its error.
+    /// Nothing handed over is visible to [`Store`](crate::Store) readers,
+    /// [`Writer::pending_outbox`] or [`Writer::checkpoint`] until it is
+    /// written: call [`Writer::flush`] (or [`Writer::commit`]) to wait.
+    /// For drivers whose source stays, such as a file: after a crash, the
+    /// batch that was being written is lost as a whole, like any batch not
+    /// yet committed.
+    pub fn commit_in_background(&mut self) -> Result<Committed, StoreError> {
         if self.poisoned {
             return Err(StoreError::Poisoned { path: self.path.clone() });
         }
+        let mut previous = Committed::default();
+        if let Some(background) = &mut self.background
+            && background.in_flight >= IN_FLIGHT
+        {
+            let (result, batch) = background.wait_one(&self.path);
+            self.spare = batch;
+            previous = self.settle(result)?;
+        }
+        let Some(batch) = self.take_batch()? else { return Ok(previous) };
+        if self.background.is_none() {
+            self.background = Some(Background::start(self.db.clone(), self.path.clone())?);
+        }
+        let handed = match &mut self.background {
+            Some(background) => {
+                let sent = background.batches.as_ref().map(|sender| sender.send(batch));
+                if matches!(sent, Some(Ok(()))) {
+                    background.in_flight += 1;
+                }
+                matches!(sent, Some(Ok(())))
+            }
+            None => false,
+        };
+        if !handed {
+            self.poisoned = true;
+            let detail = "the thread of background commits stopped".to_string();
+            return Err(StoreError::BadData { path: self.path.clone(), detail });
+        }
+        Ok(previous)
+    }
+
+    /// Waits until every batch handed to [`Writer::commit_in_background`]
+    /// is written; the first error, if one failed.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        if self.poisoned {
+            return Err(StoreError::Poisoned { path: self.path.clone() });
+        }
+        while let Some(background) = &mut self.background
+            && background.in_flight > 0
+        {
+            let (result, batch) = background.wait_one(&self.path);
+            self.spare = batch;
+            self.settle(result)?;
+        }
+        Ok(())
+    }
+
+    /// The pending inputs and the engine's changes as a batch to write;
+    /// `None` when there is nothing to write.
+    fn take_batch(&mut self) -> Result<Option<Box<Batch>>, StoreError> {
         let changes: Vec<Change> = self.engine.drain_changes().collect();
         if self.pending.is_empty() && changes.is_empty() {
-            return Ok(Committed::default());
+            return Ok(None);
         }
-        let result = write_batch(
-            &mut self.connection,
-            &self.path,
-            &self.engine,
-            &self.pending,
-            &mut self.blocks,
-            &changes,
-            self.next_seq - 1,
-        );
-        match result {
-            Ok(committed) => {
-                self.pending.clear();
-                Ok(committed)
-            }
-            Err(error) => {
-                self.poisoned = true;
-                Err(error)
-            }
+        let mut batch = self.spare.take().unwrap_or_default();
+        let taken = batch.take(&mut self.pending, &self.engine, &changes, self.next_seq - 1, &self.path);
+        if let Err(error) = taken {
+            self.poisoned = true;
+            return Err(error);
         }
+        Ok(Some(batch))
+    }
+
+    /// After an error the engine is ahead of the database: poisoned.
+    fn settle(&mut self, result: Result<Committed, StoreError>) -> Result<Committed, StoreError> {
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        result
     }
 
     /// Up to `limit` outbox entries not yet delivered whose id is above
@@ -382,7 +504,8 @@ impl Writer {
     /// read again.
     pub fn pending_outbox(&self, after: i64, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.connection
+        lock(&self.db)
+            .connection
             .prepare_cached(
                 "SELECT id, incident_id, transition, subject, payload FROM outbox
                  WHERE delivered_at IS NULL AND id > ?1 ORDER BY id LIMIT ?2",
@@ -408,8 +531,10 @@ impl Writer {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_nanos() as i64);
+        self.flush()?;
         let path = &self.path;
-        let transaction = self.connection.transaction().context(path, "begin a transaction")?;
+        let mut db = lock(&self.db);
+        let transaction = db.connection.transaction().context(path, "begin a transaction")?;
         {
             let mut statement = transaction
                 .prepare_cached("UPDATE outbox SET delivered_at = ?1 WHERE id = ?2 AND delivered_at IS NULL")
@@ -427,7 +552,7 @@ impl Writer {
     pub fn redrive(&mut self, reason: Option<RejectReason>) -> Result<RedriveSummary, StoreError> {
         self.commit()?;
         let path = self.path.clone();
-        let rows: Vec<(i64, Vec<u8>)> = self
+        let rows: Vec<(i64, Vec<u8>)> = lock(&self.db)
             .connection
             .prepare(
                 "SELECT id, payload FROM rejected WHERE redriven IS NULL AND (?1 IS NULL OR reason = ?1)
@@ -466,8 +591,12 @@ impl Writer {
         // The redrive marks go in the same transaction as the events they
         // moved to the log.
         let changes: Vec<Change> = self.engine.drain_changes().collect();
+        let mut batch = self.spare.take().unwrap_or_default();
         let result = (|| {
-            let transaction = self
+            batch.take(&mut self.pending, &self.engine, &changes, self.next_seq - 1, &path)?;
+            let mut db = lock(&self.db);
+            let db = &mut *db;
+            let transaction = db
                 .connection
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .context(&path, "begin a transaction")?;
@@ -484,22 +613,12 @@ impl Writer {
                         .context(&path, "update a rejected input")?,
                 };
             }
-            write_changes(
-                &transaction,
-                &path,
-                &self.engine,
-                &self.pending,
-                &mut self.blocks,
-                &changes,
-                self.next_seq - 1,
-            )?;
+            batch.write(&transaction, &path, &mut db.blocks)?;
             transaction.commit().context(&path, "commit")
         })();
+        self.spare = Some(batch);
         match result {
-            Ok(()) => {
-                self.pending.clear();
-                Ok(summary)
-            }
+            Ok(()) => Ok(summary),
             Err(error) => {
                 self.poisoned = true;
                 Err(error)
@@ -513,9 +632,10 @@ impl Writer {
     pub fn repair(&mut self) -> Result<Vec<Difference>, StoreError> {
         self.commit()?;
         let path = &self.path;
-        let lists = project::event_lists(&self.connection, path, &self.engine)?;
-        let differences = project::compare(&self.connection, path, &self.engine, &lists)?;
-        let transaction = self
+        let mut db = lock(&self.db);
+        let lists = project::event_lists(&db.connection, path, &self.engine)?;
+        let differences = project::compare(&db.connection, path, &self.engine, &lists)?;
+        let transaction = db
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .context(path, "begin a transaction")?;
@@ -530,182 +650,4 @@ impl Writer {
 fn config_fingerprint(config: &Config) -> i64 {
     // The Debug form holds every field, in a fixed order.
     xxhash_rust::xxh3::xxh3_64(format!("{config:?}").as_bytes()) as i64
-}
-
-/// One batch, in one transaction.
-fn write_batch(
-    connection: &mut Connection,
-    path: &Path,
-    engine: &Engine,
-    pending: &Pending,
-    blocks: &mut BlockWriter,
-    changes: &[Change],
-    last_seq: i64,
-) -> Result<Committed, StoreError> {
-    let transaction = connection
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .context(path, "begin a transaction")?;
-    let committed = write_changes(&transaction, path, engine, pending, blocks, changes, last_seq)?;
-    transaction.commit().context(path, "commit a batch")?;
-    Ok(committed)
-}
-
-/// Appends the pending inputs and writes the engine's changes, inside the
-/// caller's transaction.
-fn write_changes(
-    connection: &Connection,
-    path: &Path,
-    engine: &Engine,
-    pending: &Pending,
-    blocks: &mut BlockWriter,
-    changes: &[Change],
-    last_seq: i64,
-) -> Result<Committed, StoreError> {
-    let mut committed = Committed::default();
-    blocks.append(
-        connection,
-        path,
-        pending
-            .events
-            .iter()
-            .map(|event| (event.seq, entity_key(event.entity), &pending.payloads[event.payload.clone()])),
-    )?;
-    committed.events = pending.events.len() as u64;
-    {
-        let mut insert = connection
-            .prepare_cached(
-                "INSERT INTO rejected(after_seq, origin, reason, detail, subject, digest, payload)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(origin, digest) DO NOTHING",
-            )
-            .context(path, "prepare the rejected insert")?;
-        for rejected in &pending.rejected {
-            let digest = xxhash_rust::xxh3::xxh3_64(&rejected.payload) as i64;
-            committed.rejected += insert
-                .execute(params![
-                    rejected.after_seq,
-                    rejected.origin,
-                    rejected.reason.as_str(),
-                    rejected.detail,
-                    subject_of(&rejected.payload),
-                    digest,
-                    &*rejected.payload,
-                ])
-                .context(path, "store a rejected input")? as u64;
-        }
-    }
-    {
-        let mut insert = connection
-            .prepare_cached("INSERT INTO ticks(after_seq, now) VALUES (?1, ?2)")
-            .context(path, "prepare the tick insert")?;
-        for (after_seq, now) in &pending.ticks {
-            insert.execute(params![after_seq, now.unix_nanos()]).context(path, "store a clock tick")?;
-            committed.ticks += 1;
-        }
-    }
-    for (name, position) in &pending.checkpoints {
-        connection
-            .prepare_cached(
-                "INSERT INTO checkpoints(name, position) VALUES (?1, ?2)
-                 ON CONFLICT(name) DO UPDATE SET position = excluded.position",
-            )
-            .and_then(|mut statement| statement.execute(params![name, position]))
-            .context(path, "store a checkpoint")?;
-    }
-
-    // Every entity with an event in the batch gets a row, even when the
-    // event changed nothing (an illegal one), and the batch's seqs of its
-    // events are appended to the list in its row, through which `show`
-    // finds them.
-    let mut entities: Vec<_> = changes
-        .iter()
-        .filter_map(|change| match change {
-            Change::Entity(entity) => Some(*entity),
-            Change::Incident { .. } => None,
-        })
-        .chain(pending.events.iter().map(|event| event.entity))
-        .collect();
-    entities.sort_unstable();
-    entities.dedup();
-    // The batch's events by entity, then seq (both sorted as `entities`).
-    let mut seqs: Vec<(EntityRef, i64)> =
-        pending.events.iter().map(|event| (event.entity, event.seq)).collect();
-    seqs.sort_unstable();
-    let mut seqs = seqs.as_slice();
-    let mut segment = Vec::new();
-    for entity in entities {
-        let count = seqs.iter().take_while(|(of, _)| *of == entity).count();
-        let (own, rest) = seqs.split_at(count);
-        seqs = rest;
-        if let Some(view) = engine.entity(entity) {
-            segment.clear();
-            crate::seqs::encode_segment(own.iter().map(|&(_, seq)| seq), &mut segment);
-            project::upsert_entity(
-                connection,
-                path,
-                entity_key(entity),
-                &StoredEntity::from_view(&view),
-                &segment,
-            )?;
-        }
-    }
-
-    // Each incident's row is written once, as it stands at the end of the
-    // batch; its transitions are kept in order, with repeated updates of an
-    // incident already opened or updated in this batch folded into one.
-    let mut last: HashMap<u32, Transition> = HashMap::new();
-    let mut transitions: Vec<(u32, Transition)> = Vec::new();
-    for change in changes {
-        let Change::Incident { index, transition } = *change else { continue };
-        let previous = last.insert(index, transition);
-        let folded = transition == Transition::Updated
-            && matches!(previous, Some(Transition::Opened | Transition::Updated | Transition::Reopened));
-        if !folded {
-            transitions.push((index, transition));
-        }
-    }
-    let mut records: HashMap<u32, Option<(IncidentRecord, String)>> = HashMap::new();
-    for &(index, _) in &transitions {
-        if records.contains_key(&index) {
-            continue;
-        }
-        let record = engine.record(index);
-        let entry = match record {
-            Some(record) => {
-                let json = serde_json::to_string(&record).map_err(|error| StoreError::BadData {
-                    path: path.to_path_buf(),
-                    detail: error.to_string(),
-                })?;
-                if engine.is_retracted(index) {
-                    project::delete_incident(connection, path, index)?;
-                } else {
-                    project::upsert_incident(connection, path, index, &record, &json)?;
-                }
-                Some((record, json))
-            }
-            None => None,
-        };
-        records.insert(index, entry);
-    }
-    for (index, transition) in transitions {
-        if let Some(Some((record, json))) = records.get(&index) {
-            project::note_transition(connection, path, record, json, transition.as_str(), last_seq)?;
-            committed.transitions += 1;
-        }
-    }
-    project::set_meta_value(connection, path, "clock", engine.clock().map(Timestamp::unix_nanos))?;
-    Ok(committed)
-}
-
-/// The `subject` of a rejected input, when it is JSON with a string subject,
-/// so that `show` can list it with the entity.
-fn subject_of(payload: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Subject {
-        subject: Option<serde_json::Value>,
-    }
-    let parsed: Subject = serde_json::from_slice(payload).ok()?;
-    match parsed.subject? {
-        serde_json::Value::String(subject) => Some(subject),
-        _ => None,
-    }
 }

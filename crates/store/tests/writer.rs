@@ -267,3 +267,90 @@ fn an_entitys_events_are_listed_across_batches_and_rebuild_checks_the_lists() {
     assert_eq!(store.compare(&engine).unwrap(), vec![]);
     assert_eq!(store.events_of("prj_l13").unwrap().len(), 2);
 }
+
+/// Every row of the tables a commit writes, for comparing two databases.
+fn rows(path: &std::path::Path) -> Vec<String> {
+    let connection =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let mut rows = Vec::new();
+    for table in ["event_blocks", "rejected", "ticks", "entities", "incidents", "incident_transitions", "outbox"] {
+        let mut statement = connection.prepare(&format!("SELECT * FROM {table} ORDER BY 1")).unwrap();
+        let columns = statement.column_count();
+        let mut query = statement.query([]).unwrap();
+        while let Some(row) = query.next().unwrap() {
+            let values: Vec<String> =
+                (0..columns).map(|index| format!("{:?}", row.get_ref(index).unwrap())).collect();
+            rows.push(format!("{table}: {}", values.join(" | ")));
+        }
+    }
+    rows
+}
+
+#[test]
+fn background_commits_store_what_commits_store() {
+    let events = lifecycle("b", 300);
+    let feed_all = |path: &std::path::Path, background: bool| {
+        let mut writer = Writer::open(path, Config::shipped()).unwrap();
+        let mut committed = 0;
+        for (number, raw) in events.iter().enumerate() {
+            writer.feed(raw, "input");
+            if number % 97 == 96 {
+                writer.tick(Timestamp::parse_rfc3339("2026-11-27T10:30:00Z").unwrap());
+                let result = if background { writer.commit_in_background() } else { writer.commit() };
+                committed += result.unwrap().events;
+            }
+        }
+        writer.tick(Timestamp::parse_rfc3339("2026-11-27T18:00:00Z").unwrap());
+        // `commit` waits for the batches in flight, then writes the last one.
+        committed += writer.commit().unwrap().events;
+        if background {
+            // What background commits stored is reported by the next call.
+            assert!(committed < events.len() as u64, "{committed}");
+        } else {
+            assert_eq!(committed, events.len() as u64);
+        }
+        writer.engine().records()
+    };
+    let (direct, background) = (temp_db("direct"), temp_db("background"));
+    let records = feed_all(&direct, false);
+    assert!(records.iter().any(|record| record.kind.as_str() == "stuck"));
+    assert_eq!(feed_all(&background, true), records);
+    assert_eq!(rows(&background), rows(&direct));
+    let store = Store::open_read_only(&background).unwrap();
+    assert_eq!(store.incidents(&Default::default()).unwrap(), records);
+    assert_eq!(store.summary().unwrap().events, events.len() as i64);
+    let writer = Writer::open(&background, Config::shipped()).unwrap();
+    assert_eq!(writer.engine().records(), records);
+}
+
+#[test]
+fn a_failed_background_commit_is_reported_and_poisons_the_writer() {
+    let path = temp_db("background-full");
+    let events = lifecycle("g", 400);
+    {
+        let mut writer = Writer::open(&path, Config::shipped()).unwrap();
+        for raw in &events[..40] {
+            writer.feed(raw, "input");
+        }
+        writer.commit().unwrap();
+    }
+    let pages: u32 = {
+        let size = std::fs::metadata(&path).unwrap().len()
+            + std::fs::metadata(path.with_extension("db-wal")).map_or(0, |m| m.len());
+        (size / 4096) as u32 + 4
+    };
+    let options = WriterOptions { max_page_count: Some(pages), ..WriterOptions::default() };
+    let mut writer = Writer::open_with(&path, Config::shipped(), options).unwrap();
+    for raw in &events[40..] {
+        writer.feed(raw, "input");
+    }
+    // Handed over: the failure shows at the next call that waits for it.
+    writer.commit_in_background().expect("the batch is handed over");
+    let error = writer.flush().expect_err("the batch cannot fit");
+    assert!(matches!(error, StoreError::DiskFull { .. }), "{error}");
+    assert!(matches!(writer.commit_in_background(), Err(StoreError::Poisoned { .. })));
+    assert!(matches!(writer.commit(), Err(StoreError::Poisoned { .. })));
+    drop(writer);
+    let writer = Writer::open(&path, Config::shipped()).unwrap();
+    assert_eq!(writer.restore_stats().events, 40);
+}

@@ -1,0 +1,277 @@
+//! A batch: what one commit writes, taken from the engine on the writer's
+//! thread ([`Batch::take`]) and written to SQLite by whichever thread holds
+//! the connection ([`Batch::write`]), so that a driver may go on feeding the
+//! engine while the previous batch is written (see
+//! [`Writer::commit_in_background`](crate::Writer::commit_in_background)).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use lifewatch_core::{Change, Engine, EntityRef, IncidentRecord, RejectReason, Timestamp, Transition};
+use rusqlite::{Connection, params};
+
+use crate::blocks::BlockWriter;
+use crate::error::{Context, StoreError};
+use crate::project::{self, StoredEntity, entity_key};
+use crate::writer::Committed;
+
+/// Inputs fed since the last commit. Cleared, not dropped, after a commit:
+/// the buffers keep their capacity for the next batch.
+#[derive(Default)]
+pub(crate) struct Pending {
+    pub(crate) events: Vec<PendingEvent>,
+    /// The accepted payloads, back to back (one allocation per batch, not
+    /// one per event); each [`PendingEvent`] holds its range.
+    pub(crate) payloads: Vec<u8>,
+    pub(crate) rejected: Vec<PendingRejection>,
+    pub(crate) ticks: Vec<(i64, Timestamp)>,
+    pub(crate) checkpoints: Vec<(String, i64)>,
+}
+
+pub(crate) struct PendingEvent {
+    pub(crate) seq: i64,
+    pub(crate) entity: EntityRef,
+    pub(crate) payload: std::ops::Range<usize>,
+}
+
+pub(crate) struct PendingRejection {
+    pub(crate) after_seq: i64,
+    pub(crate) origin: String,
+    pub(crate) reason: RejectReason,
+    pub(crate) detail: String,
+    pub(crate) payload: Box<[u8]>,
+}
+
+impl Pending {
+    pub(crate) fn clear(&mut self) {
+        self.events.clear();
+        self.payloads.clear();
+        self.rejected.clear();
+        self.ticks.clear();
+        self.checkpoints.clear();
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.events.is_empty()
+            && self.rejected.is_empty()
+            && self.ticks.is_empty()
+            && self.checkpoints.is_empty()
+    }
+}
+
+/// An incident row to write as it stands at the end of the batch.
+struct IncidentWrite {
+    slot: u32,
+    record: IncidentRecord,
+    json: String,
+    retracted: bool,
+}
+
+/// Everything one commit writes, owned: the inputs and the engine's
+/// conclusions about them, as they stood when the batch was taken.
+#[derive(Default)]
+pub(crate) struct Batch {
+    pub(crate) pending: Pending,
+    /// Entity rows: key, projection, and the range of its new seqs in `segments`.
+    entities: Vec<(i64, StoredEntity, std::ops::Range<usize>)>,
+    segments: Vec<u8>,
+    incidents: Vec<IncidentWrite>,
+    /// Transitions in order, each an index into `incidents`.
+    transitions: Vec<(usize, Transition)>,
+    clock: Option<i64>,
+    last_seq: i64,
+}
+
+impl Batch {
+    /// Fills the batch from `pending` (swapped in: `pending` gets the
+    /// batch's old, cleared buffers) and the engine's `changes`.
+    pub(crate) fn take(
+        &mut self,
+        pending: &mut Pending,
+        engine: &Engine,
+        changes: &[Change],
+        last_seq: i64,
+        path: &Path,
+    ) -> Result<(), StoreError> {
+        self.pending.clear();
+        std::mem::swap(&mut self.pending, pending);
+        self.entities.clear();
+        self.segments.clear();
+        self.incidents.clear();
+        self.transitions.clear();
+        self.last_seq = last_seq;
+        self.clock = engine.clock().map(Timestamp::unix_nanos);
+        let events = &self.pending.events;
+
+        // Every entity with an event in the batch gets a row, even when the
+        // event changed nothing (an illegal one), and the batch's seqs of its
+        // events are appended to the list in its row, through which `show`
+        // finds them.
+        let mut entities: Vec<_> = changes
+            .iter()
+            .filter_map(|change| match change {
+                Change::Entity(entity) => Some(*entity),
+                Change::Incident { .. } => None,
+            })
+            .chain(events.iter().map(|event| event.entity))
+            .collect();
+        entities.sort_unstable();
+        entities.dedup();
+        // The batch's events by entity, then seq (both sorted as `entities`).
+        let mut seqs: Vec<(EntityRef, i64)> = events.iter().map(|event| (event.entity, event.seq)).collect();
+        seqs.sort_unstable();
+        let mut seqs = seqs.as_slice();
+        for entity in entities {
+            let count = seqs.iter().take_while(|(of, _)| *of == entity).count();
+            let (own, rest) = seqs.split_at(count);
+            seqs = rest;
+            if let Some(view) = engine.entity(entity) {
+                let start = self.segments.len();
+                crate::seqs::encode_segment(own.iter().map(|&(_, seq)| seq), &mut self.segments);
+                self.entities.push((
+                    entity_key(entity),
+                    StoredEntity::from_view(&view),
+                    start..self.segments.len(),
+                ));
+            }
+        }
+
+        // Each incident's row is written once, as it stands at the end of the
+        // batch; its transitions are kept in order, with repeated updates of an
+        // incident already opened or updated in this batch folded into one.
+        let mut last: HashMap<u32, Transition> = HashMap::new();
+        let mut written: HashMap<u32, Option<usize>> = HashMap::new();
+        for change in changes {
+            let Change::Incident { index, transition } = *change else { continue };
+            let previous = last.insert(index, transition);
+            let folded = transition == Transition::Updated
+                && matches!(previous, Some(Transition::Opened | Transition::Updated | Transition::Reopened));
+            if folded {
+                continue;
+            }
+            let position = match written.get(&index) {
+                Some(position) => *position,
+                None => {
+                    let position = match engine.record(index) {
+                        Some(record) => {
+                            let json = serde_json::to_string(&record).map_err(|error| {
+                                StoreError::BadData { path: path.to_path_buf(), detail: error.to_string() }
+                            })?;
+                            let retracted = engine.is_retracted(index);
+                            self.incidents.push(IncidentWrite { slot: index, record, json, retracted });
+                            Some(self.incidents.len() - 1)
+                        }
+                        None => None,
+                    };
+                    written.insert(index, position);
+                    position
+                }
+            };
+            if let Some(position) = position {
+                self.transitions.push((position, transition));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the batch inside the caller's transaction.
+    pub(crate) fn write(
+        &self,
+        connection: &Connection,
+        path: &Path,
+        blocks: &mut BlockWriter,
+    ) -> Result<Committed, StoreError> {
+        let pending = &self.pending;
+        let mut committed = Committed::default();
+        blocks.append(
+            connection,
+            path,
+            pending.events.iter().map(|event| {
+                (event.seq, entity_key(event.entity), &pending.payloads[event.payload.clone()])
+            }),
+        )?;
+        committed.events = pending.events.len() as u64;
+        {
+            let mut insert = connection
+                .prepare_cached(
+                    "INSERT INTO rejected(after_seq, origin, reason, detail, subject, digest, payload)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(origin, digest) DO NOTHING",
+                )
+                .context(path, "prepare the rejected insert")?;
+            for rejected in &pending.rejected {
+                let digest = xxhash_rust::xxh3::xxh3_64(&rejected.payload) as i64;
+                committed.rejected += insert
+                    .execute(params![
+                        rejected.after_seq,
+                        rejected.origin,
+                        rejected.reason.as_str(),
+                        rejected.detail,
+                        subject_of(&rejected.payload),
+                        digest,
+                        &*rejected.payload,
+                    ])
+                    .context(path, "store a rejected input")? as u64;
+            }
+        }
+        {
+            let mut insert = connection
+                .prepare_cached("INSERT INTO ticks(after_seq, now) VALUES (?1, ?2)")
+                .context(path, "prepare the tick insert")?;
+            for (after_seq, now) in &pending.ticks {
+                insert.execute(params![after_seq, now.unix_nanos()]).context(path, "store a clock tick")?;
+                committed.ticks += 1;
+            }
+        }
+        for (name, position) in &pending.checkpoints {
+            connection
+                .prepare_cached(
+                    "INSERT INTO checkpoints(name, position) VALUES (?1, ?2)
+                     ON CONFLICT(name) DO UPDATE SET position = excluded.position",
+                )
+                .and_then(|mut statement| statement.execute(params![name, position]))
+                .context(path, "store a checkpoint")?;
+        }
+        {
+            let mut upsert =
+                connection.prepare_cached(project::ENTITY_UPSERT).context(path, "prepare the entity upsert")?;
+            for (key, entity, segment) in &self.entities {
+                project::execute_entity_upsert(&mut upsert, path, *key, entity, &self.segments[segment.clone()])?;
+            }
+        }
+        for incident in &self.incidents {
+            if incident.retracted {
+                project::delete_incident(connection, path, incident.slot)?;
+            } else {
+                project::upsert_incident(connection, path, incident.slot, &incident.record, &incident.json)?;
+            }
+        }
+        for &(position, transition) in &self.transitions {
+            let incident = &self.incidents[position];
+            project::note_transition(
+                connection,
+                path,
+                &incident.record,
+                &incident.json,
+                transition.as_str(),
+                self.last_seq,
+            )?;
+            committed.transitions += 1;
+        }
+        project::set_meta_value(connection, path, "clock", self.clock)?;
+        Ok(committed)
+    }
+}
+
+/// The `subject` of a rejected input, when it is JSON with a string subject,
+/// so that `show` can list it with the entity.
+fn subject_of(payload: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Subject {
+        subject: Option<serde_json::Value>,
+    }
+    let parsed: Subject = serde_json::from_slice(payload).ok()?;
+    match parsed.subject? {
+        serde_json::Value::String(subject) => Some(subject),
+        _ => None,
+    }
+}
