@@ -9,7 +9,7 @@ use async_nats::jetstream::{self, consumer::pull::MessagesErrorKind};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use lifewatch_core::{RejectReason, Rejection, Timestamp};
-use lifewatch_store::{Fed, Writer};
+use lifewatch_store::{Fed, OutboxEntry, Writer};
 
 use crate::connect::backoff;
 use crate::error::NatsError;
@@ -58,6 +58,9 @@ enum Input {
     Deadline,
     /// The periodic tick: report progress, retry an outbox that could not be published.
     Tick,
+    /// An incident publish was acknowledged (or failed) while outbox rows
+    /// wait for it.
+    Published(Option<(i64, String, bool)>),
     /// The shutdown future completed.
     Shutdown,
 }
@@ -119,7 +122,8 @@ pub async fn run_monitor(
         acknowledged: Vec::new(),
         sent_through: 0,
         in_flight: futures_util::stream::FuturesOrdered::new(),
-        in_flight_subjects: std::collections::HashSet::new(),
+        in_flight_subjects: std::collections::HashMap::new(),
+        deferred: std::collections::VecDeque::new(),
         acking: std::collections::VecDeque::new(),
     };
     monitor.deliver_outbox().await?;
@@ -151,6 +155,9 @@ pub async fn run_monitor(
                 None => Input::StreamEnded,
             },
             _ = ticker.tick() => Input::Tick,
+            settled = monitor.in_flight.next(), if !monitor.deferred.is_empty() && !monitor.in_flight.is_empty() => {
+                Input::Published(settled)
+            }
         };
         match input {
             Input::Batch(batch) => {
@@ -172,6 +179,11 @@ pub async fn run_monitor(
             Input::Deadline => {
                 let now = wall_clock().ok_or(NatsError::Clock)?;
                 monitor.handle_clock(now.saturating_sub(lateness)).await?;
+            }
+            Input::Published(settled) => {
+                if settled.is_none_or(|settled| monitor.settle_one(settled)) {
+                    monitor.deliver_outbox().await?;
+                }
             }
             Input::Tick => {
                 monitor.report_progress();
@@ -277,7 +289,11 @@ struct Monitor<'a> {
     /// The subjects of the publishes in flight: at most one per subject, so
     /// that a lost publish re-sent later cannot land after a newer message of
     /// the same incident (consumers read the latest message per subject).
-    in_flight_subjects: std::collections::HashSet<String>,
+    /// (with the outbox id of the one in flight).
+    in_flight_subjects: std::collections::HashMap<String, i64>,
+    /// Outbox rows read but held back, in outbox order, until the message of
+    /// the same subject in flight is acknowledged.
+    deferred: std::collections::VecDeque<OutboxEntry>,
     /// Tasks sending the acknowledgements of committed batches, oldest first.
     acking: std::collections::VecDeque<tokio::task::JoinHandle<()>>,
 }
@@ -481,52 +497,123 @@ impl Monitor<'_> {
     /// re-sends those entries, which JetStream drops as duplicates of their
     /// `Nats-Msg-Id`.
     async fn deliver_outbox(&mut self) -> Result<(), NatsError> {
-        self.settle_publishes(false).await;
-        loop {
+        if !self.settle_publishes(false).await {
+            return self.mark_delivered(MARK_EVERY).await;
+        }
+        if !self.publish_deferred().await {
+            self.outbox_backlog = true;
+            return self.mark_delivered(MARK_EVERY).await;
+        }
+        // Rows held back are not read past without bound: the acknowledgements
+        // that free them come first.
+        while self.deferred.len() < OUTBOX_CHUNK {
             let after = self.sent_through;
             let rows = tokio::task::block_in_place(|| self.writer.pending_outbox(after, OUTBOX_CHUNK))?;
             let full = rows.len() == OUTBOX_CHUNK;
-            if rows.is_empty() {
-                self.outbox_backlog = !self.in_flight.is_empty();
-                return self.mark_delivered(MARK_EVERY).await;
-            }
-            for row in &rows {
-                // One message per incident subject in flight: the next one of
-                // the same incident waits for the previous acknowledgement. A
-                // failed publish rewinds `sent_through`; the tick retries from there.
-                if self.in_flight_subjects.contains(&row.subject) && !self.settle_publishes(true).await {
-                    return self.mark_delivered(MARK_EVERY).await;
+            for row in rows {
+                // One message per incident subject in flight: a later one of
+                // the same incident is held back until the earlier one is
+                // acknowledged (see `publish_deferred`).
+                if self.in_flight_subjects.contains_key(&row.subject) {
+                    self.sent_through = row.id;
+                    self.deferred.push_back(row);
+                    continue;
                 }
-                // The outbox id is stable across restarts, so a re-send after
-                // a crash carries the same Nats-Msg-Id and is dropped as a duplicate.
-                let message = Outgoing {
-                    subject: row.subject.clone(),
-                    message_id: Some(format!("{}:{}", row.incident_id, row.id)),
-                    payload: Bytes::from(row.payload.clone()),
-                };
-                match publish_one(&self.jetstream, &message).await {
-                    Ok(ack) => {
-                        let id = row.id;
-                        let subject = message.subject;
-                        self.in_flight_subjects.insert(subject.clone());
-                        self.in_flight.push_back(Box::pin(async move { (id, subject, ack.await.is_ok()) }));
-                        self.sent_through = id;
-                    }
-                    Err(error) => {
-                        tracing::warn!(subject = %message.subject, %error, "incident not published yet; will retry");
-                        self.outbox_backlog = true;
-                        return self.mark_delivered(MARK_EVERY).await;
-                    }
+                if !self.publish(&row).await {
+                    // Read again from this row at the next attempt.
+                    self.sent_through = row.id - 1;
+                    self.outbox_backlog = true;
+                    return self.mark_delivered(MARK_EVERY).await;
                 }
             }
             // Acknowledgements are collected as they come, without waiting
             // for them here: the next batch goes on meanwhile.
-            self.settle_publishes(false).await;
-            self.mark_delivered(MARK_EVERY).await?;
-            if !full {
-                self.outbox_backlog = !self.in_flight.is_empty();
-                return Ok(());
+            if !self.settle_publishes(false).await || !self.publish_deferred().await {
+                self.outbox_backlog = true;
+                return self.mark_delivered(MARK_EVERY).await;
             }
+            if !full {
+                break;
+            }
+        }
+        self.outbox_backlog = !self.in_flight.is_empty() || !self.deferred.is_empty();
+        self.mark_delivered(MARK_EVERY).await
+    }
+
+    /// Publishes one outbox row; false when the client refused it.
+    async fn publish(&mut self, row: &OutboxEntry) -> bool {
+        // The outbox id is stable across restarts, so a re-send after
+        // a crash carries the same Nats-Msg-Id and is dropped as a duplicate.
+        let message = Outgoing {
+            subject: row.subject.clone(),
+            message_id: Some(format!("{}:{}", row.incident_id, row.id)),
+            payload: Bytes::from(row.payload.clone()),
+        };
+        match publish_one(&self.jetstream, &message).await {
+            Ok(ack) => {
+                let id = row.id;
+                let subject = message.subject;
+                self.in_flight_subjects.insert(subject.clone(), id);
+                self.in_flight.push_back(Box::pin(async move { (id, subject, ack.await.is_ok()) }));
+                self.sent_through = self.sent_through.max(id);
+                true
+            }
+            Err(error) => {
+                tracing::warn!(subject = %message.subject, %error, "incident not published yet; will retry");
+                false
+            }
+        }
+    }
+
+    /// Publishes the held-back rows whose subject has nothing in flight any
+    /// more, in outbox order; false when the client refused one.
+    async fn publish_deferred(&mut self) -> bool {
+        let mut held = std::collections::VecDeque::new();
+        let mut blocked = std::collections::HashSet::new();
+        while let Some(row) = self.deferred.pop_front() {
+            if self.in_flight_subjects.contains_key(&row.subject) || blocked.contains(&row.subject) {
+                blocked.insert(row.subject.clone());
+                held.push_back(row);
+                continue;
+            }
+            if !self.publish(&row).await {
+                // Held back again, in order, for the next attempt.
+                self.deferred.push_front(row);
+                held.append(&mut self.deferred);
+                self.deferred = held;
+                return false;
+            }
+        }
+        self.deferred = held;
+        true
+    }
+
+    /// Forgets every publish in flight or held back from outbox id `from`
+    /// on: the outbox is read and sent again from there, in order. Entries
+    /// JetStream had stored are dropped as duplicates of their `Nats-Msg-Id`.
+    fn rewind(&mut self, from: i64) {
+        let held = self.deferred.iter().map(|row| row.id);
+        let from = self.in_flight_subjects.values().copied().chain(held).fold(from, i64::min);
+        self.in_flight.clear();
+        self.in_flight_subjects.clear();
+        self.deferred.clear();
+        self.sent_through = from - 1;
+        self.outbox_backlog = true;
+    }
+
+    /// Notes one incident publish acknowledged (or not: then the outbox is
+    /// sent again from it, and false is returned).
+    fn settle_one(&mut self, (id, subject, acknowledged): (i64, String, bool)) -> bool {
+        if self.in_flight_subjects.get(&subject) == Some(&id) {
+            self.in_flight_subjects.remove(&subject);
+        }
+        if acknowledged {
+            self.acknowledged.push(id);
+            true
+        } else {
+            tracing::warn!(id, "incident publish not acknowledged; will retry");
+            self.rewind(id);
+            false
         }
     }
 
@@ -545,16 +632,8 @@ impl Monitor<'_> {
                     None => return true,
                 }
             };
-            let Some((id, subject, acknowledged)) = next else { return true };
-            self.in_flight_subjects.remove(&subject);
-            if acknowledged {
-                self.acknowledged.push(id);
-            } else {
-                tracing::warn!(id, "incident publish not acknowledged; will retry");
-                self.in_flight.clear();
-                self.in_flight_subjects.clear();
-                self.sent_through = id - 1;
-                self.outbox_backlog = true;
+            let Some(settled) = next else { return true };
+            if !self.settle_one(settled) {
                 return false;
             }
         }

@@ -186,9 +186,10 @@ impl Batch {
         blocks.append(
             connection,
             path,
-            pending.events.iter().map(|event| {
-                (event.seq, entity_key(event.entity), &pending.payloads[event.payload.clone()])
-            }),
+            pending
+                .events
+                .iter()
+                .map(|event| (event.seq, entity_key(event.entity), &pending.payloads[event.payload.clone()])),
         )?;
         committed.events = pending.events.len() as u64;
         {
@@ -232,10 +233,17 @@ impl Batch {
                 .context(path, "store a checkpoint")?;
         }
         {
-            let mut upsert =
-                connection.prepare_cached(project::ENTITY_UPSERT).context(path, "prepare the entity upsert")?;
+            let mut upsert = connection
+                .prepare_cached(project::ENTITY_UPSERT)
+                .context(path, "prepare the entity upsert")?;
             for (key, entity, segment) in &self.entities {
-                project::execute_entity_upsert(&mut upsert, path, *key, entity, &self.segments[segment.clone()])?;
+                project::execute_entity_upsert(
+                    &mut upsert,
+                    path,
+                    *key,
+                    entity,
+                    &self.segments[segment.clone()],
+                )?;
             }
         }
         for incident in &self.incidents {
