@@ -90,7 +90,7 @@ pub struct RawNatsConfig {
     pub ack_wait: Option<String>,
     /// Unacknowledged messages the consumer may have out at once (default 20000).
     pub max_ack_pending: Option<i64>,
-    /// Messages asked for per pull request, and the largest batch committed at once (default 2000).
+    /// Messages asked for per pull request, and the largest batch committed at once (default 10000).
     pub batch_size: Option<usize>,
     /// Idle heartbeat of pull requests, to notice a dead connection (default `5s`).
     pub heartbeat: Option<String>,
@@ -263,7 +263,7 @@ impl NatsConfig {
                 Some(_) => return Err(NatsError::Config("`nats.max_ack_pending`: must be positive".into())),
             },
             batch_size: match raw.batch_size {
-                None => 2_000,
+                None => 10_000,
                 Some(size) if (1..=100_000).contains(&size) => size,
                 Some(_) => {
                     return Err(NatsError::Config("`nats.batch_size`: must be from 1 to 100000".into()));
