@@ -421,9 +421,9 @@ impl Writer {
     /// Nothing handed over is visible to [`Store`](crate::Store) readers,
     /// [`Writer::pending_outbox`] or [`Writer::checkpoint`] until it is
     /// written: call [`Writer::flush`] (or [`Writer::commit`]) to wait.
-    /// For drivers whose source stays, such as a file: after a crash, the
-    /// batch that was being written is lost as a whole, like any batch not
-    /// yet committed.
+    /// A driver acknowledges its source only for batches whose result it
+    /// has: after a crash, the batch that was being written is lost as a
+    /// whole, like any batch not yet committed.
     pub fn commit_in_background(&mut self) -> Result<Committed, StoreError> {
         if self.poisoned {
             return Err(StoreError::Poisoned { path: self.path.clone() });
@@ -459,19 +459,24 @@ impl Writer {
     }
 
     /// Waits until every batch handed to [`Writer::commit_in_background`]
-    /// is written; the first error, if one failed.
-    pub fn flush(&mut self) -> Result<(), StoreError> {
+    /// is written; returns what they stored, or the first error.
+    pub fn flush(&mut self) -> Result<Committed, StoreError> {
         if self.poisoned {
             return Err(StoreError::Poisoned { path: self.path.clone() });
         }
+        let mut total = Committed::default();
         while let Some(background) = &mut self.background
             && background.in_flight > 0
         {
             let (result, batch) = background.wait_one(&self.path);
             self.spare = batch;
-            self.settle(result)?;
+            let committed = self.settle(result)?;
+            total.events += committed.events;
+            total.rejected += committed.rejected;
+            total.ticks += committed.ticks;
+            total.transitions += committed.transitions;
         }
-        Ok(())
+        Ok(total)
     }
 
     /// The pending inputs and the engine's changes as a batch to write;
@@ -531,7 +536,6 @@ impl Writer {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_nanos() as i64);
-        self.flush()?;
         let path = &self.path;
         let mut db = lock(&self.db);
         let transaction = db.connection.transaction().context(path, "begin a transaction")?;
