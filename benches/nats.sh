@@ -6,7 +6,7 @@
 # over EVENTS (default 1,000,000) `simulate --faults` lines published with
 # `publish --raw`; then (c) latency from publishing a failure event to its
 # incident on INCIDENTS with `simulate --nats --rate 5000` as background load.
-# Usage: benches/nats.sh [EVENTS]     (stops everything it started on exit)
+# Usage: [RUNS=3] benches/nats.sh [EVENTS]     (stops everything it started on exit)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS="${1:-1000000}"
@@ -33,15 +33,24 @@ START="$(date -u -d '90 days ago' +%Y-%m-%dT00:00:00Z)"
 echo "generated $(wc -l < "$WORK/events.jsonl") lines"
 "$BIN" publish --raw "$WORK/events.jsonl" --nats "$URL"
 
-echo "(a) bare consumer:"
-"$BENCH" bare "$URL" | tee "$WORK/a.txt"
-echo "(b) lifewatch run (SQLite, one transaction per batch):"
-RUST_LOG=warn "$BIN" run --nats "$URL" --db "$WORK/lifewatch.db" 2>"$WORK/run.log" & RUN=$!; PIDS+=($RUN)
-"$BENCH" drain "$URL" | tee "$WORK/b.txt"
-A=$(grep -o '= [0-9]*' "$WORK/a.txt" | tr -dc 0-9); B=$(grep -o '= [0-9]*' "$WORK/b.txt" | tr -dc 0-9)
-echo "ratio (b)/(a): $(python3 -c "print(f'{$B/$A:.0%}')")"
+# (a) and (b) alternate RUNS times (default 3) on the same stream, each (b)
+# on a fresh database and consumer; medians and their ratio are reported.
+RUNS="${RUNS:-3}"
+: >"$WORK/a.txt"; : >"$WORK/b.txt"
+for run in $(seq "$RUNS"); do
+  "$BENCH" bare "$URL" | tee -a "$WORK/a.txt"
+  "$BENCH" reset "$URL"; rm -f "$WORK"/lifewatch.db*
+  RUST_LOG=warn "$BIN" run --nats "$URL" --db "$WORK/lifewatch.db" 2>"$WORK/run.log" & RUN=$!; PIDS+=($RUN)
+  "$BENCH" drain "$URL" | tee -a "$WORK/b.txt"
+  kill -TERM "$RUN"; wait "$RUN" || { echo "monitor failed:"; cat "$WORK/run.log"; exit 1; }
+done
+median() { grep -o '= [0-9]*' "$1" | tr -dc '0-9\n' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+A=$(median "$WORK/a.txt"); B=$(median "$WORK/b.txt")
+echo "median (a) bare consumer: $A events/s; median (b) lifewatch run: $B events/s"
+echo "ratio of medians (b)/(a): $(python3 -c "print(f'{$B/$A:.0%}')")"
 
 echo "(c) latency at 5000 events/s of background load:"
+RUST_LOG=warn "$BIN" run --nats "$URL" --db "$WORK/lifewatch.db" 2>"$WORK/run.log" & RUN=$!; PIDS+=($RUN)
 "$BIN" simulate --faults --seed 8 --nats "$URL" --rate 5000 --duration 40s 2>"$WORK/sim.log" & PIDS+=($!)
 sleep 5   # let the background load reach its rate
 "$BENCH" latency "$URL" 300 100

@@ -3,6 +3,9 @@
 //! - `bare URL`: a bare async-nats consumer that only fetches and acknowledges
 //!   every message of the LIFECYCLE stream (durable consumer `bench-bare`,
 //!   the same pull settings as the monitor); prints events/s.
+//! - `reset URL`: deletes the monitor's consumer `lifewatch`, so that a
+//!   monitor started on a fresh database drains the stream from the start
+//!   and `drain` does not see the last run's consumer.
 //! - `drain URL`: waits until the monitor's consumer `lifewatch` has
 //!   delivered and seen acknowledged every message of LIFECYCLE; prints the
 //!   time it took from this command's start and events/s.
@@ -24,8 +27,9 @@ async fn main() -> Result<(), Error> {
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["bare", url] => bare(url).await,
         ["drain", url] => drain(url).await,
+        ["reset", url] => reset(url).await,
         ["latency", url, probes, interval] => latency(url, probes.parse()?, interval.parse()?).await,
-        _ => Err("usage: nats_bench bare URL | drain URL | latency URL PROBES INTERVAL_MS".into()),
+        _ => Err("usage: nats_bench bare URL | reset URL | drain URL | latency URL PROBES INTERVAL_MS".into()),
     }
 }
 
@@ -60,6 +64,13 @@ async fn bare(url: &str) -> Result<(), Error> {
     client.flush().await?;
     let seconds = started.elapsed().as_secs_f64();
     println!("bare consumer: {count} messages in {seconds:.2}s = {:.0} events/s", count as f64 / seconds);
+    Ok(())
+}
+
+async fn reset(url: &str) -> Result<(), Error> {
+    let client = async_nats::connect(url).await?;
+    let stream = jetstream::new(client).get_stream("LIFECYCLE").await?;
+    let _ = stream.delete_consumer("lifewatch").await;
     Ok(())
 }
 
