@@ -29,7 +29,9 @@ async fn main() -> Result<(), Error> {
         ["drain", url] => drain(url).await,
         ["reset", url] => reset(url).await,
         ["latency", url, probes, interval] => latency(url, probes.parse()?, interval.parse()?).await,
-        _ => Err("usage: nats_bench bare URL | reset URL | drain URL | latency URL PROBES INTERVAL_MS".into()),
+        _ => {
+            Err("usage: nats_bench bare URL | reset URL | drain URL | latency URL PROBES INTERVAL_MS".into())
+        }
     }
 }
 

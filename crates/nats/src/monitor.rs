@@ -49,7 +49,7 @@ pub struct MonitorTotals {
 /// `match` in [`run_monitor`].
 enum Input {
     /// Messages (or pull errors) that were ready together, in delivery order.
-    Batch(Vec<Result<jetstream::Message, jetstream::consumer::pull::MessagesError>>),
+    Batch(Vec<PullItem>),
     /// The message stream ended (the consumer was deleted, or the server
     /// refused the pull for good): bind the consumer again.
     StreamEnded,
@@ -160,7 +160,8 @@ pub async fn run_monitor(
             }
         };
         match input {
-            Input::Batch(batch) => {
+            Input::Batch(mut batch) => {
+                fill_batch(&mut batch, &mut messages, settings.batch_size).await;
                 if monitor.handle_batch(batch, max_future).await? == Continuity::Gap {
                     let start = monitor.next_sequence;
                     tracing::warn!(
@@ -220,6 +221,33 @@ pub async fn run_monitor(
 }
 
 type Messages = futures_util::stream::ReadyChunks<jetstream::consumer::pull::Stream>;
+/// A message of a pull, or why the pull failed.
+type PullItem = Result<jetstream::Message, jetstream::consumer::pull::MessagesError>;
+
+/// How long a batch waits for more messages when the stream has a backlog.
+const FILL_WAIT: Duration = Duration::from_millis(2);
+
+/// Under a backlog (the consumer reports more messages pending), tops the
+/// batch up to `batch_size` with what arrives within [`FILL_WAIT`] of each
+/// chunk: the pull requests deliver a backlog in chunks smaller than a
+/// batch, and every commit costs a sync and rewrites the pages of the
+/// entities it touches, so fewer, fuller commits drain a backlog faster. A
+/// monitor that keeps up (nothing pending) never waits.
+async fn fill_batch(batch: &mut Vec<PullItem>, messages: &mut Messages, batch_size: usize) {
+    while batch.len() < batch_size {
+        let backlog = match batch.last() {
+            Some(Ok(message)) => message.info().is_ok_and(|info| info.pending > 0),
+            _ => false,
+        };
+        if !backlog {
+            return;
+        }
+        match tokio::time::timeout(FILL_WAIT, messages.next()).await {
+            Ok(Some(more)) => batch.extend(more),
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
 
 async fn open_messages(
     lifecycle: &jetstream::stream::Stream,
@@ -330,7 +358,7 @@ struct RejectedMessage {
 impl Monitor<'_> {
     async fn handle_batch(
         &mut self,
-        batch: Vec<Result<jetstream::Message, jetstream::consumer::pull::MessagesError>>,
+        batch: Vec<PullItem>,
         max_future: lifewatch_core::Duration,
     ) -> Result<Continuity, NatsError> {
         let now = wall_clock().ok_or(NatsError::Clock)?;
