@@ -20,20 +20,17 @@ use crate::output::{self, Format};
 use crate::pipeline::for_each_parsed;
 use crate::replay::{RejectedLine, ReplayTotals};
 
-/// Lines per transaction in `replay --db`, at most. Each batch rewrites every
-/// page of the projections it touches (entity rows, incidents), so larger
-/// batches write fewer pages per event: at 1,000,000 events, 50,000 lines per
-/// batch took 2.2 s, 100,000 2.0 s and 200,000 1.8 s; 400,000 gained
-/// nothing more. A batch holds its raw lines (about 50 MB at most), and a
-/// crash redoes at most the two batches not yet committed.
+/// Lines per transaction in `replay --db`. Each batch rewrites every page of
+/// the projections it touches (entity rows, incidents), so larger batches
+/// write fewer pages per event: at 1,000,000 events, 50,000 lines per batch
+/// took 2.2 s, 100,000 2.0 s and 200,000 1.8 s; 400,000 gained nothing more,
+/// nor did a first batch of 25,000 or 100,000 lines doubling up to 200,000
+/// (to get the commit thread to work sooner). A batch holds its raw lines
+/// (about 50 MB), and a crash redoes at most the two not yet committed.
 const BATCH_LINES: u64 = 200_000;
-/// Lines in the first batch; each next one doubles, up to [`BATCH_LINES`].
-/// The first batch is applied while nothing is being written yet: a small one
-/// gets the store's thread to work sooner (see `commit_in_background`).
-const FIRST_BATCH_LINES: u64 = 25_000;
 
-/// `replay --db`: feeds the files through a [`Writer`], committing batches
-/// of up to [`BATCH_LINES`] lines, then ticks the clock to `now` (or the latest event
+/// `replay --db`: feeds the files through a [`Writer`], committing every
+/// [`BATCH_LINES`] lines on the store's commit thread, then ticks the clock to `now` (or the latest event
 /// time) and prints every incident, as the in-memory replay does.
 pub fn replay(
     db: &Path,
@@ -61,8 +58,6 @@ pub fn replay(
     // after a failed commit the rest of the input is read and ignored, and
     // the error is reported below.
     let mut failure: Option<lifewatch_store::StoreError> = None;
-    let mut batch = FIRST_BATCH_LINES;
-    let mut batch_end = batch;
     let mut origin = String::new();
     for_each_parsed(inputs, |line| {
         if failure.is_some() {
@@ -91,12 +86,10 @@ pub fn replay(
         }
         // The batch is written on the store's thread while this one
         // applies the next.
-        if totals.lines == batch_end {
-            batch = (batch * 2).min(BATCH_LINES);
-            batch_end += batch;
-            if let Err(error) = writer.commit_in_background() {
-                failure = Some(error);
-            }
+        if totals.lines % BATCH_LINES == 0
+            && let Err(error) = writer.commit_in_background()
+        {
+            failure = Some(error);
         }
     })?;
     if let Some(error) = failure {
