@@ -27,10 +27,10 @@ use crate::replay::{RejectedLine, ReplayTotals};
 /// nor did a first batch of 25,000 or 100,000 lines doubling up to 200,000
 /// (to get the commit thread to work sooner). A batch holds its raw lines
 /// (about 50 MB), and a crash redoes at most the two not yet committed.
-const BATCH_LINES: u64 = 200_000;
+pub const BATCH_LINES: u64 = 200_000;
 
 /// `replay --db`: feeds the files through a [`Writer`], committing every
-/// [`BATCH_LINES`] lines on the store's commit thread, then ticks the clock to `now` (or the latest event
+/// `batch_lines` lines (default [`BATCH_LINES`]) on the store's commit thread, then ticks the clock to `now` (or the latest event
 /// time) and prints every incident, as the in-memory replay does.
 pub fn replay(
     db: &Path,
@@ -38,6 +38,7 @@ pub fn replay(
     now: Option<Timestamp>,
     config: Config,
     format: Format,
+    batch_lines: u64,
 ) -> anyhow::Result<()> {
     // The input file stays, so a power loss that undoes the last commits is
     // repaired by replaying it again: NORMAL durability (see Durability).
@@ -86,7 +87,7 @@ pub fn replay(
         }
         // The batch is written on the store's thread while this one
         // applies the next.
-        if totals.lines % BATCH_LINES == 0
+        if totals.lines % batch_lines == 0
             && let Err(error) = writer.commit_in_background()
         {
             failure = Some(error);
