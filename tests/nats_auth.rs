@@ -1,0 +1,359 @@
+//! Authentication and TLS of the live monitor against a real `nats-server`
+//! (started by each test on a free loopback port with a configuration file,
+//! stopped by its pid): an nkey seed file, and mutual TLS with certificates
+//! made by the `openssl` command-line tool. User/password and token are in
+//! `nats_live.rs` (`authentication_user_password_token_and_refusal`).
+//!
+//! A credentials (`.creds`) file is not tested here: it needs an operator,
+//! an account and a user JWT signed by them (`nsc`), and a server run in
+//! operator mode with a resolver.
+//!
+//! A TLS handshake the server or the client refuses is reported by
+//! async-nats as an I/O error, which `lifewatch_nats::connect` retries like
+//! a server not listening yet: such a monitor exits 1 only after the first
+//! connection's 30 s of patience. The TLS refusals are therefore started
+//! together, and only their exit code and message are checked.
+
+mod nats_support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nats_support::*;
+
+const PATIENCE: Duration = Duration::from_secs(90);
+
+/// A user nkey pair made for these tests only (with the `nkeys` crate 0.4.5,
+/// `KeyPair::new_user()`): the server trusts its public key.
+const USER_SEED: &str = "SUAEXD6Z6KNUJ63NGVHKEW37QNNJ2EM6IYCHJYOPMHCONHG4KHYIZ4CI6A";
+const USER_PUBLIC_KEY: &str = "UDUZKHESKPA73CDFX4DYEFLWSJYSSTKWGGDR3XKJYEMHEQ5FAGMHHT3M";
+/// Another valid user seed, whose public key the server does not know.
+const OTHER_SEED: &str = "SUAO62G2SCMII6HEWIAGYMVUMEMAHFPE4UIGIO6PEQ4MHZCJUQTDL72FY4";
+
+fn fixture() -> PathBuf {
+    repo_root().join("fixtures/provisioning_failed.jsonl")
+}
+
+/// How many events replay accepts from `files`.
+fn accepted_by_replay(files: &[&Path], config: &Path) -> i64 {
+    let output = lifewatch()
+        .arg("replay")
+        .args(files)
+        .args(["--now", "1970-01-01T00:00:00Z", "--config"])
+        .arg(config)
+        .output()
+        .expect("run replay");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let totals = stderr.lines().rfind(|line| line.starts_with("replay: ")).expect("replay totals");
+    let accepted = totals.split(", ").find(|part| part.ends_with(" accepted")).expect("accepted count");
+    accepted.trim_end_matches(" accepted").parse().expect("a number")
+}
+
+/// Waits until the database holds `events` events and nothing waits in the
+/// outbox (every incident was published and acknowledged over the same
+/// authenticated connection); prints the monitor's log if it times out.
+fn wait_until_processed(db: &Path, events: i64, monitor: &Monitor) {
+    let mut last = None;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for("the monitor to store every event and publish every incident", PATIENCE, || {
+            let summary = db_summary(db)?;
+            last = Some(summary);
+            (summary.events == events && summary.pending_outbox == 0).then_some(())
+        })
+    }));
+    if let Err(panic) = outcome {
+        eprintln!("last summary {last:?}\nmonitor log:\n{}", monitor.log_text());
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// A `nats-server` with JetStream and the configuration file `text`
+/// (written into `dir`, which must outlive the server).
+fn server_with_config(dir: &Path, name: &str, text: &str) -> NatsServer {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write the server configuration");
+    NatsServer::start(&["-c", path.to_str().expect("a UTF-8 path")])
+}
+
+/// A monitor that must be refused.
+struct Refused {
+    monitor: Monitor,
+    db: PathBuf,
+    started: Instant,
+}
+
+impl Refused {
+    /// Starts `lifewatch run` with a fresh database `db`.
+    fn start(url: &str, db: PathBuf, config: &Path, extra: &[&str]) -> Refused {
+        let started = Instant::now();
+        let monitor = Monitor::start(url, &db, config, extra);
+        Refused { monitor, db, started }
+    }
+
+    /// Waits for it to exit by itself, checks its exit code and that it
+    /// stored nothing, and returns its log.
+    fn exit_code(self, expected: i32) -> String {
+        // The first connection is retried for 30 s unless the failure is known to be final.
+        let (status, log) = self.monitor.wait_exit(Duration::from_secs(120));
+        eprintln!("{} refused in {:?} with {status:?}", self.db.display(), self.started.elapsed());
+        assert_eq!(status.code(), Some(expected), "the monitor must fail with exit {expected}: {log}");
+        assert!(
+            db_summary(&self.db).is_none_or(|summary| summary.events == 0),
+            "a refused monitor stores nothing"
+        );
+        log
+    }
+}
+
+#[test]
+fn authentication_nkey_seed_file_and_refusal() {
+    let dir = TempDir::new("nkey");
+    let server = server_with_config(
+        dir.path(),
+        "nats-server.conf",
+        &format!("authorization {{\n  users = [\n    {{ nkey: \"{USER_PUBLIC_KEY}\" }}\n  ]\n}}\n"),
+    );
+    let seed_file = dir.path().join("user.nk");
+    std::fs::write(&seed_file, format!("# lifewatch test user\n{USER_SEED}\n")).expect("write the seed");
+    let other_seed_file = dir.path().join("other.nk");
+    std::fs::write(&other_seed_file, format!("{OTHER_SEED}\n")).expect("write the other seed");
+    let seed_flag = ["--nkey-seed-file", seed_file.to_str().expect("a UTF-8 path")];
+
+    // `publish` with the flag; the monitor with the configuration key.
+    let fixture = fixture();
+    let report = publish(&server.url(), &[&fixture], &seed_flag);
+    assert!(report.contains("17 published"), "{report}");
+    assert!(!report.contains(USER_SEED), "the seed leaked into publish's output: {report}");
+    let plain_config = write_config(dir.path(), &[], "report_interval = \"1s\"\n");
+    let events = accepted_by_replay(&[&fixture], &plain_config);
+    let keyed_dir = TempDir::new("nkey-config");
+    let keyed_config = write_config(
+        keyed_dir.path(),
+        &[],
+        &format!("report_interval = \"1s\"\nnkey_seed_file = {:?}\n", seed_file.to_str().unwrap()),
+    );
+    let db = dir.path().join("nkey.db");
+    let monitor = Monitor::start(&server.url(), &db, &keyed_config, &[]);
+    wait_until_processed(&db, events, &monitor);
+    let log = monitor.log_text();
+    let status = monitor.terminate();
+    assert!(status.success(), "clean shutdown exits 0, got {status:?}");
+    assert!(log.contains("connected to NATS"), "{log}");
+    assert!(!log.contains(USER_SEED), "the seed leaked into the log: {log}");
+
+    // The flag form in the monitor too, on a fresh database: it reads the stream again.
+    let db = dir.path().join("nkey-flag.db");
+    let monitor = Monitor::start(&server.url(), &db, &plain_config, &seed_flag);
+    wait_until_processed(&db, events, &monitor);
+    let log = monitor.log_text();
+    assert!(monitor.terminate().success());
+    assert!(!log.contains(USER_SEED), "the seed leaked into the log: {log}");
+
+    // Refusals, started together: a valid seed of a user the server does
+    // not know, no credentials at all, and a seed file that holds no seed
+    // (a configuration error, exit 2, before any connection).
+    let other_flag = ["--nkey-seed-file", other_seed_file.to_str().expect("a UTF-8 path")];
+    let empty_seed_file = dir.path().join("empty.nk");
+    std::fs::write(&empty_seed_file, "# nothing here\n\n").expect("write the empty seed file");
+    let empty_flag = ["--nkey-seed-file", empty_seed_file.to_str().expect("a UTF-8 path")];
+    let other = Refused::start(&server.url(), dir.path().join("other.db"), &plain_config, &other_flag);
+    let anonymous = Refused::start(&server.url(), dir.path().join("anonymous.db"), &plain_config, &[]);
+    let empty = Refused::start(&server.url(), dir.path().join("empty.db"), &plain_config, &empty_flag);
+
+    let log = other.exit_code(1);
+    assert!(log.contains("refused the credentials"), "a clear message: {log}");
+    assert!(!log.contains(OTHER_SEED), "the seed must not be printed: {log}");
+    let log = anonymous.exit_code(1);
+    assert!(log.contains("refused the credentials"), "a clear message: {log}");
+    let log = empty.exit_code(2);
+    assert!(log.contains("holds no nkey seed"), "a clear message: {log}");
+}
+
+/// PEM files of a test certificate authority, a server certificate for
+/// 127.0.0.1 and localhost, and a client certificate, all signed by the CA.
+struct Certificates {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+const OPENSSL_CONFIG: &str = "\
+[req]
+distinguished_name = dn
+prompt = no
+
+[dn]
+CN = lifewatch test
+
+[ca_ext]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+
+[server_ext]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+
+[client_ext]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+";
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the openssl command-line tool is needed to make test certificates");
+    assert!(output.status.success(), "openssl {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// Makes the certificates in `dir` with `openssl` (P-256 keys).
+fn make_certificates(dir: &Path) -> Certificates {
+    std::fs::write(dir.join("openssl.cnf"), OPENSSL_CONFIG).expect("write the openssl configuration");
+    let new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        dir,
+        &[
+            &["req", "-x509", "-config", "openssl.cnf", "-extensions", "ca_ext"][..],
+            &new_key,
+            &["-keyout", "ca-key.pem", "-out", "ca.pem", "-days", "3650", "-subj", "/CN=lifewatch test CA"],
+        ]
+        .concat(),
+    );
+    for (name, subject, extensions, serial) in [
+        ("server", "/CN=127.0.0.1", "server_ext", "2"),
+        ("client", "/CN=lifewatch monitor", "client_ext", "3"),
+    ] {
+        let (key, csr, cert) = (format!("{name}-key.pem"), format!("{name}.csr"), format!("{name}.pem"));
+        openssl(
+            dir,
+            &[
+                &["req", "-new", "-config", "openssl.cnf"][..],
+                &new_key,
+                &["-keyout", &key, "-out", &csr, "-subj", subject],
+            ]
+            .concat(),
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca-key.pem",
+                "-set_serial",
+                serial,
+                "-days",
+                "3650",
+                "-sha256",
+                "-extfile",
+                "openssl.cnf",
+                "-extensions",
+                extensions,
+                "-out",
+                &cert,
+            ],
+        );
+    }
+    Certificates {
+        ca: dir.join("ca.pem"),
+        server_cert: dir.join("server.pem"),
+        server_key: dir.join("server-key.pem"),
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client-key.pem"),
+    }
+}
+
+fn utf8(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+#[test]
+fn mutual_tls_and_refusal_without_client_certificate() {
+    let dir = TempDir::new("tls");
+    let certs = make_certificates(dir.path());
+    let server = server_with_config(
+        dir.path(),
+        "nats-server.conf",
+        &format!(
+            "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n  ca_file: {:?}\n  verify: true\n  timeout: 10\n}}\n",
+            utf8(&certs.server_cert),
+            utf8(&certs.server_key),
+            utf8(&certs.ca)
+        ),
+    );
+    let tls_url = format!("tls://127.0.0.1:{}", server.port);
+    let tls_flags = [
+        "--tls-ca",
+        utf8(&certs.ca),
+        "--tls-cert",
+        utf8(&certs.client_cert),
+        "--tls-key",
+        utf8(&certs.client_key),
+    ];
+
+    // `publish` over a `tls://` URL; the monitor over `nats://` (the server
+    // requires TLS, and the client upgrades the connection).
+    let fixture = fixture();
+    let report = publish(&tls_url, &[&fixture], &tls_flags);
+    assert!(report.contains("17 published"), "{report}");
+    let config = write_config(dir.path(), &[], "report_interval = \"1s\"\n");
+    let events = accepted_by_replay(&[&fixture], &config);
+    let db = dir.path().join("tls-flags.db");
+    let monitor = Monitor::start(&server.url(), &db, &config, &tls_flags);
+    wait_until_processed(&db, events, &monitor);
+    let log = monitor.log_text();
+    assert!(monitor.terminate().success());
+    assert!(log.contains("connected to NATS"), "{log}");
+
+    // The same with the configuration keys, on a fresh database.
+    let keyed_dir = TempDir::new("tls-config");
+    let keyed_config = write_config(
+        keyed_dir.path(),
+        &[],
+        &format!(
+            "report_interval = \"1s\"\ntls_required = true\ntls_ca = {:?}\ntls_cert = {:?}\ntls_key = {:?}\n",
+            utf8(&certs.ca),
+            utf8(&certs.client_cert),
+            utf8(&certs.client_key)
+        ),
+    );
+    let db = dir.path().join("tls-config.db");
+    let monitor = Monitor::start(&server.url(), &db, &keyed_config, &[]);
+    wait_until_processed(&db, events, &monitor);
+    assert!(monitor.terminate().success());
+
+    // Refusals, started together (each is retried for the first
+    // connection's 30 s, see the module documentation): trusting the server
+    // but presenting no client certificate, so the server refuses; and a
+    // client certificate without the CA, so the client does not trust the
+    // server.
+    let no_client_cert = Refused::start(
+        &tls_url,
+        dir.path().join("no-client-cert.db"),
+        &config,
+        &["--tls-ca", utf8(&certs.ca)],
+    );
+    let untrusted = Refused::start(&tls_url, dir.path().join("untrusted.db"), &config, &tls_flags[2..]);
+    for (refused, cause) in [(no_client_cert, "certificaterequired"), (untrusted, "unknownissuer")] {
+        let log = refused.exit_code(1);
+        let error = log.lines().rfind(|line| line.starts_with("lifewatch: error: ")).unwrap_or_default();
+        assert!(error.contains(&format!("cannot connect to NATS at {tls_url}")), "a clear message: {log}");
+        assert!(error.to_lowercase().contains(cause), "the cause is named ({cause}): {log}");
+    }
+}
