@@ -8,11 +8,9 @@
 //! an account and a user JWT signed by them (`nsc`), and a server run in
 //! operator mode with a resolver.
 //!
-//! A TLS handshake the server or the client refuses is reported by
-//! async-nats as an I/O error, which `lifewatch_nats::connect` retries like
-//! a server not listening yet: such a monitor exits 1 only after the first
-//! connection's 30 s of patience. The TLS refusals are therefore started
-//! together, and only their exit code and message are checked.
+//! A TLS handshake the server or the client refuses fails at once: the
+//! monitor does not retry it like a server not listening yet (the log has
+//! no "cannot connect to NATS yet").
 
 mod nats_support;
 
@@ -338,11 +336,9 @@ fn mutual_tls_and_refusal_without_client_certificate() {
     wait_until_processed(&db, events, &monitor);
     assert!(monitor.terminate().success());
 
-    // Refusals, started together (each is retried for the first
-    // connection's 30 s, see the module documentation): trusting the server
-    // but presenting no client certificate, so the server refuses; and a
-    // client certificate without the CA, so the client does not trust the
-    // server.
+    // Refusals: trusting the server but presenting no client certificate,
+    // so the server refuses; and a client certificate without the CA, so
+    // the client does not trust the server. Neither is retried.
     let no_client_cert = Refused::start(
         &tls_url,
         dir.path().join("no-client-cert.db"),
@@ -355,5 +351,6 @@ fn mutual_tls_and_refusal_without_client_certificate() {
         let error = log.lines().rfind(|line| line.starts_with("lifewatch: error: ")).unwrap_or_default();
         assert!(error.contains(&format!("cannot connect to NATS at {tls_url}")), "a clear message: {log}");
         assert!(error.to_lowercase().contains(cause), "the cause is named ({cause}): {log}");
+        assert!(!log.contains("cannot connect to NATS yet"), "a refused handshake is not retried: {log}");
     }
 }

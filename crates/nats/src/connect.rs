@@ -35,7 +35,8 @@ pub fn redact_url(url: &str) -> String {
 
 /// Connects with `settings`. Transient failures (no server listening yet, a
 /// timeout) are retried with backoff for up to `patience`; refused
-/// credentials and bad TLS files fail at once with a clear error.
+/// credentials, bad TLS files and a refused TLS handshake fail at once with
+/// a clear error.
 pub async fn connect(
     settings: &ConnectSettings,
     patience: Duration,
@@ -58,6 +59,9 @@ pub async fn connect(
                 ConnectErrorKind::ServerParse | ConnectErrorKind::Tls => {
                     return Err(NatsError::Connect { url, source: error });
                 }
+                ConnectErrorKind::Io if tls_refused(&error) => {
+                    return Err(NatsError::Connect { url, source: error });
+                }
                 _ if started.elapsed() >= patience => return Err(NatsError::Connect { url, source: error }),
                 _ => {
                     let pause = backoff(attempt);
@@ -67,6 +71,23 @@ pub async fn connect(
             },
         }
     }
+}
+
+/// Whether a connection failed in the TLS handshake (the server refused the
+/// client's certificate, or the client does not trust the server's): async-nats
+/// reports it as an I/O error, which the TLS layer marks `InvalidData`;
+/// retrying cannot help.
+fn tls_refused(error: &async_nats::ConnectError) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::InvalidData
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 async fn client_options(settings: &ConnectSettings) -> Result<ConnectOptions, NatsError> {
