@@ -88,9 +88,9 @@ pub struct RawNatsConfig {
     pub max_bytes: Option<i64>,
     /// How long the server waits for an acknowledgement before redelivering (default `30s`).
     pub ack_wait: Option<String>,
-    /// Unacknowledged messages the consumer may have out at once (default 20000).
+    /// Unacknowledged messages the consumer may have out at once (default 60000: two full batches and more).
     pub max_ack_pending: Option<i64>,
-    /// Messages asked for per pull request, and the largest batch committed at once (default 10000).
+    /// Messages asked for per pull request, and the largest batch committed at once (default 25000).
     pub batch_size: Option<usize>,
     /// Idle heartbeat of pull requests, to notice a dead connection (default `5s`).
     pub heartbeat: Option<String>,
@@ -258,12 +258,12 @@ impl NatsConfig {
             },
             ack_wait: duration("ack_wait", raw.ack_wait, "30s", false)?,
             max_ack_pending: match raw.max_ack_pending {
-                None => 20_000,
+                None => 60_000,
                 Some(count) if count > 0 => count,
                 Some(_) => return Err(NatsError::Config("`nats.max_ack_pending`: must be positive".into())),
             },
             batch_size: match raw.batch_size {
-                None => 10_000,
+                None => 25_000,
                 Some(size) if (1..=100_000).contains(&size) => size,
                 Some(_) => {
                     return Err(NatsError::Config("`nats.batch_size`: must be from 1 to 100000".into()));
