@@ -20,8 +20,6 @@ use std::time::{Duration, Instant};
 
 use nats_support::*;
 
-const PATIENCE: Duration = Duration::from_secs(90);
-
 /// A user nkey pair made for these tests only (with the `nkeys` crate 0.4.5,
 /// `KeyPair::new_user()`): the server trusts its public key.
 const USER_SEED: &str = "SUAEXD6Z6KNUJ63NGVHKEW37QNNJ2EM6IYCHJYOPMHCONHG4KHYIZ4CI6A";
@@ -31,39 +29,6 @@ const OTHER_SEED: &str = "SUAO62G2SCMII6HEWIAGYMVUMEMAHFPE4UIGIO6PEQ4MHZCJUQTDL7
 
 fn fixture() -> PathBuf {
     repo_root().join("fixtures/provisioning_failed.jsonl")
-}
-
-/// How many events replay accepts from `files`.
-fn accepted_by_replay(files: &[&Path], config: &Path) -> i64 {
-    let output = lifewatch()
-        .arg("replay")
-        .args(files)
-        .args(["--now", "1970-01-01T00:00:00Z", "--config"])
-        .arg(config)
-        .output()
-        .expect("run replay");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let totals = stderr.lines().rfind(|line| line.starts_with("replay: ")).expect("replay totals");
-    let accepted = totals.split(", ").find(|part| part.ends_with(" accepted")).expect("accepted count");
-    accepted.trim_end_matches(" accepted").parse().expect("a number")
-}
-
-/// Waits until the database holds `events` events and nothing waits in the
-/// outbox (every incident was published and acknowledged over the same
-/// authenticated connection); prints the monitor's log if it times out.
-fn wait_until_processed(db: &Path, events: i64, monitor: &Monitor) {
-    let mut last = None;
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_for("the monitor to store every event and publish every incident", PATIENCE, || {
-            let summary = db_summary(db)?;
-            last = Some(summary);
-            (summary.events == events && summary.pending_outbox == 0).then_some(())
-        })
-    }));
-    if let Err(panic) = outcome {
-        eprintln!("last summary {last:?}\nmonitor log:\n{}", monitor.log_text());
-        std::panic::resume_unwind(panic);
-    }
 }
 
 /// A `nats-server` with JetStream and the configuration file `text`

@@ -28,25 +28,9 @@ const NO_LIVE_CLOCK: [(&str, &str); 2] = [
     ("max_future = \"5m\"", "max_future = \"3650d\""),
 ];
 const NEVER: &str = "1970-01-01T00:00:00Z";
-const PATIENCE: Duration = Duration::from_secs(90);
 
 fn launch_day() -> PathBuf {
     repo_root().join("fixtures/launch-day.jsonl")
-}
-
-/// How many events replay accepts from `files`.
-fn accepted_by_replay(files: &[&Path], config: &Path) -> i64 {
-    let output = lifewatch()
-        .arg("replay")
-        .args(files)
-        .args(["--now", NEVER, "--config"])
-        .arg(config)
-        .output()
-        .expect("run replay");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let totals = stderr.lines().rfind(|line| line.starts_with("replay: ")).expect("replay totals");
-    let accepted = totals.split(", ").find(|part| part.ends_with(" accepted")).expect("accepted count");
-    accepted.trim_end_matches(" accepted").parse().expect("a number")
 }
 
 /// [`wait_for`], printing the monitor's log if it times out.
@@ -59,23 +43,6 @@ fn wait_watching<T>(monitor: &Monitor, what: &str, condition: impl FnMut() -> Op
             eprintln!("monitor log:\n{}", monitor.log_text());
             std::panic::resume_unwind(panic);
         }
-    }
-}
-
-/// Waits until the database holds `events` events and nothing waits in the outbox.
-fn wait_until_processed(db: &Path, events: i64, monitor: &Monitor) {
-    let mut last = None;
-    let what = "the monitor to store every event and publish every incident";
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_watching(monitor, what, || {
-            let summary = db_summary(db)?;
-            last = Some(summary);
-            (summary.events == events && summary.pending_outbox == 0).then_some(())
-        })
-    }));
-    if let Err(panic) = outcome {
-        eprintln!("last summary {last:?}");
-        std::panic::resume_unwind(panic);
     }
 }
 

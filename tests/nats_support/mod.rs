@@ -297,6 +297,43 @@ pub fn by_id(records: impl IntoIterator<Item = Value>) -> BTreeMap<String, Value
         .collect()
 }
 
+/// How long the NATS tests wait for the monitor to get somewhere.
+pub const PATIENCE: Duration = Duration::from_secs(90);
+
+/// How many events replay accepts from `files` (with the clock at 1970, so
+/// that nothing is judged stuck).
+pub fn accepted_by_replay(files: &[&Path], config: &Path) -> i64 {
+    let output = lifewatch()
+        .arg("replay")
+        .args(files)
+        .args(["--now", "1970-01-01T00:00:00Z", "--config"])
+        .arg(config)
+        .output()
+        .expect("run replay");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let totals = stderr.lines().rfind(|line| line.starts_with("replay: ")).expect("replay totals");
+    let accepted = totals.split(", ").find(|part| part.ends_with(" accepted")).expect("accepted count");
+    accepted.trim_end_matches(" accepted").parse().expect("a number")
+}
+
+/// Waits until the database holds `events` events and nothing waits in the
+/// outbox (every incident was published and acknowledged); prints the last
+/// summary and the monitor's log if it times out.
+pub fn wait_until_processed(db: &Path, events: i64, monitor: &Monitor) {
+    let mut last = None;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for("the monitor to store every event and publish every incident", PATIENCE, || {
+            let summary = db_summary(db)?;
+            last = Some(summary);
+            (summary.events == events && summary.pending_outbox == 0).then_some(())
+        })
+    }));
+    if let Err(panic) = outcome {
+        eprintln!("last summary {last:?}\nmonitor log:\n{}", monitor.log_text());
+        std::panic::resume_unwind(panic);
+    }
+}
+
 /// The database's counts, or `None` while it cannot be opened yet.
 pub fn db_summary(db: &Path) -> Option<lifewatch_store::StoreSummary> {
     lifewatch_store::Store::open_read_only(db).ok()?.summary().ok()
