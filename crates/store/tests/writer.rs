@@ -148,6 +148,16 @@ fn a_second_writer_in_the_same_process_is_refused() {
     Store::open_read_only(&path).unwrap().summary().unwrap();
 }
 
+/// A writer on `path` whose database may grow by only a few pages: the next
+/// sizeable batch fails as on a full disk.
+fn nearly_full(path: &std::path::Path) -> Writer {
+    let size = std::fs::metadata(path).unwrap().len()
+        + std::fs::metadata(path.with_extension("db-wal")).map_or(0, |m| m.len());
+    let pages = (size / 4096) as u32 + 4;
+    let options = WriterOptions { max_page_count: Some(pages), ..WriterOptions::default() };
+    Writer::open_with(path, Config::shipped(), options).unwrap()
+}
+
 #[test]
 fn a_full_disk_fails_the_batch_and_keeps_what_was_committed() {
     let path = temp_db("full");
@@ -160,13 +170,7 @@ fn a_full_disk_fails_the_batch_and_keeps_what_was_committed() {
         writer.commit().unwrap();
         writer.engine().records()
     };
-    let pages: u32 = {
-        let size = std::fs::metadata(&path).unwrap().len()
-            + std::fs::metadata(path.with_extension("db-wal")).map_or(0, |m| m.len());
-        (size / 4096) as u32 + 4
-    };
-    let options = WriterOptions { max_page_count: Some(pages), ..WriterOptions::default() };
-    let mut writer = Writer::open_with(&path, Config::shipped(), options).unwrap();
+    let mut writer = nearly_full(&path);
     for raw in &events[40..] {
         writer.feed(raw, "input");
     }
@@ -336,13 +340,7 @@ fn a_failed_background_commit_is_reported_and_poisons_the_writer() {
         }
         writer.commit().unwrap();
     }
-    let pages: u32 = {
-        let size = std::fs::metadata(&path).unwrap().len()
-            + std::fs::metadata(path.with_extension("db-wal")).map_or(0, |m| m.len());
-        (size / 4096) as u32 + 4
-    };
-    let options = WriterOptions { max_page_count: Some(pages), ..WriterOptions::default() };
-    let mut writer = Writer::open_with(&path, Config::shipped(), options).unwrap();
+    let mut writer = nearly_full(&path);
     for raw in &events[40..] {
         writer.feed(raw, "input");
     }
