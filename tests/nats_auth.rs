@@ -317,5 +317,6 @@ fn mutual_tls_and_refusal_without_client_certificate() {
         assert!(error.contains(&format!("cannot connect to NATS at {tls_url}")), "a clear message: {log}");
         assert!(error.to_lowercase().contains(cause), "the cause is named ({cause}): {log}");
         assert!(!log.contains("cannot connect to NATS yet"), "a refused handshake is not retried: {log}");
+        assert_eq!(error.to_lowercase().matches(cause).count(), 1, "the cause is named once: {error}");
     }
 }
