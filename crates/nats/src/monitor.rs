@@ -314,10 +314,10 @@ struct Monitor<'a> {
     sent_through: i64,
     /// Incident publishes waiting for JetStream's acknowledgement, in outbox order.
     in_flight: futures_util::stream::FuturesOrdered<PublishInFlight>,
-    /// The subjects of the publishes in flight: at most one per subject, so
-    /// that a lost publish re-sent later cannot land after a newer message of
-    /// the same incident (consumers read the latest message per subject).
-    /// (with the outbox id of the one in flight).
+    /// The subjects of the publishes in flight, with the outbox id of each:
+    /// at most one per subject, so that a lost publish re-sent later cannot
+    /// land after a newer message of the same incident (consumers read the
+    /// latest message per subject).
     in_flight_subjects: std::collections::HashMap<String, i64>,
     /// Outbox rows read but held back, in outbox order, until the message of
     /// the same subject in flight is acknowledged.
@@ -525,12 +525,17 @@ impl Monitor<'_> {
     /// re-sends those entries, which JetStream drops as duplicates of their
     /// `Nats-Msg-Id`.
     async fn deliver_outbox(&mut self) -> Result<(), NatsError> {
-        if !self.settle_publishes(false).await {
-            return self.mark_delivered(MARK_EVERY).await;
-        }
-        if !self.publish_deferred().await {
-            self.outbox_backlog = true;
-            return self.mark_delivered(MARK_EVERY).await;
+        let sent = self.send_outbox().await?;
+        self.outbox_backlog = !sent || !self.in_flight.is_empty() || !self.deferred.is_empty();
+        self.mark_delivered(MARK_EVERY).await
+    }
+
+    /// Publishes the held-back rows that are free to go and the outbox rows
+    /// past `sent_through`; false when a publish failed (the rest is sent at
+    /// the next attempt, from where it failed).
+    async fn send_outbox(&mut self) -> Result<bool, NatsError> {
+        if !self.settle_publishes(false).await || !self.publish_deferred().await {
+            return Ok(false);
         }
         // Rows held back are not read past without bound: the acknowledgements
         // that free them come first.
@@ -550,22 +555,19 @@ impl Monitor<'_> {
                 if !self.publish(&row).await {
                     // Read again from this row at the next attempt.
                     self.sent_through = row.id - 1;
-                    self.outbox_backlog = true;
-                    return self.mark_delivered(MARK_EVERY).await;
+                    return Ok(false);
                 }
             }
             // Acknowledgements are collected as they come, without waiting
             // for them here: the next batch goes on meanwhile.
             if !self.settle_publishes(false).await || !self.publish_deferred().await {
-                self.outbox_backlog = true;
-                return self.mark_delivered(MARK_EVERY).await;
+                return Ok(false);
             }
             if !full {
                 break;
             }
         }
-        self.outbox_backlog = !self.in_flight.is_empty() || !self.deferred.is_empty();
-        self.mark_delivered(MARK_EVERY).await
+        Ok(true)
     }
 
     /// Publishes one outbox row; false when the client refused it.

@@ -150,19 +150,9 @@ impl Batch {
                 continue;
             }
             let position = match written.get(&index) {
-                Some(position) => *position,
+                Some(&position) => position,
                 None => {
-                    let position = match engine.record(index) {
-                        Some(record) => {
-                            let json = serde_json::to_string(&record).map_err(|error| {
-                                StoreError::BadData { path: path.to_path_buf(), detail: error.to_string() }
-                            })?;
-                            let retracted = engine.is_retracted(index);
-                            self.incidents.push(IncidentWrite { slot: index, record, json, retracted });
-                            Some(self.incidents.len() - 1)
-                        }
-                        None => None,
-                    };
+                    let position = self.push_incident(engine, index, path)?;
                     written.insert(index, position);
                     position
                 }
@@ -172,6 +162,22 @@ impl Batch {
             }
         }
         Ok(())
+    }
+
+    /// Adds the row of incident `index` as it stands now; its position in
+    /// `incidents`, or `None` if the engine has no such incident.
+    fn push_incident(
+        &mut self,
+        engine: &Engine,
+        index: u32,
+        path: &Path,
+    ) -> Result<Option<usize>, StoreError> {
+        let Some(record) = engine.record(index) else { return Ok(None) };
+        let json = serde_json::to_string(&record)
+            .map_err(|error| StoreError::BadData { path: path.to_path_buf(), detail: error.to_string() })?;
+        let retracted = engine.is_retracted(index);
+        self.incidents.push(IncidentWrite { slot: index, record, json, retracted });
+        Ok(Some(self.incidents.len() - 1))
     }
 
     /// Writes the batch inside the caller's transaction.

@@ -217,16 +217,7 @@ impl BlockReader {
         let mut rows = statement.query([]).context(path, "read the event log")?;
         let mut block = Block::default();
         while let Some(row) = rows.next().context(path, "read the event log")? {
-            let columns = (|| {
-                Ok::<_, rusqlite::Error>((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, i64>(2)?,
-                    row.get_ref(3)?.as_blob()?,
-                ))
-            })()
-            .context(path, "read the event log")?;
-            self.decode(path, columns, &mut block)?;
+            self.decode(path, columns(row).context(path, "read the event log")?, &mut block)?;
             for event in block.events() {
                 let (seq, entity, payload) =
                     event.map_err(|detail| StoreError::BadData { path: path.to_path_buf(), detail })?;
@@ -254,23 +245,16 @@ impl BlockReader {
                  ORDER BY first_seq DESC LIMIT 1",
             )
             .context(path, "read events")?;
-        let mut found = false;
-        let mut failure = None;
-        statement
-            .query_row([seq], |row| {
-                let data = row.get_ref(3)?.as_blob()?;
-                let columns = (row.get(0)?, row.get(1)?, row.get(2)?, data);
-                found = true;
-                failure = self.decode(path, columns, block).err();
-                Ok(())
-            })
-            .optional()
-            .context(path, "read events")?;
-        if let Some(error) = failure {
-            return Err(error);
-        }
-        Ok(found && block.holds(seq))
+        let mut rows = statement.query([seq]).context(path, "read events")?;
+        let Some(row) = rows.next().context(path, "read events")? else { return Ok(false) };
+        self.decode(path, columns(row).context(path, "read events")?, block)?;
+        Ok(block.holds(seq))
     }
+}
+
+/// The columns of a row of `SELECT first_seq, count, size, data FROM event_blocks`.
+fn columns<'a>(row: &'a rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, i64, &'a [u8])> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get_ref(3)?.as_blob()?))
 }
 
 /// The seq of the last event in the log (0 when it is empty).
@@ -296,29 +280,24 @@ pub(crate) fn migrate_events_into_blocks(connection: &Connection, path: &Path) -
     let mut rows = statement.query([]).context(path, "read the event log")?;
     let mut chunk: Vec<(i64, i64, Vec<u8>)> = Vec::new();
     let mut chunk_bytes = 0;
-    loop {
-        let row = rows.next().context(path, "read the event log")?;
-        if let Some(row) = row {
-            let event: (i64, i64, Vec<u8>) =
-                (|| Ok::<_, rusqlite::Error>((row.get(0)?, row.get(1)?, row.get(2)?)))()
-                    .context(path, "read the event log")?;
-            chunk_bytes += event.2.len();
-            chunk.push(event);
-        }
-        let done = row.is_none();
-        if done || chunk_bytes >= 16 * BLOCK_BYTES {
-            writer.append(
-                connection,
-                path,
-                chunk.iter().map(|(seq, entity, payload)| (*seq, *entity, &payload[..])),
-            )?;
-            chunk.clear();
+    let append = |writer: &mut BlockWriter, chunk: &mut Vec<(i64, i64, Vec<u8>)>| {
+        let events = chunk.iter().map(|(seq, entity, payload)| (*seq, *entity, &payload[..]));
+        let appended = writer.append(connection, path, events);
+        chunk.clear();
+        appended
+    };
+    while let Some(row) = rows.next().context(path, "read the event log")? {
+        let event: (i64, i64, Vec<u8>) =
+            (|| Ok::<_, rusqlite::Error>((row.get(0)?, row.get(1)?, row.get(2)?)))()
+                .context(path, "read the event log")?;
+        chunk_bytes += event.2.len();
+        chunk.push(event);
+        if chunk_bytes >= 16 * BLOCK_BYTES {
+            append(&mut writer, &mut chunk)?;
             chunk_bytes = 0;
         }
-        if done {
-            break;
-        }
     }
+    append(&mut writer, &mut chunk)?;
     drop(rows);
     drop(statement);
     connection.execute_batch("DROP TABLE events").context(path, "migrate the schema")?;

@@ -52,6 +52,15 @@ pub struct Committed {
     pub transitions: u64,
 }
 
+impl std::ops::AddAssign for Committed {
+    fn add_assign(&mut self, other: Committed) {
+        self.events += other.events;
+        self.rejected += other.rejected;
+        self.ticks += other.ticks;
+        self.transitions += other.transitions;
+    }
+}
+
 /// An incident transition waiting to be published.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct OutboxEntry {
@@ -176,10 +185,16 @@ impl Background {
             }
             Err(_) => {
                 self.in_flight = 0;
-                let detail = "the thread of background commits stopped".to_string();
-                (Err(StoreError::BadData { path: path.to_path_buf(), detail }), None)
+                (Err(commit_thread_stopped(path)), None)
             }
         }
+    }
+}
+
+fn commit_thread_stopped(path: &Path) -> StoreError {
+    StoreError::BadData {
+        path: path.to_path_buf(),
+        detail: "the thread of background commits stopped".to_string(),
     }
 }
 
@@ -437,25 +452,17 @@ impl Writer {
             previous = self.settle(result)?;
         }
         let Some(batch) = self.take_batch()? else { return Ok(previous) };
-        if self.background.is_none() {
-            self.background = Some(Background::start(self.db.clone(), self.path.clone())?);
-        }
-        let handed = match &mut self.background {
-            Some(background) => {
-                let sent = background.batches.as_ref().map(|sender| sender.send(batch));
-                if matches!(sent, Some(Ok(()))) {
-                    background.in_flight += 1;
-                }
-                matches!(sent, Some(Ok(())))
-            }
-            None => false,
+        let background = match &mut self.background {
+            Some(background) => background,
+            None => self.background.insert(Background::start(self.db.clone(), self.path.clone())?),
         };
-        if !handed {
+        if background.batches.as_ref().is_some_and(|sender| sender.send(batch).is_ok()) {
+            background.in_flight += 1;
+            Ok(previous)
+        } else {
             self.poisoned = true;
-            let detail = "the thread of background commits stopped".to_string();
-            return Err(StoreError::BadData { path: self.path.clone(), detail });
+            Err(commit_thread_stopped(&self.path))
         }
-        Ok(previous)
     }
 
     /// Waits until every batch handed to [`Writer::commit_in_background`]
@@ -470,11 +477,7 @@ impl Writer {
         {
             let (result, batch) = background.wait_one(&self.path);
             self.spare = batch;
-            let committed = self.settle(result)?;
-            total.events += committed.events;
-            total.rejected += committed.rejected;
-            total.ticks += committed.ticks;
-            total.transitions += committed.transitions;
+            total += self.settle(result)?;
         }
         Ok(total)
     }
