@@ -116,6 +116,17 @@ impl Block {
         BlockEvents { rest: &self.raw, seq: self.first_seq, left: self.count }
     }
 
+    /// The payload of event `seq`, if this block holds it.
+    pub(crate) fn payload(&self, seq: i64) -> Result<Option<&[u8]>, String> {
+        for event in self.events() {
+            let (at, _, payload) = event?;
+            if at == seq {
+                return Ok(Some(payload));
+            }
+        }
+        Ok(None)
+    }
+
     /// Whether `seq` is in this block.
     pub(crate) fn holds(&self, seq: i64) -> bool {
         seq >= self.first_seq && seq < self.first_seq + self.count
@@ -352,8 +363,8 @@ mod tests {
         let mut block = Block::default();
         for seq in [1, 2, 1_999, 2_000, 5_001, 5_500, 6_000] {
             assert!(reader.load(&connection, path, seq, &mut block).unwrap(), "seq {seq}");
-            let found = block.events().map(Result::unwrap).find(|event| event.0 == seq).unwrap();
-            assert_eq!(found.2, &expected.iter().find(|event| event.0 == seq).unwrap().2[..]);
+            let found = block.payload(seq).unwrap().unwrap();
+            assert_eq!(found, &expected.iter().find(|event| event.0 == seq).unwrap().2[..]);
         }
         for missing in [0, 2_001, 4_000, 6_001] {
             assert!(!reader.load(&connection, path, missing, &mut block).unwrap(), "seq {missing}");

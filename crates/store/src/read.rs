@@ -241,17 +241,14 @@ impl Store {
         let mut block = crate::blocks::Block::default();
         let mut events = Vec::with_capacity(seqs.len());
         for seq in seqs {
-            let payload = if reader.load(&self.connection, path, seq, &mut block)? {
-                block.events().find_map(|event| match event {
-                    Ok((at, _, payload)) if at == seq => Some(Ok(payload.to_vec())),
-                    Ok(_) => None,
-                    Err(detail) => Some(Err(StoreError::BadData { path: path.clone(), detail })),
-                })
+            let loaded = reader.load(&self.connection, path, seq, &mut block)?;
+            let payload = if loaded {
+                block.payload(seq).map_err(|detail| StoreError::BadData { path: path.clone(), detail })?
             } else {
                 None
             };
-            match payload.transpose()? {
-                Some(payload) => events.push(StoredEvent::from_payload(seq, payload)),
+            match payload {
+                Some(payload) => events.push(StoredEvent::from_payload(seq, payload.to_vec())),
                 None => {
                     return Err(StoreError::BadData {
                         path: path.clone(),
