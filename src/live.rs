@@ -63,7 +63,8 @@ impl NatsFlags {
 
     /// The validated `[nats]` configuration with these flags applied.
     pub fn nats_config(&self, config: &Config) -> Result<NatsConfig, String> {
-        NatsConfig::from_table(&config.nats, &self.overrides()).map_err(|error| error.to_string())
+        NatsConfig::from_table(&config.nats, &self.overrides())
+            .map_err(|error| crate::error_message(&anyhow::Error::new(error)))
     }
 }
 

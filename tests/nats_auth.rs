@@ -4,9 +4,9 @@
 //! made by the `openssl` command-line tool. User/password and token are in
 //! `nats_live.rs` (`authentication_user_password_token_and_refusal`).
 //!
-//! A credentials (`.creds`) file is not tested here: it needs an operator,
-//! an account and a user JWT signed by them (`nsc`), and a server run in
-//! operator mode with a resolver.
+//! A credentials (`.creds`) file: the test makes an operator, an account
+//! with JetStream and a user with the `nkeys` crate, signs their JWTs as
+//! `nsc` does, and runs the server in operator mode with a memory resolver.
 //!
 //! A TLS handshake the server or the client refuses fails at once: the
 //! monitor does not retry it like a server not listening yet (the log has
@@ -18,7 +18,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use nats_support::*;
+use nkeys::KeyPair;
+use serde_json::{Value, json};
 
 /// A user nkey pair made for these tests only (with the `nkeys` crate 0.4.5,
 /// `KeyPair::new_user()`): the server trusts its public key.
@@ -319,4 +323,131 @@ fn mutual_tls_and_refusal_without_client_certificate() {
         assert!(!log.contains("cannot connect to NATS yet"), "a refused handshake is not retried: {log}");
         assert_eq!(error.to_lowercase().matches(cause).count(), 1, "the cause is named once: {error}");
     }
+}
+
+/// A NATS JWT (v2) with `claims` about `subject`, signed by `issuer`, as
+/// `nsc` makes them.
+fn jwt(issuer: &KeyPair, subject: &str, name: &str, nats: Value) -> String {
+    let header = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let claims = json!({
+        "jti": format!("{name}-{subject}"),
+        "iat": 1_700_000_000,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let claims = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let signed = format!("{header}.{claims}");
+    let signature = issuer.sign(signed.as_bytes()).expect("sign a JWT");
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
+/// A user JWT of `account` and the user's seed, in the `.creds` format of `nsc`.
+fn creds_file(account: &KeyPair) -> (String, String) {
+    let user = KeyPair::new_user();
+    let user_jwt = jwt(
+        account,
+        &user.public_key(),
+        "lifewatch",
+        json!({"type": "user", "version": 2, "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1}),
+    );
+    let seed = user.seed().expect("the user seed");
+    let text = format!(
+        "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\
+         NKEYs are sensitive and should be treated as secrets.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n\n\
+         *************************************************************\n"
+    );
+    (text, seed)
+}
+
+#[test]
+fn authentication_credentials_file_and_refusal() {
+    let dir = TempDir::new("creds");
+    let operator = KeyPair::new_operator();
+    let account = KeyPair::new_account();
+    let operator_jwt =
+        jwt(&operator, &operator.public_key(), "lifewatch-test", json!({"type": "operator", "version": 2}));
+    // JetStream is on for an account whose storage limits are not zero.
+    let account_jwt = jwt(
+        &operator,
+        &account.public_key(),
+        "cloud",
+        json!({
+            "type": "account",
+            "version": 2,
+            "limits": {
+                "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": true,
+                "conn": -1, "leaf": -1, "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1
+            },
+            "default_permissions": {"pub": {}, "sub": {}}
+        }),
+    );
+    // JetStream in operator mode needs a system account.
+    let system = KeyPair::new_account();
+    let system_jwt = jwt(&operator, &system.public_key(), "SYS", json!({"type": "account", "version": 2}));
+    let server = server_with_config(
+        dir.path(),
+        "nats-server.conf",
+        &format!(
+            "operator: {operator_jwt:?}\nsystem_account: {}\nresolver: MEMORY\n\
+             resolver_preload: {{\n  {}: {system_jwt:?}\n  {}: {account_jwt:?}\n}}\n",
+            system.public_key(),
+            system.public_key(),
+            account.public_key()
+        ),
+    );
+    let (text, seed) = creds_file(&account);
+    let creds = dir.path().join("lifewatch.creds");
+    std::fs::write(&creds, text).expect("write the credentials file");
+    let creds_flag = ["--creds", utf8(&creds)];
+
+    // `publish` with the flag; the monitor with the configuration key.
+    let fixture = fixture();
+    let report = publish(&server.url(), &[&fixture], &creds_flag);
+    assert!(report.contains("17 published"), "{report}");
+    assert!(!report.contains(&seed), "the seed leaked into publish's output: {report}");
+    let plain_config = write_config(dir.path(), &[], "report_interval = \"1s\"\n");
+    let events = accepted_by_replay(&[&fixture], &plain_config);
+    let keyed_dir = TempDir::new("creds-config");
+    let keyed_config = write_config(
+        keyed_dir.path(),
+        &[],
+        &format!("report_interval = \"1s\"\ncredentials = {:?}\n", utf8(&creds)),
+    );
+    let db = dir.path().join("creds.db");
+    let monitor = Monitor::start(&server.url(), &db, &keyed_config, &[]);
+    wait_until_processed(&db, events, &monitor);
+    let log = monitor.log_text();
+    assert!(monitor.terminate().success(), "clean shutdown exits 0");
+    assert!(log.contains("connected to NATS"), "{log}");
+    assert!(!log.contains(&seed), "the seed leaked into the log: {log}");
+
+    // Refusals: a user of an account the server does not know, and a
+    // credentials file that does not exist (a configuration error).
+    let (stranger, stranger_seed) = creds_file(&KeyPair::new_account());
+    let stranger_creds = dir.path().join("stranger.creds");
+    std::fs::write(&stranger_creds, stranger).expect("write the other credentials file");
+    let unknown = Refused::start(
+        &server.url(),
+        dir.path().join("unknown.db"),
+        &plain_config,
+        &["--creds", utf8(&stranger_creds)],
+    );
+    let missing_path = dir.path().join("missing.creds");
+    let missing = Refused::start(
+        &server.url(),
+        dir.path().join("missing.db"),
+        &plain_config,
+        &["--creds", utf8(&missing_path)],
+    );
+    let log = unknown.exit_code(1);
+    assert!(log.contains("refused the credentials"), "a clear message: {log}");
+    assert!(!log.contains(&stranger_seed), "the seed must not be printed: {log}");
+    let log = missing.exit_code(2);
+    assert!(log.contains("cannot read") && log.contains("missing.creds"), "the file is named: {log}");
+    assert!(log.contains("No such file"), "the cause is named: {log}");
 }

@@ -300,6 +300,9 @@ fn choose_auth(
         chosen.push(Auth::Token(token));
     }
     if let Some(path) = credentials {
+        // Read at each connection; a file that cannot be read is a
+        // configuration error now rather than a connection failure later.
+        std::fs::File::open(&path).map_err(|source| NatsError::ReadFile { path: path.clone(), source })?;
         chosen.push(Auth::CredentialsFile(path));
     }
     if let Some(path) = nkey_seed_file {
