@@ -253,7 +253,9 @@ impl Engine {
         self.accounts.items.len() + self.projects.items.len() + self.disputes.items.len()
     }
 
-    /// Whether an incident was retracted (merged into another regional outage).
+    /// Whether an incident was retracted: a regional outage merged into
+    /// another, or a stuck incident the clock opened before a late event
+    /// showed the visit ended by its deadline.
     pub fn is_retracted(&self, index: u32) -> bool {
         self.incidents.get(index as usize).is_some_and(|incident| incident.retracted)
     }
@@ -828,9 +830,16 @@ impl Engine {
         // Only the clock opens a stuck incident before its visit ends, and only
         // once it has passed the deadline: skip the lookup otherwise.
         if self.clock.is_some_and(|clock| clock > due)
-            && let Some(index) = self.resolve(key, event.time, Some(&event.id))
+            && let Some(index) = self.keys.get(&key).and_then(|slot| slot.open)
         {
-            self.refresh_stuck_summary(index, entity, state);
+            if event.time > due {
+                self.resolve(key, event.time, Some(&event.id));
+                self.refresh_stuck_summary(index, entity, state);
+            } else {
+                // A late event shows the visit ended by its deadline: it was
+                // never stuck, though the clock passed the deadline first.
+                self.retract_stuck(key, index);
+            }
             self.project_trouble(entity, index);
             return;
         }
@@ -843,6 +852,18 @@ impl Engine {
             self.refresh_stuck_summary(index, entity, state);
             self.project_trouble(entity, index);
         }
+    }
+
+    /// Drops the open stuck incident `index` of `key`: consumers are told it
+    /// no longer exists, and it lasts no time, so it leaves the regional count.
+    fn retract_stuck(&mut self, key: IncidentKey, index: u32) {
+        if let Some(slot) = self.keys.get_mut(&key) {
+            slot.open = None;
+        }
+        let incident = &mut self.incidents[index as usize];
+        incident.resolved_at = Some(incident.opened_at);
+        incident.retracted = true;
+        self.note(index, Transition::Retracted);
     }
 
     fn start_visit(&mut self, entity: EntityRef, state: State, at: Timestamp) {
@@ -1250,5 +1271,91 @@ impl Engine {
             .collect();
         self.deadlines = BinaryHeap::from(live);
         self.stale_deadlines = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::parse_event;
+
+    fn at(time: &str) -> Timestamp {
+        Timestamp::parse_rfc3339(time).expect("a valid time")
+    }
+
+    fn feed(engine: &mut Engine, id: &str, event_type: &str, subject: &str, time: &str, data: &str) {
+        let line = format!(
+            r#"{{"specversion":"1.0","id":"{id}","source":"test","type":"{event_type}","subject":"{subject}","time":"{time}","data":{data}}}"#
+        );
+        let event = parse_event(line.as_bytes()).expect("a valid event");
+        assert_eq!(engine.handle_event(&event), Outcome::Accepted);
+    }
+
+    /// Five projects of one region requested at 10:00; their `requested`
+    /// deadline (5m) falls due at 10:05.
+    fn five_requested(engine: &mut Engine) {
+        feed(engine, "a", "account.created", "acc_1", "2026-11-27T09:00:00Z", r#"{"plan":"enterprise"}"#);
+        feed(engine, "b", "account.activated", "acc_1", "2026-11-27T09:01:00Z", "{}");
+        for n in 1..=5 {
+            let data = r#"{"account_id":"acc_1","region":"eu-west-1"}"#;
+            feed(
+                engine,
+                &format!("r{n}"),
+                "project.requested",
+                &format!("prj_{n}"),
+                "2026-11-27T10:00:00Z",
+                data,
+            );
+        }
+    }
+
+    #[test]
+    fn a_late_event_within_the_deadline_retracts_the_stuck_incident_the_clock_opened() {
+        let mut live = Engine::new(Config::shipped());
+        live.record_changes(true);
+        feed(&mut live, "1", "account.created", "acc_1", "2026-11-27T10:00:00Z", r#"{"plan":"free"}"#);
+        live.handle_time(at("2026-11-27T10:16:00Z"));
+        assert_eq!(live.records().len(), 1, "the clock is past the 15m deadline");
+        // The account was activated at 10:10, within its deadline, but the
+        // event arrives after the clock passed 10:15.
+        feed(&mut live, "2", "account.activated", "acc_1", "2026-11-27T10:10:00Z", "{}");
+        assert!(live.records().is_empty(), "SPEC.md: stuck iff t > entered_at + deadline");
+        assert!(live.is_retracted(0));
+        let retracted = live
+            .drain_changes()
+            .any(|change| matches!(change, Change::Incident { index: 0, transition: Transition::Retracted }));
+        assert!(retracted, "consumers are told to drop it");
+    }
+
+    #[test]
+    fn a_late_event_after_the_deadline_still_resolves_the_stuck_incident() {
+        let mut live = Engine::new(Config::shipped());
+        feed(&mut live, "1", "account.created", "acc_1", "2026-11-27T10:00:00Z", r#"{"plan":"free"}"#);
+        live.handle_time(at("2026-11-27T10:20:00Z"));
+        feed(&mut live, "2", "account.activated", "acc_1", "2026-11-27T10:15:00.001Z", "{}");
+        let records = live.records();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].opened_at, at("2026-11-27T10:15:00Z"));
+        assert_eq!(records[0].resolved_at, Some(at("2026-11-27T10:15:00.001Z")));
+    }
+
+    #[test]
+    fn a_retracted_stuck_incident_leaves_the_regional_count_as_replay_would() {
+        let mut live = Engine::new(Config::shipped());
+        five_requested(&mut live);
+        live.handle_time(at("2026-11-27T10:06:00Z"));
+        let outages = |engine: &Engine| {
+            engine.records().iter().filter(|record| record.kind == IncidentKind::RegionalOutage).count()
+        };
+        assert_eq!(outages(&live), 1, "five projects stuck in requested from 10:05");
+        // prj_1 started provisioning at 10:05 exactly: it was never stuck.
+        feed(&mut live, "s1", "project.provisioning_started", "prj_1", "2026-11-27T10:05:00Z", "{}");
+        assert_eq!(outages(&live), 0);
+
+        let mut replay = Engine::new(Config::shipped());
+        five_requested(&mut replay);
+        feed(&mut replay, "s1", "project.provisioning_started", "prj_1", "2026-11-27T10:05:00Z", "{}");
+        replay.handle_time(at("2026-11-27T10:06:00Z"));
+        assert_eq!(live.records(), replay.records());
     }
 }

@@ -233,7 +233,8 @@ pub enum Transition {
     /// rose again once late evidence arrived).
     Reopened,
     /// It no longer exists: late evidence merged it into another regional
-    /// outage. Consumers should drop it.
+    /// outage, or showed that a visit the clock had called stuck ended by its
+    /// deadline. Consumers should drop it.
     Retracted,
 }
 
