@@ -464,7 +464,7 @@ impl Field<'_> {
             Field::Null => "null",
             Field::Str(_) => "a string",
             Field::Int(_) => "an integer",
-            Field::OtherNumber => "a non-integer number",
+            Field::OtherNumber => "a non-integer or out-of-range number",
             Field::Bool(_) => "a boolean",
             Field::Array => "an array",
             Field::Object => "an object",
