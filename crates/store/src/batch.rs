@@ -59,6 +59,11 @@ impl Pending {
     }
 }
 
+/// Events in a batch from which its log blocks are compressed on a thread
+/// of their own (see [`Batch::write`]); below, starting the thread costs
+/// more than it gains.
+const PARALLEL_COMPRESSION: usize = 4_096;
+
 /// An incident row to write as it stands at the end of the batch.
 struct IncidentWrite {
     slot: u32,
@@ -188,16 +193,37 @@ impl Batch {
         blocks: &mut BlockWriter,
     ) -> Result<Committed, StoreError> {
         let pending = &self.pending;
-        let mut committed = Committed::default();
-        blocks.append(
-            connection,
-            path,
-            pending
-                .events
-                .iter()
-                .map(|event| (event.seq, entity_key(event.entity), &pending.payloads[event.payload.clone()])),
-        )?;
-        committed.events = pending.events.len() as u64;
+        let events = pending
+            .events
+            .iter()
+            .map(|event| (event.seq, entity_key(event.entity), &pending.payloads[event.payload.clone()]));
+        // A large batch's events are compressed on a second thread while
+        // this one writes the rest of the batch: zstd is about a quarter of
+        // a commit, and the commit thread is the slower side of `replay --db`.
+        let committed = if pending.events.len() < PARALLEL_COMPRESSION {
+            blocks.compress(path, events)?;
+            self.write_rest(connection, path)?
+        } else {
+            std::thread::scope(|scope| {
+                let compressing = scope.spawn(|| blocks.compress(path, events));
+                let rest = self.write_rest(connection, path);
+                let compressed = compressing.join().unwrap_or_else(|_| {
+                    Err(StoreError::BadData {
+                        path: path.to_path_buf(),
+                        detail: "the thread compressing the log panicked".to_string(),
+                    })
+                });
+                compressed.and(rest)
+            })?
+        };
+        blocks.insert(connection, path)?;
+        Ok(committed)
+    }
+
+    /// Writes everything of the batch but its log blocks.
+    fn write_rest(&self, connection: &Connection, path: &Path) -> Result<Committed, StoreError> {
+        let pending = &self.pending;
+        let mut committed = Committed { events: pending.events.len() as u64, ..Committed::default() };
         {
             let mut insert = connection
                 .prepare_cached(

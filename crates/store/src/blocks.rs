@@ -34,7 +34,12 @@ const LEVEL: i32 = 1;
 pub(crate) struct BlockWriter {
     compressor: zstd::bulk::Compressor<'static>,
     raw: Vec<u8>,
+    /// One block's zstd frame.
+    frame: Vec<u8>,
+    /// The blocks of the last [`BlockWriter::compress`], back to back.
     compressed: Vec<u8>,
+    /// Per block: first seq, count, raw size, range in `compressed`.
+    blocks: Vec<(i64, i64, i64, std::ops::Range<usize>)>,
 }
 
 impl BlockWriter {
@@ -43,7 +48,13 @@ impl BlockWriter {
         compressor
             .set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
             .map_err(|error| compression(path, &error))?;
-        Ok(BlockWriter { compressor, raw: Vec::new(), compressed: Vec::new() })
+        Ok(BlockWriter {
+            compressor,
+            raw: Vec::new(),
+            frame: Vec::new(),
+            compressed: Vec::new(),
+            blocks: Vec::new(),
+        })
     }
 
     /// Appends `events` (seq, entity key, payload; seqs ascending) to the log
@@ -54,16 +65,28 @@ impl BlockWriter {
         path: &Path,
         events: impl IntoIterator<Item = (i64, i64, &'a [u8])>,
     ) -> Result<(), StoreError> {
-        let mut insert = connection
-            .prepare_cached("INSERT INTO event_blocks(first_seq, count, size, data) VALUES (?1, ?2, ?3, ?4)")
-            .context(path, "prepare the event insert")?;
+        self.compress(path, events)?;
+        self.insert(connection, path)
+    }
+
+    /// Compresses `events` (seq, entity key, payload; seqs ascending) into
+    /// blocks of consecutive seqs, kept for [`BlockWriter::insert`]. Touches
+    /// no database: a commit runs it on a second thread while it writes the
+    /// rest of the batch.
+    pub(crate) fn compress<'a>(
+        &mut self,
+        path: &Path,
+        events: impl IntoIterator<Item = (i64, i64, &'a [u8])>,
+    ) -> Result<(), StoreError> {
         let mut block: Option<(i64, i64)> = None; // (first seq, count)
         self.raw.clear();
+        self.compressed.clear();
+        self.blocks.clear();
         for (seq, entity, payload) in events {
             if let Some((first, count)) = block
                 && (seq != first + count || self.raw.len() >= BLOCK_BYTES)
             {
-                self.flush(&mut insert, path, first, count)?;
+                self.compress_block(path, first, count)?;
                 block = None;
             }
             let (_, count) = block.get_or_insert((seq, 0));
@@ -73,27 +96,35 @@ impl BlockWriter {
             self.raw.extend_from_slice(payload);
         }
         if let Some((first, count)) = block {
-            self.flush(&mut insert, path, first, count)?;
+            self.compress_block(path, first, count)?;
         }
         Ok(())
     }
 
-    fn flush(
-        &mut self,
-        insert: &mut rusqlite::CachedStatement<'_>,
-        path: &Path,
-        first: i64,
-        count: i64,
-    ) -> Result<(), StoreError> {
-        self.compressed.clear();
-        self.compressed.reserve(zstd::zstd_safe::compress_bound(self.raw.len()));
+    fn compress_block(&mut self, path: &Path, first: i64, count: i64) -> Result<(), StoreError> {
+        self.frame.clear();
+        self.frame.reserve(zstd::zstd_safe::compress_bound(self.raw.len()));
         self.compressor
-            .compress_to_buffer(&self.raw, &mut self.compressed)
+            .compress_to_buffer(&self.raw, &mut self.frame)
             .map_err(|error| compression(path, &error))?;
-        insert
-            .execute(params![first, count, self.raw.len() as i64, &self.compressed])
-            .context(path, "append events")?;
+        let start = self.compressed.len();
+        self.compressed.extend_from_slice(&self.frame);
+        self.blocks.push((first, count, self.raw.len() as i64, start..self.compressed.len()));
         self.raw.clear();
+        Ok(())
+    }
+
+    /// Inserts the blocks of the last [`BlockWriter::compress`] inside the
+    /// caller's transaction.
+    pub(crate) fn insert(&mut self, connection: &Connection, path: &Path) -> Result<(), StoreError> {
+        let mut insert = connection
+            .prepare_cached("INSERT INTO event_blocks(first_seq, count, size, data) VALUES (?1, ?2, ?3, ?4)")
+            .context(path, "prepare the event insert")?;
+        for (first, count, size, range) in self.blocks.drain(..) {
+            insert
+                .execute(params![first, count, size, &self.compressed[range]])
+                .context(path, "append events")?;
+        }
         Ok(())
     }
 }

@@ -354,3 +354,40 @@ fn a_failed_background_commit_is_reported_and_poisons_the_writer() {
     let writer = Writer::open(&path, Config::shipped()).unwrap();
     assert_eq!(writer.restore_stats().events, 40);
 }
+
+#[test]
+fn a_large_batch_compressed_on_a_second_thread_reads_back_byte_for_byte() {
+    // 6,400 events in one commit: the log blocks are compressed on a thread
+    // of their own while the rest of the batch is written.
+    let events: Vec<Vec<u8>> =
+        ["large", "wide"].into_iter().flat_map(|prefix| lifecycle(prefix, 800)).collect();
+    let path = temp_db("large-batch");
+    let mut writer = Writer::open(&path, Config::shipped()).unwrap();
+    for raw in &events {
+        writer.feed(raw, "input");
+    }
+    writer.tick(Timestamp::parse_rfc3339("2026-11-27T18:00:00Z").unwrap());
+    assert_eq!(writer.commit().unwrap().events, events.len() as u64);
+    let records = writer.engine().records();
+    drop(writer);
+
+    let store = Store::open_read_only(&path).unwrap();
+    assert_eq!(store.summary().unwrap().events, events.len() as i64);
+    for (prefix, offset) in [("large", 0), ("wide", 800)] {
+        for index in [0, 1, 399, 799] {
+            let first = (offset + index) * 4;
+            for (subject, own) in [
+                (format!("acc_{prefix}{index}"), first..first + 2),
+                (format!("prj_{prefix}{index}"), first + 2..first + 4),
+            ] {
+                let stored: Vec<Vec<u8>> =
+                    store.events_of(&subject).unwrap().into_iter().map(|event| event.payload).collect();
+                assert_eq!(stored, events[own].to_vec(), "{subject}");
+            }
+        }
+    }
+    assert_eq!(store.incidents(&Default::default()).unwrap(), records);
+    let writer = Writer::open(&path, Config::shipped()).unwrap();
+    assert_eq!(writer.engine().records(), records);
+    assert_eq!(Store::open_read_only(&path).unwrap().compare(writer.engine()).unwrap(), vec![]);
+}
