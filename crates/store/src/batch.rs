@@ -64,11 +64,11 @@ impl Pending {
 /// more than it gains.
 const PARALLEL_COMPRESSION: usize = 4_096;
 
-/// An incident row to write as it stands at the end of the batch.
+/// An incident row to write as it stands at the end of the batch (its JSON
+/// is made by [`Batch::write`], off the engine's thread).
 struct IncidentWrite {
     slot: u32,
     record: IncidentRecord,
-    json: String,
     retracted: bool,
 }
 
@@ -90,14 +90,7 @@ pub(crate) struct Batch {
 impl Batch {
     /// Fills the batch from `pending` (swapped in: `pending` gets the
     /// batch's old, cleared buffers) and the engine's `changes`.
-    pub(crate) fn take(
-        &mut self,
-        pending: &mut Pending,
-        engine: &Engine,
-        changes: &[Change],
-        last_seq: i64,
-        path: &Path,
-    ) -> Result<(), StoreError> {
+    pub(crate) fn take(&mut self, pending: &mut Pending, engine: &Engine, changes: &[Change], last_seq: i64) {
         self.pending.clear();
         std::mem::swap(&mut self.pending, pending);
         self.entities.clear();
@@ -157,7 +150,7 @@ impl Batch {
             let position = match written.get(&index) {
                 Some(&position) => position,
                 None => {
-                    let position = self.push_incident(engine, index, path)?;
+                    let position = self.push_incident(engine, index);
                     written.insert(index, position);
                     position
                 }
@@ -166,23 +159,15 @@ impl Batch {
                 self.transitions.push((position, transition));
             }
         }
-        Ok(())
     }
 
     /// Adds the row of incident `index` as it stands now; its position in
     /// `incidents`, or `None` if the engine has no such incident.
-    fn push_incident(
-        &mut self,
-        engine: &Engine,
-        index: u32,
-        path: &Path,
-    ) -> Result<Option<usize>, StoreError> {
-        let Some(record) = engine.record(index) else { return Ok(None) };
-        let json = serde_json::to_string(&record)
-            .map_err(|error| StoreError::BadData { path: path.to_path_buf(), detail: error.to_string() })?;
+    fn push_incident(&mut self, engine: &Engine, index: u32) -> Option<usize> {
+        let record = engine.record(index)?;
         let retracted = engine.is_retracted(index);
-        self.incidents.push(IncidentWrite { slot: index, record, json, retracted });
-        Ok(Some(self.incidents.len() - 1))
+        self.incidents.push(IncidentWrite { slot: index, record, retracted });
+        Some(self.incidents.len() - 1)
     }
 
     /// Writes the batch inside the caller's transaction.
@@ -197,31 +182,51 @@ impl Batch {
             .events
             .iter()
             .map(|event| (event.seq, entity_key(event.entity), &pending.payloads[event.payload.clone()]));
-        // A large batch's events are compressed on a second thread while
-        // this one writes the rest of the batch: zstd is about a quarter of
-        // a commit, and the commit thread is the slower side of `replay --db`.
-        let committed = if pending.events.len() < PARALLEL_COMPRESSION {
+        // A large batch's events are compressed, and its incident records
+        // made JSON, on threads of their own while this one writes the rest
+        // of the batch: the commit thread is the slower side of `replay
+        // --db`, and zstd is about a quarter of its work.
+        if pending.events.len() < PARALLEL_COMPRESSION {
             blocks.compress(path, events)?;
-            self.write_rest(connection, path)?
-        } else {
-            std::thread::scope(|scope| {
-                let compressing = scope.spawn(|| blocks.compress(path, events));
-                let rest = self.write_rest(connection, path);
-                let compressed = compressing.join().unwrap_or_else(|_| {
-                    Err(StoreError::BadData {
-                        path: path.to_path_buf(),
-                        detail: "the thread compressing the log panicked".to_string(),
-                    })
-                });
-                compressed.and(rest)
-            })?
+            let mut committed = self.write_entities(connection, path)?;
+            committed += self.write_incidents(connection, path, &self.incident_json(path)?)?;
+            blocks.insert(connection, path)?;
+            return Ok(committed);
+        }
+        let panicked = |what: &str| StoreError::BadData {
+            path: path.to_path_buf(),
+            detail: format!("the thread {what} panicked"),
         };
-        blocks.insert(connection, path)?;
-        Ok(committed)
+        std::thread::scope(|scope| {
+            let compressing = scope.spawn(|| blocks.compress(path, events));
+            let serializing = scope.spawn(|| self.incident_json(path));
+            let mut committed = self.write_entities(connection, path)?;
+            let json = serializing.join().unwrap_or_else(|_| Err(panicked("making incident JSON")))?;
+            committed += self.write_incidents(connection, path, &json)?;
+            compressing.join().unwrap_or_else(|_| Err(panicked("compressing the log")))?;
+            Ok::<_, StoreError>(committed)
+        })
+        .and_then(|committed| {
+            blocks.insert(connection, path)?;
+            Ok(committed)
+        })
     }
 
-    /// Writes everything of the batch but its log blocks.
-    fn write_rest(&self, connection: &Connection, path: &Path) -> Result<Committed, StoreError> {
+    /// The JSON of each of `incidents`' records, in order.
+    fn incident_json(&self, path: &Path) -> Result<Vec<String>, StoreError> {
+        self.incidents
+            .iter()
+            .map(|incident| {
+                serde_json::to_string(&incident.record).map_err(|error| StoreError::BadData {
+                    path: path.to_path_buf(),
+                    detail: error.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// Writes the batch's rejected inputs, ticks, checkpoints and entity rows.
+    fn write_entities(&self, connection: &Connection, path: &Path) -> Result<Committed, StoreError> {
         let pending = &self.pending;
         let mut committed = Committed { events: pending.events.len() as u64, ..Committed::default() };
         {
@@ -278,11 +283,23 @@ impl Batch {
                 )?;
             }
         }
-        for incident in &self.incidents {
+        Ok(committed)
+    }
+
+    /// Writes the batch's incident rows (`json`: their records, in order),
+    /// their transitions and the outbox, and the clock.
+    fn write_incidents(
+        &self,
+        connection: &Connection,
+        path: &Path,
+        json: &[String],
+    ) -> Result<Committed, StoreError> {
+        let mut committed = Committed::default();
+        for (incident, json) in self.incidents.iter().zip(json) {
             if incident.retracted {
                 project::delete_incident(connection, path, incident.slot)?;
             } else {
-                project::upsert_incident(connection, path, incident.slot, &incident.record, &incident.json)?;
+                project::upsert_incident(connection, path, incident.slot, &incident.record, json)?;
             }
         }
         for &(position, transition) in &self.transitions {
@@ -291,7 +308,7 @@ impl Batch {
                 connection,
                 path,
                 &incident.record,
-                &incident.json,
+                &json[position],
                 transition.as_str(),
                 self.last_seq,
             )?;

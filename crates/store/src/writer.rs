@@ -423,7 +423,7 @@ impl Writer {
     /// which restores the engine from what was committed.
     pub fn commit(&mut self) -> Result<Committed, StoreError> {
         self.flush()?;
-        let Some(batch) = self.take_batch()? else { return Ok(Committed::default()) };
+        let Some(batch) = self.take_batch() else { return Ok(Committed::default()) };
         let result = lock(&self.db).commit(&self.path, &batch);
         self.spare = Some(batch);
         self.settle(result)
@@ -451,7 +451,7 @@ impl Writer {
             self.spare = batch;
             previous = self.settle(result)?;
         }
-        let Some(batch) = self.take_batch()? else { return Ok(previous) };
+        let Some(batch) = self.take_batch() else { return Ok(previous) };
         let background = match &mut self.background {
             Some(background) => background,
             None => self.background.insert(Background::start(self.db.clone(), self.path.clone())?),
@@ -484,18 +484,14 @@ impl Writer {
 
     /// The pending inputs and the engine's changes as a batch to write;
     /// `None` when there is nothing to write.
-    fn take_batch(&mut self) -> Result<Option<Box<Batch>>, StoreError> {
+    fn take_batch(&mut self) -> Option<Box<Batch>> {
         let changes: Vec<Change> = self.engine.drain_changes().collect();
         if self.pending.is_empty() && changes.is_empty() {
-            return Ok(None);
+            return None;
         }
         let mut batch = self.spare.take().unwrap_or_default();
-        let taken = batch.take(&mut self.pending, &self.engine, &changes, self.next_seq - 1, &self.path);
-        if let Err(error) = taken {
-            self.poisoned = true;
-            return Err(error);
-        }
-        Ok(Some(batch))
+        batch.take(&mut self.pending, &self.engine, &changes, self.next_seq - 1);
+        Some(batch)
     }
 
     /// After an error the engine is ahead of the database: poisoned.
@@ -600,7 +596,7 @@ impl Writer {
         let changes: Vec<Change> = self.engine.drain_changes().collect();
         let mut batch = self.spare.take().unwrap_or_default();
         let result = (|| {
-            batch.take(&mut self.pending, &self.engine, &changes, self.next_seq - 1, &path)?;
+            batch.take(&mut self.pending, &self.engine, &changes, self.next_seq - 1);
             let mut db = lock(&self.db);
             let db = &mut *db;
             let transaction = db
