@@ -114,6 +114,8 @@ pub struct Engine {
     record_changes: bool,
     clock: Option<Timestamp>,
     latest_event_time: Option<Timestamp>,
+    /// The entity of the last event accepted.
+    last_applied: Option<EntityRef>,
     stats: EngineStats,
 }
 
@@ -139,6 +141,7 @@ impl Engine {
             record_changes: false,
             clock: None,
             latest_event_time: None,
+            last_applied: None,
             stats: EngineStats::default(),
         }
     }
@@ -169,6 +172,12 @@ impl Engine {
             EventType::Dispute(dispute_event) => self.apply_dispute(event, dispute_event),
         }
         Outcome::Accepted
+    }
+
+    /// The entity of the last event [`Engine::handle_event`] accepted (it
+    /// exists once an event about it was accepted, even an illegal one).
+    pub fn last_applied(&self) -> Option<EntityRef> {
+        self.last_applied
     }
 
     /// Whether an event with this id was accepted before.
@@ -923,6 +932,7 @@ impl Engine {
     fn apply_account(&mut self, event: &Event<'_>, account_event: AccountEvent) {
         let index = self.accounts.get_or_insert(&event.subject);
         let entity = EntityRef { entity_type: EntityType::Account, index };
+        self.last_applied = Some(entity);
         let previous = self.accounts.items[index as usize].state;
         let outcome = step::<AccountMachine>(previous, account_event);
         let applies =
@@ -970,6 +980,7 @@ impl Engine {
     fn apply_project(&mut self, event: &Event<'_>, project_event: ProjectEvent) {
         let index = self.projects.get_or_insert(&event.subject);
         let entity = EntityRef { entity_type: EntityType::Project, index };
+        self.last_applied = Some(entity);
         let previous = self.projects.items[index as usize].state;
         let outcome = step::<ProjectMachine>(previous, project_event);
         let applies =
@@ -1080,6 +1091,7 @@ impl Engine {
     fn apply_dispute(&mut self, event: &Event<'_>, dispute_event: DisputeEvent) {
         let index = self.disputes.get_or_insert(&event.subject);
         let entity = EntityRef { entity_type: EntityType::Dispute, index };
+        self.last_applied = Some(entity);
         let previous = self.disputes.items[index as usize].state;
         let outcome = step::<DisputeMachine>(previous, dispute_event);
         let applies =

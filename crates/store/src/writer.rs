@@ -357,7 +357,9 @@ impl Writer {
         // The engine has just applied the event, so its entity exists.
         let entity = self
             .engine
-            .find_entity(entity_type, &event.subject)
+            .last_applied()
+            .filter(|entity| entity.entity_type == entity_type)
+            .or_else(|| self.engine.find_entity(entity_type, &event.subject))
             .unwrap_or(EntityRef { entity_type, index: u32::MAX });
         let start = self.pending.payloads.len();
         self.pending.payloads.extend_from_slice(raw);
