@@ -59,6 +59,90 @@ impl Pending {
     }
 }
 
+/// The entities a batch touches, found without sorting every reference:
+/// a mark per entity (the number of the batch that last saw it) keeps each
+/// once, and only those are sorted. Kept by the writer across batches.
+#[derive(Default)]
+pub(crate) struct Touched {
+    batch: u32,
+    /// Per entity type, by entity index: the batch that last saw it, and
+    /// its position in that batch's sorted list.
+    marks: [Vec<(u32, u32)>; 3],
+    entities: Vec<EntityRef>,
+    /// The seqs of each entity of `entities`, back to back, and where each
+    /// entity's seqs begin.
+    seqs: Vec<i64>,
+    starts: Vec<usize>,
+}
+
+fn type_slot(entity: EntityRef) -> usize {
+    match entity.entity_type {
+        lifewatch_core::EntityType::Account => 0,
+        lifewatch_core::EntityType::Project => 1,
+        lifewatch_core::EntityType::Dispute => 2,
+    }
+}
+
+impl Touched {
+    /// Each of `entities` once, in key order (type, then index).
+    fn collect(&mut self, entities: impl Iterator<Item = EntityRef>) -> Vec<EntityRef> {
+        self.batch = self.batch.wrapping_add(1).max(1);
+        let batch = self.batch;
+        self.entities.clear();
+        for entity in entities {
+            if entity.index == u32::MAX {
+                continue; // no such entity: it gets no row
+            }
+            let marks = &mut self.marks[type_slot(entity)];
+            let index = entity.index as usize;
+            if marks.len() <= index {
+                marks.resize(index + 1, (0, 0));
+            }
+            if marks[index].0 != batch {
+                marks[index].0 = batch;
+                self.entities.push(entity);
+            }
+        }
+        self.entities.sort_unstable();
+        for (position, entity) in self.entities.iter().enumerate() {
+            self.marks[type_slot(*entity)][entity.index as usize].1 = position as u32;
+        }
+        self.entities.clone()
+    }
+
+    /// The seqs of each entity [`Touched::collect`] listed, by its position
+    /// there, in the order given (`events` in seq order gives them sorted).
+    /// An entity not listed gets none.
+    fn group(&mut self, events: impl Iterator<Item = (EntityRef, i64)> + Clone) -> Vec<&[i64]> {
+        let batch = self.batch;
+        let count = self.entities.len();
+        let slot_of = |marks: &[Vec<(u32, u32)>; 3], entity: EntityRef| -> Option<usize> {
+            let mark = marks[type_slot(entity)].get(entity.index as usize)?;
+            (mark.0 == batch).then_some(mark.1 as usize)
+        };
+        self.starts.clear();
+        self.starts.resize(count + 1, 0);
+        for (entity, _) in events.clone() {
+            if let Some(slot) = slot_of(&self.marks, entity) {
+                self.starts[slot + 1] += 1;
+            }
+        }
+        for slot in 0..count {
+            self.starts[slot + 1] += self.starts[slot];
+        }
+        self.seqs.clear();
+        self.seqs.resize(self.starts[count], 0);
+        let mut next = self.starts.clone();
+        for (entity, seq) in events {
+            if let Some(slot) = slot_of(&self.marks, entity) {
+                self.seqs[next[slot]] = seq;
+                next[slot] += 1;
+            }
+        }
+        (0..count).map(|slot| &self.seqs[self.starts[slot]..self.starts[slot + 1]]).collect()
+    }
+}
+
 /// Events in a batch from which its log blocks are compressed on a thread
 /// of their own (see [`Batch::write`]); below, starting the thread costs
 /// more than it gains.
@@ -90,7 +174,14 @@ pub(crate) struct Batch {
 impl Batch {
     /// Fills the batch from `pending` (swapped in: `pending` gets the
     /// batch's old, cleared buffers) and the engine's `changes`.
-    pub(crate) fn take(&mut self, pending: &mut Pending, engine: &Engine, changes: &[Change], last_seq: i64) {
+    pub(crate) fn take(
+        &mut self,
+        pending: &mut Pending,
+        engine: &Engine,
+        changes: &[Change],
+        last_seq: i64,
+        touched: &mut Touched,
+    ) {
         self.pending.clear();
         std::mem::swap(&mut self.pending, pending);
         // The next batch is likely as large: its buffers grow once, not by
@@ -108,28 +199,21 @@ impl Batch {
         // Every entity with an event in the batch gets a row, even when the
         // event changed nothing (an illegal one), and the batch's seqs of its
         // events are appended to the list in its row, through which `show`
-        // finds them.
-        let mut entities: Vec<_> = changes
-            .iter()
-            .filter_map(|change| match change {
-                Change::Entity(entity) => Some(*entity),
-                Change::Incident { .. } => None,
-            })
-            .chain(events.iter().map(|event| event.entity))
-            .collect();
-        entities.sort_unstable();
-        entities.dedup();
-        // The batch's events by entity, then seq (both sorted as `entities`).
-        let mut seqs: Vec<(EntityRef, i64)> = events.iter().map(|event| (event.entity, event.seq)).collect();
-        seqs.sort_unstable();
-        let mut seqs = seqs.as_slice();
-        for entity in entities {
-            let count = seqs.iter().take_while(|(of, _)| *of == entity).count();
-            let (own, rest) = seqs.split_at(count);
-            seqs = rest;
+        // finds them. Rows are written in key order.
+        let entities = touched.collect(
+            changes
+                .iter()
+                .filter_map(|change| match change {
+                    Change::Entity(entity) => Some(*entity),
+                    Change::Incident { .. } => None,
+                })
+                .chain(events.iter().map(|event| event.entity)),
+        );
+        let seqs = touched.group(events.iter().map(|event| (event.entity, event.seq)));
+        for (slot, &entity) in entities.iter().enumerate() {
             if let Some(view) = engine.entity(entity) {
                 let start = self.segments.len();
-                crate::seqs::encode_segment(own.iter().map(|&(_, seq)| seq), &mut self.segments);
+                crate::seqs::encode_segment(seqs[slot].iter().copied(), &mut self.segments);
                 self.entities.push((
                     entity_key(entity),
                     StoredEntity::from_view(&view),

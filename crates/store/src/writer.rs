@@ -8,7 +8,7 @@ use lifewatch_core::{
 };
 use rusqlite::{Connection, TransactionBehavior, params};
 
-use crate::batch::{Batch, Pending, PendingEvent, PendingRejection};
+use crate::batch::{Batch, Pending, PendingEvent, PendingRejection, Touched};
 use crate::blocks::BlockWriter;
 use crate::checkpoint::Checkpointer;
 use crate::error::{Context, StoreError};
@@ -105,6 +105,8 @@ pub struct Writer {
     pending: Pending,
     /// A cleared batch whose buffers the next commit reuses.
     spare: Option<Box<Batch>>,
+    /// Which entities a batch touches (see [`Touched`]).
+    touched: Touched,
     next_seq: i64,
     /// The last tick stored, and the seq it followed: a tick that repeats it
     /// with no event in between changes nothing and is not stored.
@@ -272,6 +274,7 @@ impl Writer {
             engine,
             pending: Pending::default(),
             spare: None,
+            touched: Touched::default(),
             next_seq: restore.last_seq + 1,
             last_tick,
             restore,
@@ -492,7 +495,7 @@ impl Writer {
             return None;
         }
         let mut batch = self.spare.take().unwrap_or_default();
-        batch.take(&mut self.pending, &self.engine, &changes, self.next_seq - 1);
+        batch.take(&mut self.pending, &self.engine, &changes, self.next_seq - 1, &mut self.touched);
         Some(batch)
     }
 
@@ -598,7 +601,7 @@ impl Writer {
         let changes: Vec<Change> = self.engine.drain_changes().collect();
         let mut batch = self.spare.take().unwrap_or_default();
         let result = (|| {
-            batch.take(&mut self.pending, &self.engine, &changes, self.next_seq - 1);
+            batch.take(&mut self.pending, &self.engine, &changes, self.next_seq - 1, &mut self.touched);
             let mut db = lock(&self.db);
             let db = &mut *db;
             let transaction = db
