@@ -100,6 +100,9 @@ pub fn replay(
         writer.tick(now);
     }
     writer.commit()?;
+    // Closing copies the WAL into the database file: start on it while the
+    // incidents are printed.
+    writer.checkpoint_soon();
     let engine = writer.engine();
     totals.entities = engine.entity_count();
     let order = engine.sorted_incidents();

@@ -107,6 +107,14 @@ impl Checkpointer {
     }
 }
 
+impl Checkpointer {
+    /// Asks the thread for a checkpoint now (if one is not already asked
+    /// for), without waiting for it.
+    pub(crate) fn request(&self) {
+        let _ = self.requests.try_send(Request::Checkpoint);
+    }
+}
+
 impl Drop for Checkpointer {
     fn drop(&mut self) {
         // A blocking send: it waits for a queued request to be taken, so the

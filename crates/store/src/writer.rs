@@ -96,7 +96,7 @@ pub struct RedriveSummary {
 pub struct Writer {
     path: PathBuf,
     /// Declared before the database, so that it stops first.
-    _checkpointer: Checkpointer,
+    checkpointer: Checkpointer,
     /// The connection, shared with the thread of background commits.
     db: Arc<Mutex<Db>>,
     /// The thread of background commits, started by the first one.
@@ -268,7 +268,7 @@ impl Writer {
         let blocks = BlockWriter::new(path)?;
         let mut writer = Writer {
             path: path.to_path_buf(),
-            _checkpointer: checkpointer,
+            checkpointer,
             db: Arc::new(Mutex::new(Db { connection, blocks })),
             background: None,
             engine,
@@ -468,6 +468,13 @@ impl Writer {
             self.poisoned = true;
             Err(commit_thread_stopped(&self.path))
         }
+    }
+
+    /// Starts copying what is committed into the database file on the
+    /// checkpoint thread, without waiting: for a caller about to close the
+    /// writer after other work, so that closing has less left to copy.
+    pub fn checkpoint_soon(&self) {
+        self.checkpointer.request();
     }
 
     /// Waits until every batch handed to [`Writer::commit_in_background`]
