@@ -84,8 +84,15 @@ fn type_slot(entity: EntityRef) -> usize {
 }
 
 impl Touched {
-    /// Each of `entities` once, in key order (type, then index).
-    fn collect(&mut self, entities: impl Iterator<Item = EntityRef>) -> Vec<EntityRef> {
+    /// Lists each of `entities` once, in key order (type, then index), and
+    /// groups the seqs of `events` by entity, in the order given (`events`
+    /// in seq order gives them sorted). Events of an entity not listed are
+    /// left out.
+    fn collect(
+        &mut self,
+        entities: impl Iterator<Item = EntityRef>,
+        events: impl Iterator<Item = (EntityRef, i64)> + Clone,
+    ) {
         self.batch = self.batch.wrapping_add(1).max(1);
         let batch = self.batch;
         self.entities.clear();
@@ -107,39 +114,42 @@ impl Touched {
         for (position, entity) in self.entities.iter().enumerate() {
             self.marks[type_slot(*entity)][entity.index as usize].1 = position as u32;
         }
-        self.entities.clone()
-    }
 
-    /// The seqs of each entity [`Touched::collect`] listed, by its position
-    /// there, in the order given (`events` in seq order gives them sorted).
-    /// An entity not listed gets none.
-    fn group(&mut self, events: impl Iterator<Item = (EntityRef, i64)> + Clone) -> Vec<&[i64]> {
-        let batch = self.batch;
-        let count = self.entities.len();
-        let slot_of = |marks: &[Vec<(u32, u32)>; 3], entity: EntityRef| -> Option<usize> {
+        // A counting pass: how many seqs each entity has, where each one's
+        // begin, then the seqs in place.
+        let marks = &self.marks;
+        let position_of = |entity: EntityRef| -> Option<usize> {
             let mark = marks[type_slot(entity)].get(entity.index as usize)?;
             (mark.0 == batch).then_some(mark.1 as usize)
         };
+        let count = self.entities.len();
         self.starts.clear();
         self.starts.resize(count + 1, 0);
         for (entity, _) in events.clone() {
-            if let Some(slot) = slot_of(&self.marks, entity) {
-                self.starts[slot + 1] += 1;
+            if let Some(position) = position_of(entity) {
+                self.starts[position + 1] += 1;
             }
         }
-        for slot in 0..count {
-            self.starts[slot + 1] += self.starts[slot];
+        for position in 0..count {
+            self.starts[position + 1] += self.starts[position];
         }
         self.seqs.clear();
         self.seqs.resize(self.starts[count], 0);
         let mut next = self.starts.clone();
         for (entity, seq) in events {
-            if let Some(slot) = slot_of(&self.marks, entity) {
-                self.seqs[next[slot]] = seq;
-                next[slot] += 1;
+            if let Some(position) = position_of(entity) {
+                self.seqs[next[position]] = seq;
+                next[position] += 1;
             }
         }
-        (0..count).map(|slot| &self.seqs[self.starts[slot]..self.starts[slot + 1]]).collect()
+    }
+
+    /// The entities of the last [`Touched::collect`], each with its seqs.
+    fn entities(&self) -> impl Iterator<Item = (EntityRef, &[i64])> {
+        self.entities
+            .iter()
+            .enumerate()
+            .map(|(position, &entity)| (entity, &self.seqs[self.starts[position]..self.starts[position + 1]]))
     }
 }
 
@@ -200,7 +210,7 @@ impl Batch {
         // event changed nothing (an illegal one), and the batch's seqs of its
         // events are appended to the list in its row, through which `show`
         // finds them. Rows are written in key order.
-        let entities = touched.collect(
+        touched.collect(
             changes
                 .iter()
                 .filter_map(|change| match change {
@@ -208,12 +218,12 @@ impl Batch {
                     Change::Incident { .. } => None,
                 })
                 .chain(events.iter().map(|event| event.entity)),
+            events.iter().map(|event| (event.entity, event.seq)),
         );
-        let seqs = touched.group(events.iter().map(|event| (event.entity, event.seq)));
-        for (slot, &entity) in entities.iter().enumerate() {
+        for (entity, seqs) in touched.entities() {
             if let Some(view) = engine.entity(entity) {
                 let start = self.segments.len();
-                crate::seqs::encode_segment(seqs[slot].iter().copied(), &mut self.segments);
+                crate::seqs::encode_segment(seqs.iter().copied(), &mut self.segments);
                 self.entities.push((
                     entity_key(entity),
                     StoredEntity::from_view(&view),

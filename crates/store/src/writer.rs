@@ -358,12 +358,7 @@ impl Writer {
     fn push_event(&mut self, seq: i64, event: &Event<'_>, raw: &[u8]) {
         let entity_type = event.event_type.entity_type();
         // The engine has just applied the event, so its entity exists.
-        let entity = self
-            .engine
-            .last_applied()
-            .filter(|entity| entity.entity_type == entity_type)
-            .or_else(|| self.engine.find_entity(entity_type, &event.subject))
-            .unwrap_or(EntityRef { entity_type, index: u32::MAX });
+        let entity = self.engine.last_applied().unwrap_or(EntityRef { entity_type, index: u32::MAX });
         let start = self.pending.payloads.len();
         self.pending.payloads.extend_from_slice(raw);
         self.pending.events.push(PendingEvent { seq, entity, payload: start..self.pending.payloads.len() });
