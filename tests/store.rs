@@ -147,8 +147,10 @@ fn rebuild_detects_a_tampered_database_and_repair_restores_it() {
         let connection = rusqlite::Connection::open(&db).unwrap();
         let changed = connection
             .execute(
-                "UPDATE incidents SET record = replace(record, '\"count\":1', '\"count\":7')
-                 WHERE slot = (SELECT min(slot) FROM incidents WHERE record LIKE '%\"count\":1,%')",
+                "UPDATE incident_records SET record = replace(record, '\"count\":1', '\"count\":7')
+                 WHERE id = (SELECT record_id FROM incidents WHERE slot = (
+                     SELECT min(slot) FROM incidents JOIN incident_records ON incident_records.id = record_id
+                     WHERE record LIKE '%\"count\":1,%'))",
                 [],
             )
             .unwrap();

@@ -393,11 +393,16 @@ impl Batch {
         json: &[String],
     ) -> Result<Committed, StoreError> {
         let mut committed = Committed::default();
+        // Each incident's record is stored once; its row and its transitions'
+        // outbox entries point at it.
+        let mut record_ids = Vec::with_capacity(self.incidents.len());
         for (incident, json) in self.incidents.iter().zip(json) {
+            let record_id = project::store_record(connection, path, json)?;
+            record_ids.push(record_id);
             if incident.retracted {
                 project::delete_incident(connection, path, incident.slot)?;
             } else {
-                project::upsert_incident(connection, path, incident.slot, &incident.record, json)?;
+                project::upsert_incident(connection, path, incident.slot, &incident.record, record_id)?;
             }
         }
         for &(position, transition) in &self.transitions {
@@ -406,7 +411,7 @@ impl Batch {
                 connection,
                 path,
                 &incident.record,
-                &json[position],
+                record_ids[position],
                 transition.as_str(),
                 self.last_seq,
             )?;

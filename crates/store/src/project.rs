@@ -228,20 +228,31 @@ pub(crate) fn event_lists(
     Ok(lists)
 }
 
+/// Stores an incident record's JSON (see migration 7 in schema.rs); its id,
+/// which the incident's row and the outbox entries of the batch point at.
+pub(crate) fn store_record(connection: &Connection, path: &Path, json: &str) -> Result<i64, StoreError> {
+    connection
+        .prepare_cached("INSERT INTO incident_records(record) VALUES (?1)")
+        .and_then(|mut statement| statement.insert([json]))
+        .context(path, "store an incident record")
+}
+
+/// Writes an incident's row; `record_id`: its record, stored by [`store_record`].
 pub(crate) fn upsert_incident(
     connection: &Connection,
     path: &Path,
     slot: u32,
     record: &IncidentRecord,
-    json: &str,
+    record_id: i64,
 ) -> Result<(), StoreError> {
     let mut statement = connection
         .prepare_cached(
             "INSERT INTO incidents(slot, id, key, kind, status, owner, entity_type, entity_id, opened_at,
-                 resolved_at, record)
+                 resolved_at, record_id)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
              ON CONFLICT(slot) DO UPDATE SET status = excluded.status, owner = excluded.owner,
-                 opened_at = excluded.opened_at, resolved_at = excluded.resolved_at, record = excluded.record",
+                 opened_at = excluded.opened_at, resolved_at = excluded.resolved_at,
+                 record_id = excluded.record_id",
         )
         .context(path, "prepare the incident upsert")?;
     statement
@@ -256,7 +267,7 @@ pub(crate) fn upsert_incident(
             record.entity.id,
             record.opened_at.unix_nanos(),
             record.resolved_at.map(Timestamp::unix_nanos),
-            json,
+            record_id,
         ])
         .context(path, "store an incident")?;
     Ok(())
@@ -271,11 +282,13 @@ pub(crate) fn delete_incident(connection: &Connection, path: &Path, slot: u32) -
 }
 
 /// Appends one transition to an incident's history and to the outbox.
+/// Notes a transition of the incident whose record (as the batch leaves it)
+/// is `record_id`, and queues it in the outbox.
 pub(crate) fn note_transition(
     connection: &Connection,
     path: &Path,
     record: &IncidentRecord,
-    json: &str,
+    record_id: i64,
     transition: &str,
     after_seq: i64,
 ) -> Result<(), StoreError> {
@@ -285,17 +298,15 @@ pub(crate) fn note_transition(
         )
         .and_then(|mut statement| statement.execute(params![record.id, transition, after_seq]))
         .context(path, "store an incident transition")?;
+    // The payload is made from the record when the entry is read (see
+    // `Writer::pending_outbox`); only entries older than migration 7 hold it.
     connection
         .prepare_cached(
-            "INSERT INTO outbox(incident_id, transition, subject, payload) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO outbox(incident_id, transition, subject, payload, record_id)
+             VALUES (?1, ?2, ?3, '', ?4)",
         )
         .and_then(|mut statement| {
-            statement.execute(params![
-                record.id,
-                transition,
-                incident_subject(record),
-                outbox_payload(transition, json)
-            ])
+            statement.execute(params![record.id, transition, incident_subject(record), record_id])
         })
         .context(path, "queue an incident transition")?;
     Ok(())
@@ -394,6 +405,29 @@ fn expected(engine: &Engine, path: &Path, lists: &HashMap<i64, Vec<i64>>) -> Res
     Ok(Expected { incidents, entities })
 }
 
+/// The stored incidents by id: the id of each one's record, and its JSON
+/// (empty if the record is missing).
+fn stored_incidents(
+    connection: &Connection,
+    path: &Path,
+) -> Result<HashMap<String, (i64, String)>, StoreError> {
+    let mut stored = HashMap::new();
+    let mut statement = connection
+        .prepare(
+            "SELECT incidents.id, record_id, coalesce(incident_records.record, '')
+             FROM incidents LEFT JOIN incident_records ON incident_records.id = incidents.record_id",
+        )
+        .context(path, "read incidents")?;
+    let mut rows = statement.query([]).context(path, "read incidents")?;
+    while let Some(row) = rows.next().context(path, "read incidents")? {
+        let id: String = row.get(0).context(path, "read incidents")?;
+        let record_id: i64 = row.get(1).context(path, "read incidents")?;
+        let record: String = row.get(2).context(path, "read incidents")?;
+        stored.insert(id, (record_id, record));
+    }
+    Ok(stored)
+}
+
 /// Compares the stored projections with `engine` (refolded from the log),
 /// the lists of each entity's events included (`lists`, from [`event_lists`]).
 pub(crate) fn compare(
@@ -405,17 +439,9 @@ pub(crate) fn compare(
     let expected = expected(engine, path, lists)?;
     let mut differences = Vec::new();
 
-    let mut stored_incidents: HashMap<String, String> = HashMap::new();
-    let mut statement =
-        connection.prepare("SELECT id, record FROM incidents").context(path, "read incidents")?;
-    let mut rows = statement.query([]).context(path, "read incidents")?;
-    while let Some(row) = rows.next().context(path, "read incidents")? {
-        let id: String = row.get(0).context(path, "read incidents")?;
-        let record: String = row.get(1).context(path, "read incidents")?;
-        stored_incidents.insert(id, record);
-    }
+    let mut stored_incidents: HashMap<String, (i64, String)> = stored_incidents(connection, path)?;
     for (id, (_, _, json)) in &expected.incidents {
-        match stored_incidents.remove(id) {
+        match stored_incidents.remove(id).map(|(_, stored)| stored) {
             None => differences.push(Difference::IncidentMissing { id: id.clone() }),
             Some(stored) if stored != *json => differences
                 .push(Difference::IncidentDiffers { id: id.clone(), fields: json_fields(&stored, json) }),
@@ -494,6 +520,11 @@ pub(crate) fn rewrite(
     after_seq: i64,
 ) -> Result<(), StoreError> {
     let expected = expected(engine, path, lists)?;
+    let stored = stored_incidents(connection, path)?;
+    // The record each incident's row will point at: a new one for those
+    // that changed, the stored one for the others.
+    let mut record_ids: HashMap<&str, i64> =
+        stored.iter().map(|(id, (record_id, _))| (id.as_str(), *record_id)).collect();
     for difference in differences {
         match difference {
             Difference::IncidentMissing { id } | Difference::IncidentDiffers { id, .. } => {
@@ -503,19 +534,17 @@ pub(crate) fn rewrite(
                     } else {
                         "updated"
                     };
-                    note_transition(connection, path, record, json, transition, after_seq)?;
+                    let record_id = store_record(connection, path, json)?;
+                    note_transition(connection, path, record, record_id, transition, after_seq)?;
+                    record_ids.insert(id, record_id);
                 }
             }
             Difference::IncidentExtra { id } => {
-                let stored: Option<String> = connection
-                    .query_row("SELECT record FROM incidents WHERE id = ?1", [id], |row| row.get(0))
-                    .optional()
-                    .context(path, "read an incident")?;
-                if let Some(json) = stored
-                    && let Ok(record) = serde_json::from_str::<IncidentRecord>(&json)
+                if let Some((record_id, json)) = stored.get(id)
+                    && let Ok(record) = serde_json::from_str::<IncidentRecord>(json)
                 {
                     let transition = Transition::Retracted.as_str();
-                    note_transition(connection, path, &record, &json, transition, after_seq)?;
+                    note_transition(connection, path, &record, *record_id, transition, after_seq)?;
                 }
             }
             _ => {}
@@ -524,8 +553,12 @@ pub(crate) fn rewrite(
     connection
         .execute_batch("DELETE FROM incidents; DELETE FROM entities;")
         .context(path, "clear projections")?;
-    for (slot, record, json) in expected.incidents.values() {
-        upsert_incident(connection, path, *slot, record, json)?;
+    for (id, (slot, record, json)) in &expected.incidents {
+        let record_id = match record_ids.get(id.as_str()) {
+            Some(&record_id) => record_id,
+            None => store_record(connection, path, json)?,
+        };
+        upsert_incident(connection, path, *slot, record, record_id)?;
     }
     // Every entity the engine knows, placeholders too: `show` finds an
     // entity's events through its row.

@@ -12,6 +12,9 @@ use crate::log::{RestoreStats, refold};
 use crate::project::{self, Difference, ENTITY_COLUMNS, StoredEntity, entity_from_row};
 use crate::schema::{self, Access};
 
+/// The JSON of an incident row's record, as a column of a query on `incidents`.
+const RECORD: &str = "(SELECT record FROM incident_records WHERE incident_records.id = incidents.record_id)";
+
 /// A read-only handle on a database.
 pub struct Store {
     path: PathBuf,
@@ -157,18 +160,19 @@ impl Store {
         }
         let condition =
             if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
-        let sql = format!("SELECT record FROM incidents {condition} ORDER BY opened_at, key, slot");
+        let sql = format!("SELECT {RECORD} FROM incidents {condition} ORDER BY opened_at, key, slot");
         self.records(&sql, rusqlite::params_from_iter(values.iter()))
     }
 
     /// The incidents about entities with this id (of any type).
     pub fn incidents_of_entity(&self, entity_id: &str) -> Result<Vec<IncidentRecord>, StoreError> {
         self.records(
-            "SELECT record FROM incidents WHERE entity_id = ?1 ORDER BY opened_at, key, slot",
+            &format!("SELECT {RECORD} FROM incidents WHERE entity_id = ?1 ORDER BY opened_at, key, slot"),
             [entity_id],
         )
     }
 
+    /// Reads each incident's record (the column [`RECORD`] gives) from `sql`.
     fn records(&self, sql: &str, values: impl rusqlite::Params) -> Result<Vec<IncidentRecord>, StoreError> {
         let path = &self.path;
         let mut statement = self.connection.prepare(sql).context(path, "read incidents")?;

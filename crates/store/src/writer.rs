@@ -518,18 +518,25 @@ impl Writer {
         lock(&self.db)
             .connection
             .prepare_cached(
-                "SELECT id, incident_id, transition, subject, payload FROM outbox
-                 WHERE delivered_at IS NULL AND id > ?1 ORDER BY id LIMIT ?2",
+                "SELECT outbox.id, incident_id, transition, subject, payload, incident_records.record
+                 FROM outbox LEFT JOIN incident_records ON incident_records.id = outbox.record_id
+                 WHERE delivered_at IS NULL AND outbox.id > ?1 ORDER BY outbox.id LIMIT ?2",
             )
             .and_then(|mut statement| {
                 statement
                     .query_map([after, limit], |row| {
+                        let transition: String = row.get(2)?;
+                        // Entries queued before schema 7 hold their payload.
+                        let payload = match row.get::<_, Option<String>>(5)? {
+                            Some(record) => crate::project::outbox_payload(&transition, &record),
+                            None => row.get(4)?,
+                        };
                         Ok(OutboxEntry {
                             id: row.get(0)?,
                             incident_id: row.get(1)?,
-                            transition: row.get(2)?,
+                            transition,
                             subject: row.get(3)?,
-                            payload: row.get(4)?,
+                            payload,
                         })
                     })?
                     .collect()
