@@ -49,6 +49,7 @@ fn dump(db: &Path) -> Vec<String> {
         "checkpoints",
         "entities",
         "incidents",
+        "incident_records",
         "incident_transitions",
         "outbox",
     ] {

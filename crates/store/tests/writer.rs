@@ -277,9 +277,16 @@ fn rows(path: &std::path::Path) -> Vec<String> {
     let connection =
         rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
     let mut rows = Vec::new();
-    for table in
-        ["event_blocks", "rejected", "ticks", "entities", "incidents", "incident_transitions", "outbox"]
-    {
+    for table in [
+        "event_blocks",
+        "rejected",
+        "ticks",
+        "entities",
+        "incidents",
+        "incident_records",
+        "incident_transitions",
+        "outbox",
+    ] {
         let mut statement = connection.prepare(&format!("SELECT * FROM {table} ORDER BY 1")).unwrap();
         let columns = statement.column_count();
         let mut query = statement.query([]).unwrap();
