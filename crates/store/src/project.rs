@@ -281,9 +281,8 @@ pub(crate) fn delete_incident(connection: &Connection, path: &Path, slot: u32) -
     Ok(())
 }
 
-/// Appends one transition to an incident's history and to the outbox.
-/// Notes a transition of the incident whose record (as the batch leaves it)
-/// is `record_id`, and queues it in the outbox.
+/// Appends one transition to an incident's history and to the outbox;
+/// `record_id`: the incident's record as the batch leaves it.
 pub(crate) fn note_transition(
     connection: &Connection,
     path: &Path,
@@ -439,16 +438,16 @@ pub(crate) fn compare(
     let expected = expected(engine, path, lists)?;
     let mut differences = Vec::new();
 
-    let mut stored_incidents: HashMap<String, (i64, String)> = stored_incidents(connection, path)?;
+    let mut stored_records = stored_incidents(connection, path)?;
     for (id, (_, _, json)) in &expected.incidents {
-        match stored_incidents.remove(id).map(|(_, stored)| stored) {
+        match stored_records.remove(id).map(|(_, record)| record) {
             None => differences.push(Difference::IncidentMissing { id: id.clone() }),
             Some(stored) if stored != *json => differences
                 .push(Difference::IncidentDiffers { id: id.clone(), fields: json_fields(&stored, json) }),
             Some(_) => {}
         }
     }
-    let mut extra: Vec<String> = stored_incidents.into_keys().collect();
+    let mut extra: Vec<String> = stored_records.into_keys().collect();
     extra.sort();
     differences.extend(extra.into_iter().map(|id| Difference::IncidentExtra { id }));
 

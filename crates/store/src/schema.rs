@@ -5,9 +5,9 @@
 //! transaction. Tables fall in two groups: the log (events, rejected events,
 //! clock ticks, checkpoints), which is the truth and is only ever appended to,
 //! and the projections (entities, incidents, their records and transitions,
-//! the outbox), which are derived from the log. A migration that changes projections sets
-//! the `reproject` flag, and the next writer recomputes them from the log
-//! instead of converting rows.
+//! the outbox), which are derived from the log. A migration that changes
+//! projections sets the `reproject` flag, and the next writer recomputes them
+//! from the log instead of converting rows.
 
 use std::path::Path;
 
@@ -190,7 +190,7 @@ const MIGRATIONS: [&str; CURRENT_VERSION as usize] = [
     "
     -- The JSON of an incident record was stored in the incident's row and
     -- again in the payload of each of its outbox entries: at 1,000,000
-    -- events 65 of the 150 MB, and 9% of `replay --db`'s time. Now a batch
+    -- events 65 of the 150 MB, and about 6% of `replay --db`'s time. Now a batch
     -- stores each record it changes once, as it stands at the end of the
     -- batch, in `incident_records`; the incident's row and the batch's
     -- outbox entries for it point there. Rows are never changed afterwards:
