@@ -2,12 +2,10 @@
 //! the `--now` clock, output formats, configuration errors, `check` and
 //! `simulate`.
 
-mod common;
-
 use std::collections::HashSet;
 use std::path::Path;
 
-use common::{lifewatch, lifewatch_in, replay_jsonl, temp_dir};
+use crate::common::{TempDir, lifewatch, lifewatch_in, replay_jsonl};
 use serde_json::{Value, json};
 
 fn event(id: &str, event_type: &str, subject: &str, time: &str, data: Value) -> String {
@@ -24,7 +22,7 @@ fn write_lines(dir: &Path, name: &str, lines: &[String]) -> String {
 
 /// The shipped configuration with `edit` applied to its text.
 fn config_with(dir: &Path, edit: impl FnOnce(String) -> String) -> String {
-    let shipped = std::fs::read_to_string(common::repo_root().join("ops/lifewatch.toml")).unwrap();
+    let shipped = std::fs::read_to_string(crate::common::repo_root().join("ops/lifewatch.toml")).unwrap();
     let edited = edit(shipped.clone());
     assert_ne!(edited, shipped, "the edit must change the configuration");
     let path = dir.join("lifewatch.toml");
@@ -34,7 +32,7 @@ fn config_with(dir: &Path, edit: impl FnOnce(String) -> String) -> String {
 
 #[test]
 fn standard_input_equals_the_file_argument() {
-    let input = std::fs::read(common::repo_root().join("fixtures/stuck.jsonl")).unwrap();
+    let input = std::fs::read(crate::common::repo_root().join("fixtures/stuck.jsonl")).unwrap();
     let from_file = replay_jsonl(&["fixtures/stuck.jsonl"], None);
     assert!(!from_file.records().is_empty());
     let piped = lifewatch(&["replay", "--format", "jsonl"], Some(&input));
@@ -66,7 +64,7 @@ fn rejected_lines_are_summarised_on_stderr_and_do_not_change_the_exit_status() {
     assert_eq!(kinds, ["\"onboarding_failed\""]);
 }
 
-fn stuck_states(run: &common::Run) -> Vec<(String, String, Value)> {
+fn stuck_states(run: &crate::common::Run) -> Vec<(String, String, Value)> {
     run.records()
         .iter()
         .filter(|record| record["kind"] == "stuck")
@@ -82,7 +80,7 @@ fn stuck_states(run: &common::Run) -> Vec<(String, String, Value)> {
 
 #[test]
 fn now_judges_only_the_visits_still_open_at_the_end() {
-    let dir = temp_dir("now");
+    let dir = TempDir::new("now");
     // requested 12:00 (deadline 12:05), left at 12:10: stuck whatever --now says.
     // provisioning from 12:10 (deadline 12:25), never left: judged against --now.
     let file = write_lines(
@@ -187,7 +185,7 @@ fn a_bad_configuration_exits_2_naming_the_key() {
         ),
     ];
     for (what, edit, names) in cases {
-        let dir = temp_dir("config");
+        let dir = TempDir::new("config");
         let config = config_with(&dir, edit);
         for args in
             [vec!["replay", "fixtures/stuck.jsonl", "--config", &config], vec!["check", "--config", &config]]
@@ -201,9 +199,9 @@ fn a_bad_configuration_exits_2_naming_the_key() {
         }
     }
     // The unedited file is fine.
-    let dir = temp_dir("config-ok");
+    let dir = TempDir::new("config-ok");
     let path = dir.join("lifewatch.toml");
-    std::fs::copy(common::repo_root().join("ops/lifewatch.toml"), &path).unwrap();
+    std::fs::copy(crate::common::repo_root().join("ops/lifewatch.toml"), &path).unwrap();
     replay_jsonl(&["fixtures/stuck.jsonl", "--config", path.to_str().unwrap()], None);
 }
 
@@ -214,7 +212,7 @@ fn check_passes_on_the_shipped_package_and_lists_missing_runbooks() {
     let explicit = lifewatch(&["check", "--config", "ops/lifewatch.toml", "--root", "."], None);
     assert_eq!(explicit.code, Some(0), "{}", explicit.stderr);
 
-    let empty = temp_dir("empty-root");
+    let empty = TempDir::new("empty-root");
     let run = lifewatch(&["check", "--root", empty.to_str().unwrap()], None);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     for kind in [
@@ -241,7 +239,7 @@ fn check_passes_on_the_shipped_package_and_lists_missing_runbooks() {
 
 #[test]
 fn a_line_over_one_mebibyte_is_rejected_as_too_large_without_stopping_the_stream() {
-    let dir = temp_dir("too-large");
+    let dir = TempDir::new("too-large");
     let huge = format!(
         "{{\"specversion\":\"1.0\",\"id\":\"big\",\"padding\":\"{}\"}}",
         "x".repeat(lifewatch_core::MAX_LINE_BYTES)
@@ -276,7 +274,7 @@ fn a_line_over_one_mebibyte_is_rejected_as_too_large_without_stopping_the_stream
 
 #[test]
 fn an_empty_file_gives_no_incidents() {
-    let dir = temp_dir("empty");
+    let dir = TempDir::new("empty");
     let path = dir.join("empty.jsonl");
     std::fs::write(&path, "").unwrap();
     let run = replay_jsonl(&[path.to_str().unwrap()], None);
@@ -308,7 +306,7 @@ fn simulate_is_deterministic_and_faults_bring_malformed_lines_and_duplicates() {
     let other = lifewatch(&["simulate", "--seed", "8", "--accounts", "40", "--faults"], None);
     assert!(other.stdout != first.stdout, "different seeds gave the same stream");
 
-    let dir = temp_dir("simulate");
+    let dir = TempDir::new("simulate");
     let out = dir.join("sim.jsonl");
     let to_file = lifewatch(
         &["simulate", "--seed", "7", "--accounts", "40", "--faults", "--out", out.to_str().unwrap()],
@@ -349,12 +347,12 @@ fn simulate_is_deterministic_and_faults_bring_malformed_lines_and_duplicates() {
 #[test]
 fn one_core_and_two_threads_give_the_same_replay() {
     let files = ["fixtures/launch-day.jsonl", "fixtures/bad-input.jsonl", "fixtures/regional_outage.jsonl"];
-    let threaded = common::replay_jsonl(&files, None);
+    let threaded = crate::common::replay_jsonl(&files, None);
     let output = std::process::Command::new("taskset")
         .args(["-c", "0", env!("CARGO_BIN_EXE_lifewatch"), "replay"])
         .args(files)
         .args(["--format", "jsonl"])
-        .current_dir(common::repo_root())
+        .current_dir(crate::common::repo_root())
         .output()
         .expect("taskset (util-linux) runs lifewatch on one core");
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));

@@ -12,15 +12,13 @@
 //! monitor does not retry it like a server not listening yet (the log has
 //! no "cannot connect to NATS yet").
 
-mod nats_support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::nats_support::*;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use nats_support::*;
 use nkeys::KeyPair;
 use serde_json::{Value, json};
 

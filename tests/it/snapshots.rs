@@ -3,13 +3,11 @@
 //! totals). Snapshots are reviewed against SPEC.md, never updated blindly; on
 //! CI (`CI=true`) insta writes nothing and a mismatch fails the test.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 
-use common::{EngineReplay, replay_in_process, split_lines};
+use crate::common::{EngineReplay, replay_in_process, split_lines};
 use lifewatch_core::{IncidentRecord, Timestamp};
 
 /// The `--now` of a fixture: the content of `NAME.now` beside it, if any.
@@ -94,7 +92,7 @@ fn incident_table(records: &[IncidentRecord]) -> String {
 
 #[test]
 fn fixture_reports() {
-    insta::glob!("../fixtures", "*.jsonl", |path| {
+    insta::glob!("../../fixtures", "*.jsonl", |path| {
         let input = std::fs::read(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
         let now = now_of(path);
         let replay = replay_in_process(split_lines(&input), now);
@@ -106,7 +104,7 @@ fn fixture_reports() {
 fn the_binary_agrees_with_the_reports() {
     // The reports come from the engine in-process; the binary must print the
     // same records for every fixture, so the snapshots speak for it too.
-    let dir = common::repo_root().join("fixtures");
+    let dir = crate::common::repo_root().join("fixtures");
     let mut fixtures: Vec<_> = std::fs::read_dir(&dir)
         .expect("fixtures/ is readable")
         .map(|entry| entry.expect("directory entry").path())
@@ -124,7 +122,7 @@ fn the_binary_agrees_with_the_reports() {
             .map(|record| serde_json::to_value(record).expect("records serialise"))
             .collect();
         let now_text = now.map(|now| now.to_string());
-        let run = common::replay_jsonl(&[fixture.to_str().expect("UTF-8 path")], now_text.as_deref());
+        let run = crate::common::replay_jsonl(&[fixture.to_str().expect("UTF-8 path")], now_text.as_deref());
         assert_eq!(run.records(), expected, "{}: the binary and the engine disagree", fixture.display());
     }
 }

@@ -1,9 +1,6 @@
 //! Helpers shared by the end-to-end tests: running the `lifewatch` binary,
 //! reading its records, and normalising them for comparison.
 
-// Each test crate uses a different subset of these helpers.
-#![allow(dead_code)]
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -104,16 +101,76 @@ pub fn replay_jsonl(files: &[&str], now: Option<&str>) -> Run {
     run
 }
 
-/// A fresh, empty directory for one test, under Cargo's target tmp dir.
-pub fn temp_dir(name: &str) -> PathBuf {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}-{unique}", std::process::id()));
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).expect("cannot clear temp dir");
+/// A fresh, empty directory for one test under Cargo's target tmp dir,
+/// removed when dropped. The one temporary-directory helper of the tests.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A fresh, empty directory whose name starts with `name`.
+    pub fn new(name: &str) -> TempDir {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}-{unique}", std::process::id()));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).expect("cannot clear temp dir");
+        }
+        std::fs::create_dir_all(&dir).expect("cannot create temp dir");
+        TempDir(dir)
     }
-    std::fs::create_dir_all(&dir).expect("cannot create temp dir");
-    dir
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Every row of every table of a database (but `skip`), table by table in
+/// name order and rows in rowid order, for "nothing changed" and "these two
+/// databases are the same" comparisons. Tables are listed from the schema,
+/// so a new table is compared without touching the tests.
+pub fn database_rows(db: &Path, skip: &[&str]) -> Vec<String> {
+    let connection = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("open the database");
+    let mut tables: Vec<String> = connection
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        )
+        .and_then(|mut statement| statement.query_map([], |row| row.get(0))?.collect())
+        .expect("list the tables");
+    tables.retain(|table| !skip.contains(&table.as_str()));
+    let mut rows = Vec::new();
+    for table in tables {
+        let mut statement = connection.prepare(&format!("SELECT * FROM {table} ORDER BY 1")).expect("select");
+        let columns = statement.column_count();
+        let mut query = statement.query([]).expect("query");
+        while let Some(row) = query.next().expect("row") {
+            let values: Vec<String> =
+                (0..columns).map(|index| format!("{:?}", row.get_ref(index).expect("column"))).collect();
+            rows.push(format!("{table}: {}", values.join(" | ")));
+        }
+    }
+    rows
 }
 
 /// An incident reduced to the fields the conformance README compares:

@@ -2,13 +2,11 @@
 //! replay, restart, the on-call commands, rebuild, crashes (SIGKILL), and the
 //! errors of a database that cannot be used.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{lifewatch, repo_root, temp_dir};
+use crate::common::{TempDir, database_rows, lifewatch, repo_root};
 use lifewatch_store::Store;
 
 fn path_str(path: &Path) -> &str {
@@ -36,38 +34,9 @@ fn stored_incidents(db: &Path) -> String {
     lifewatch(&["incidents", "--db", path_str(db), "--format", "jsonl"], None).assert_success().stdout_text()
 }
 
-/// Everything a database holds, row by row, for "nothing changed" comparisons.
-fn dump(db: &Path) -> Vec<String> {
-    let connection = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .expect("open the database");
-    let mut rows = Vec::new();
-    for table in [
-        "meta",
-        "event_blocks",
-        "rejected",
-        "ticks",
-        "checkpoints",
-        "entities",
-        "incidents",
-        "incident_records",
-        "incident_transitions",
-        "outbox",
-    ] {
-        let mut statement = connection.prepare(&format!("SELECT * FROM {table} ORDER BY 1")).unwrap();
-        let columns = statement.column_count();
-        let mut query = statement.query([]).unwrap();
-        while let Some(row) = query.next().unwrap() {
-            let values: Vec<String> =
-                (0..columns).map(|index| format!("{:?}", row.get_ref(index).unwrap())).collect();
-            rows.push(format!("{table}: {}", values.join(" | ")));
-        }
-    }
-    rows
-}
-
 #[test]
 fn persisting_replay_prints_and_stores_what_the_memory_replay_prints() {
-    let dir = temp_dir("store-roundtrip");
+    let dir = TempDir::new("store-roundtrip");
     let db = dir.join("lifewatch.db");
     let launch_day = fixture("launch-day.jsonl");
     let expected = replay_memory(&[&launch_day]);
@@ -75,12 +44,12 @@ fn persisting_replay_prints_and_stores_what_the_memory_replay_prints() {
 
     assert_eq!(replay_db(&db, &[&launch_day]), expected);
     assert_eq!(stored_incidents(&db), expected);
-    let before = dump(&db);
+    let before = database_rows(&db, &[]);
 
     // The same file again: every event is a duplicate, every rejected line
     // is already kept, and the final tick repeats the stored one.
     assert_eq!(replay_db(&db, &[&launch_day]), expected);
-    assert_eq!(dump(&db), before, "replaying the same file again changed the database");
+    assert_eq!(database_rows(&db, &[]), before, "replaying the same file again changed the database");
 
     let rebuild = lifewatch(&["rebuild", "--db", path_str(&db)], None);
     rebuild.assert_success();
@@ -89,7 +58,7 @@ fn persisting_replay_prints_and_stores_what_the_memory_replay_prints() {
 
 #[test]
 fn any_batch_size_stores_the_same_and_a_bad_one_is_refused() {
-    let dir = temp_dir("store-batches");
+    let dir = TempDir::new("store-batches");
     let launch_day = fixture("launch-day.jsonl");
     let expected = replay_memory(&[&launch_day]);
     let (small, default) = (dir.join("small.db"), dir.join("default.db"));
@@ -118,7 +87,7 @@ fn any_batch_size_stores_the_same_and_a_bad_one_is_refused() {
 
 #[test]
 fn a_second_file_continues_where_the_first_stopped() {
-    let dir = temp_dir("store-continue");
+    let dir = TempDir::new("store-continue");
     let lines: Vec<String> = std::fs::read_to_string(fixture("launch-day.jsonl"))
         .unwrap()
         .lines()
@@ -141,7 +110,7 @@ fn a_second_file_continues_where_the_first_stopped() {
 
 #[test]
 fn rebuild_detects_a_tampered_database_and_repair_restores_it() {
-    let dir = temp_dir("store-tamper");
+    let dir = TempDir::new("store-tamper");
     let db = dir.join("lifewatch.db");
     let expected = replay_db(&db, &[&fixture("launch-day.jsonl")]);
     {
@@ -174,7 +143,7 @@ fn rebuild_detects_a_tampered_database_and_repair_restores_it() {
 
 #[test]
 fn on_call_commands_read_the_database() {
-    let dir = temp_dir("store-oncall");
+    let dir = TempDir::new("store-oncall");
     let db = dir.join("lifewatch.db");
     let db_arg = path_str(&db);
     let records = replay_db(&db, &[&fixture("launch-day.jsonl")]);
@@ -251,7 +220,7 @@ fn on_call_commands_read_the_database() {
 
 #[test]
 fn a_second_writer_is_refused_while_read_only_commands_work() {
-    let dir = temp_dir("store-two-writers");
+    let dir = TempDir::new("store-two-writers");
     let db = dir.join("lifewatch.db");
     let expected = replay_db(&db, &[&fixture("launch-day.jsonl")]);
 
@@ -302,7 +271,7 @@ fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) {
 
 #[test]
 fn unusable_databases_give_clear_errors_and_lose_nothing() {
-    let dir = temp_dir("store-errors");
+    let dir = TempDir::new("store-errors");
     let stuck = fixture("stuck.jsonl");
 
     // Read-only file: refused, nothing lost.
@@ -406,7 +375,7 @@ fn spawn_replay(db: &Path, input: &Path) -> Child {
 
 #[test]
 fn sigkill_at_random_moments_loses_nothing() {
-    let dir = temp_dir("store-crash");
+    let dir = TempDir::new("store-crash");
     let input = dir.join("faults.jsonl");
     lifewatch(
         &["simulate", "--seed", "5", "--accounts", "20000", "--faults", "--out", path_str(&input)],

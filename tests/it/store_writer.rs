@@ -5,11 +5,13 @@ use std::path::PathBuf;
 use lifewatch_core::{Config, RejectReason, Rejection, Timestamp};
 use lifewatch_store::{Fed, Store, StoreError, Writer, WriterOptions};
 
-fn temp_db(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lifewatch-store-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("lifewatch.db")
+use crate::common::{TempDir, database_rows};
+
+/// A database path in a fresh temporary directory (kept until the test ends).
+fn temp_db(name: &str) -> (TempDir, PathBuf) {
+    let dir = TempDir::new(&format!("store-{name}"));
+    let path = dir.join("lifewatch.db");
+    (dir, path)
 }
 
 fn event(id: &str, event_type: &str, subject: &str, time: &str, data: serde_json::Value) -> Vec<u8> {
@@ -61,7 +63,7 @@ fn lifecycle(prefix: &str, count: usize) -> Vec<Vec<u8>> {
 
 #[test]
 fn a_reopened_writer_restores_the_engine_exactly() {
-    let path = temp_db("restore");
+    let (_dir, path) = temp_db("restore");
     let events = lifecycle("a", 50);
     let expected = {
         let mut writer = Writer::open(&path, Config::shipped()).unwrap();
@@ -99,7 +101,7 @@ fn a_reopened_writer_restores_the_engine_exactly() {
 
 #[test]
 fn the_outbox_holds_every_transition_until_delivered() {
-    let path = temp_db("outbox");
+    let (_dir, path) = temp_db("outbox");
     let mut writer = Writer::open(&path, Config::shipped()).unwrap();
     for raw in lifecycle("o", 3) {
         writer.feed(&raw, "input");
@@ -135,7 +137,7 @@ fn the_outbox_holds_every_transition_until_delivered() {
 
 #[test]
 fn a_second_writer_in_the_same_process_is_refused() {
-    let path = temp_db("lock");
+    let (_dir, path) = temp_db("lock");
     let _writer = Writer::open(&path, Config::shipped()).unwrap();
     match Writer::open(&path, Config::shipped()) {
         Err(StoreError::Locked { holder, .. }) => {
@@ -160,7 +162,7 @@ fn nearly_full(path: &std::path::Path) -> Writer {
 
 #[test]
 fn a_full_disk_fails_the_batch_and_keeps_what_was_committed() {
-    let path = temp_db("full");
+    let (_dir, path) = temp_db("full");
     let events = lifecycle("f", 400);
     let committed_records = {
         let mut writer = Writer::open(&path, Config::shipped()).unwrap();
@@ -190,7 +192,7 @@ fn a_full_disk_fails_the_batch_and_keeps_what_was_committed() {
 
 #[test]
 fn redrive_moves_inputs_that_are_now_valid_into_the_log() {
-    let path = temp_db("redrive");
+    let (_dir, path) = temp_db("redrive");
     let mut writer = Writer::open(&path, Config::shipped()).unwrap();
     let good =
         event("r-1", "account.created", "acc_r", "2026-11-27T10:00:00Z", serde_json::json!({"plan": "team"}));
@@ -220,7 +222,7 @@ fn redrive_moves_inputs_that_are_now_valid_into_the_log() {
 
 #[test]
 fn an_entitys_events_are_listed_across_batches_and_rebuild_checks_the_lists() {
-    let path = temp_db("lists");
+    let (_dir, path) = temp_db("lists");
     let events = lifecycle("l", 30);
     {
         let mut writer = Writer::open(&path, Config::shipped()).unwrap();
@@ -272,33 +274,6 @@ fn an_entitys_events_are_listed_across_batches_and_rebuild_checks_the_lists() {
     assert_eq!(store.events_of("prj_l13").unwrap().len(), 2);
 }
 
-/// Every row of the tables a commit writes, for comparing two databases.
-fn rows(path: &std::path::Path) -> Vec<String> {
-    let connection =
-        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-    let mut rows = Vec::new();
-    for table in [
-        "event_blocks",
-        "rejected",
-        "ticks",
-        "entities",
-        "incidents",
-        "incident_records",
-        "incident_transitions",
-        "outbox",
-    ] {
-        let mut statement = connection.prepare(&format!("SELECT * FROM {table} ORDER BY 1")).unwrap();
-        let columns = statement.column_count();
-        let mut query = statement.query([]).unwrap();
-        while let Some(row) = query.next().unwrap() {
-            let values: Vec<String> =
-                (0..columns).map(|index| format!("{:?}", row.get_ref(index).unwrap())).collect();
-            rows.push(format!("{table}: {}", values.join(" | ")));
-        }
-    }
-    rows
-}
-
 #[test]
 fn background_commits_store_what_commits_store() {
     let events = lifecycle("b", 300);
@@ -324,11 +299,14 @@ fn background_commits_store_what_commits_store() {
         }
         writer.engine().records()
     };
-    let (direct, background) = (temp_db("direct"), temp_db("background"));
+    let ((_direct_dir, direct), (_background_dir, background)) = (temp_db("direct"), temp_db("background"));
     let records = feed_all(&direct, false);
     assert!(records.iter().any(|record| record.kind.as_str() == "stuck"));
     assert_eq!(feed_all(&background, true), records);
-    assert_eq!(rows(&background), rows(&direct));
+    assert_eq!(
+        database_rows(&background, &["meta", "checkpoints"]),
+        database_rows(&direct, &["meta", "checkpoints"])
+    );
     let store = Store::open_read_only(&background).unwrap();
     assert_eq!(store.incidents(&Default::default()).unwrap(), records);
     assert_eq!(store.summary().unwrap().events, events.len() as i64);
@@ -338,7 +316,7 @@ fn background_commits_store_what_commits_store() {
 
 #[test]
 fn a_failed_background_commit_is_reported_and_poisons_the_writer() {
-    let path = temp_db("background-full");
+    let (_dir, path) = temp_db("background-full");
     let events = lifecycle("g", 400);
     {
         let mut writer = Writer::open(&path, Config::shipped()).unwrap();
@@ -368,7 +346,7 @@ fn a_large_batch_compressed_on_a_second_thread_reads_back_byte_for_byte() {
     // of their own while the rest of the batch is written.
     let events: Vec<Vec<u8>> =
         ["large", "wide"].into_iter().flat_map(|prefix| lifecycle(prefix, 800)).collect();
-    let path = temp_db("large-batch");
+    let (_dir, path) = temp_db("large-batch");
     let mut writer = Writer::open(&path, Config::shipped()).unwrap();
     for raw in &events {
         writer.feed(raw, "input");

@@ -2,11 +2,9 @@
 //! `NAME.jsonl` replayed through the binary must raise exactly the incidents
 //! of `NAME.expected.jsonl`, compared as that folder's README says.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{Normalised, compare_multisets, repo_root};
+use crate::common::{Normalised, compare_multisets, repo_root};
 use serde_json::Value;
 
 fn scenarios() -> Vec<PathBuf> {
@@ -45,7 +43,7 @@ fn run_scenario(scenario: &Path) -> Result<(), String> {
     }
     let now = std::fs::read_to_string(dir.join(format!("{stem}.now"))).ok().map(|now| now.trim().to_string());
     let scenario_arg = scenario.to_str().expect("UTF-8 path");
-    let run = common::replay_jsonl(&[scenario_arg], now.as_deref());
+    let run = crate::common::replay_jsonl(&[scenario_arg], now.as_deref());
     let actual: Vec<Normalised> = run.records().iter().map(Normalised::from_record).collect();
     compare_multisets(&expected_records(&expected_path), &actual)
 }

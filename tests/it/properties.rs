@@ -3,9 +3,7 @@
 //! boundaries change nothing, and a reference model of each state machine
 //! agrees with the engine on which events are illegal.
 
-mod common;
-
-use common::{EngineReplay, replay_in_process, split_lines};
+use crate::common::{EngineReplay, replay_in_process, split_lines};
 use lifewatch_core::{
     AccountMachine, AccountState, DisputeMachine, DisputeState, EntityType, EventType, IncidentKind,
     IncidentRecord, Machine, ProjectMachine, ProjectState, Rule, State, Target, Timestamp, parse_event,
@@ -463,7 +461,7 @@ proptest! {
 
     #[test]
     fn splitting_a_stream_over_files_changes_nothing(lines in plausible_stream(), cut in any::<(usize, usize)>()) {
-        let dir = common::temp_dir("split");
+        let dir = crate::common::TempDir::new("split");
         let text = |lines: &[String]| lines.iter().map(|line| format!("{line}\n")).collect::<String>();
         let whole = dir.join("whole.jsonl");
         std::fs::write(&whole, text(&lines)).unwrap();
@@ -478,9 +476,9 @@ proptest! {
                 path.to_str().unwrap().to_string()
             })
             .collect();
-        let together = common::replay_jsonl(&[whole.to_str().unwrap()], None).stdout;
+        let together = crate::common::replay_jsonl(&[whole.to_str().unwrap()], None).stdout;
         let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
-        let split = common::replay_jsonl(&parts, None).stdout;
+        let split = crate::common::replay_jsonl(&parts, None).stdout;
         prop_assert_eq!(String::from_utf8(split).unwrap(), String::from_utf8(together.clone()).unwrap());
         // And the engine, fed the same lines in-process, gives the same records.
         let engine: Vec<Value> =
@@ -496,9 +494,10 @@ proptest! {
 
 #[test]
 fn splitting_launch_day_over_three_files_changes_nothing() {
-    let input = std::fs::read_to_string(common::repo_root().join("fixtures/launch-day.jsonl")).unwrap();
+    let input =
+        std::fs::read_to_string(crate::common::repo_root().join("fixtures/launch-day.jsonl")).unwrap();
     let lines: Vec<&str> = input.lines().collect();
-    let dir = common::temp_dir("launch-day-split");
+    let dir = crate::common::TempDir::new("launch-day-split");
     let cuts = [0, lines.len() / 3, 2 * lines.len() / 3 + 7, lines.len()];
     let parts: Vec<String> = cuts
         .windows(2)
@@ -509,9 +508,9 @@ fn splitting_launch_day_over_three_files_changes_nothing() {
             path.to_str().unwrap().to_string()
         })
         .collect();
-    let together = common::replay_jsonl(&["fixtures/launch-day.jsonl"], None).stdout;
+    let together = crate::common::replay_jsonl(&["fixtures/launch-day.jsonl"], None).stdout;
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
-    let split = common::replay_jsonl(&parts, None).stdout;
+    let split = crate::common::replay_jsonl(&parts, None).stdout;
     assert!(!together.is_empty());
     assert!(split == together, "replaying launch-day split over three files printed different records");
 }

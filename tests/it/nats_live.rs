@@ -15,13 +15,11 @@
 //! compared (the retroactive rule); the wall-clock path has its own test,
 //! `stuck_deadline_fires_on_the_wall_clock`, with events timed now.
 
-mod nats_support;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::nats_support::*;
 use lifewatch_nats::async_nats;
-use nats_support::*;
 
 const NO_LIVE_CLOCK: [(&str, &str); 2] = [
     ("allowed_lateness = \"30s\"", "allowed_lateness = \"3650d\""),

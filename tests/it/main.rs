@@ -1,0 +1,17 @@
+//! The end-to-end tests of lifewatch, in one test binary: the `lifewatch`
+//! binary run as a child process on fixtures, real SQLite files in temporary
+//! directories and a real `nats-server` on a free loopback port (see
+//! `nats_support`). Nothing is mocked.
+
+mod common;
+mod nats_support;
+
+mod cli;
+mod conformance;
+mod nats_auth;
+mod nats_live;
+mod properties;
+mod schemas;
+mod snapshots;
+mod store;
+mod store_writer;
