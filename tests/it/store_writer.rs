@@ -150,6 +150,31 @@ fn a_second_writer_in_the_same_process_is_refused() {
     Store::open_read_only(&path).unwrap().summary().unwrap();
 }
 
+#[test]
+fn a_second_writer_through_a_symbolic_link_is_refused_and_hard_links_are_refused() {
+    let (dir, path) = temp_db("lock-links");
+    let writer = Writer::open(&path, Config::shipped()).unwrap();
+    let symlink = dir.join("other-name.db");
+    std::os::unix::fs::symlink(&path, &symlink).unwrap();
+    match Writer::open(&symlink, Config::shipped()) {
+        Err(StoreError::Locked { .. }) => {}
+        Err(other) => panic!("expected Locked, got {other}"),
+        Ok(_) => panic!("a second writer was let in through a symbolic link"),
+    }
+    drop(writer);
+    let hard_link = dir.join("hard-link.db");
+    std::fs::hard_link(&path, &hard_link).unwrap();
+    for name in [&path, &hard_link] {
+        match Writer::open(name, Config::shipped()) {
+            Err(error @ StoreError::Lock { .. }) => {
+                assert!(error.to_string().contains("2 hard links"), "{error}")
+            }
+            Err(other) => panic!("expected a refused lock, got {other}"),
+            Ok(_) => panic!("a writer was let in on a file with two hard links"),
+        }
+    }
+}
+
 /// A writer on `path` whose database may grow by only a few pages: the next
 /// sizeable batch fails as on a full disk.
 fn nearly_full(path: &std::path::Path) -> Writer {
