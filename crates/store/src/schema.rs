@@ -19,7 +19,7 @@ use crate::error::{Context, StoreError};
 pub(crate) const APPLICATION_ID: i64 = 0x4c57_4154;
 
 /// The newest schema version this build writes.
-pub(crate) const CURRENT_VERSION: i64 = 7;
+pub(crate) const CURRENT_VERSION: i64 = 8;
 
 /// Migration `n` (from 0) takes the schema from version `n` to `n + 1`.
 /// Migrations are history: a released one is never edited, a later one
@@ -205,6 +205,19 @@ const MIGRATIONS: [&str; CURRENT_VERSION as usize] = [
     UPDATE incidents SET record_id = slot + 1;
     ALTER TABLE incidents DROP COLUMN record;
     ALTER TABLE outbox ADD COLUMN record_id INTEGER;
+    ",
+    // 8: outbox entries set aside.
+    "
+    -- An entry the NATS server refused for a reason that retrying cannot fix
+    -- (payload too large, invalid subject, no stream for its subject) is set
+    -- aside rather than retried forever, so that it cannot hold back the
+    -- entries after it; `lifewatch outbox` lists them. Pending entries are
+    -- those neither delivered nor set aside.
+    ALTER TABLE outbox ADD COLUMN set_aside_at INTEGER;
+    ALTER TABLE outbox ADD COLUMN set_aside_reason TEXT;
+    DROP INDEX outbox_pending;
+    CREATE INDEX outbox_pending ON outbox(id) WHERE delivered_at IS NULL AND set_aside_at IS NULL;
+    CREATE INDEX outbox_set_aside ON outbox(id) WHERE set_aside_at IS NOT NULL;
     ",
 ];
 
