@@ -20,6 +20,7 @@ mod connect;
 mod error;
 mod monitor;
 mod options;
+mod outbox;
 mod publish;
 mod streams;
 mod validate;
@@ -30,11 +31,12 @@ pub use monitor::{MonitorOptions, MonitorTotals, run_monitor};
 pub use options::{
     Auth, ConnectOverrides, ConnectSettings, NatsConfig, RawNatsConfig, Secret, StreamSettings, Tls,
 };
+pub use outbox::{FailureKind, Outbox, Ticket};
 pub use publish::{Outgoing, PublishTotals, Publisher, publish_one, publishing_context};
 pub use streams::{
     CreateStreams, INCIDENTS_SUBJECTS, LIFECYCLE_SUBJECTS, ORIGINAL_SEQUENCE_HEADER, ORIGINAL_SUBJECT_HEADER,
     REJECT_DETAIL_HEADER, REJECT_REASON_HEADER, REJECTED_SUBJECTS, Streams, bind_consumer, ensure_streams,
-    incident_subject, rejected_subject, stream_config, subject_token,
+    rejected_subject, stream_config, subject_token,
 };
 pub use validate::{check_future, subject_matches, validate_message, wall_clock};
 
