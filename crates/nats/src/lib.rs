@@ -6,7 +6,9 @@
 //! monitor's durable pull consumer, and runs the live monitor loop
 //! ([`run_monitor`]): fetch a batch, validate, feed the sans-IO engine,
 //! persist in one store transaction, acknowledge, publish the outbox, re-arm
-//! the deadline timer. It also publishes events ([`Publisher`]) for
+//! the deadline timer. The outbox's publishing protocol (one message per
+//! incident subject in flight, retries, rows refused for good set aside) is
+//! [`Outbox`], a state machine without IO that the monitor drives. It also publishes events ([`Publisher`]) for
 //! `lifewatch publish` and `lifewatch simulate --nats`, and turns the `[nats]`
 //! configuration section and command-line options into connection options
 //! ([`NatsConfig`]).
