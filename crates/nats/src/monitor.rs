@@ -130,7 +130,7 @@ pub async fn run_monitor(
         checkpoint_name: format!("nats:{}", settings.lifecycle_stream),
         next_sequence: 0,
         fresh_consumer: true,
-        outbox: Outbox::new(OUTBOX_CHUNK),
+        outbox: Outbox::new(OUTBOX_CHUNK, OUTBOX_IN_FLIGHT),
         in_flight: futures_util::stream::FuturesUnordered::new(),
         acking: std::collections::VecDeque::new(),
     };
@@ -346,6 +346,9 @@ type PublishInFlight = std::pin::Pin<Box<dyn Future<Output = Settled> + Send>>;
 const ACK_TASKS: usize = 4;
 /// Outbox entries read and published at a time.
 const OUTBOX_CHUNK: usize = 1_000;
+/// Incident publishes in flight at most: well under the JetStream context's
+/// `max_ack_inflight` (65,536), whose permits only answers read here free.
+const OUTBOX_IN_FLIGHT: usize = 16_384;
 /// Acknowledged outbox entries marked delivered in one transaction.
 const MARK_EVERY: usize = 5_000;
 

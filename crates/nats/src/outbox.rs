@@ -56,7 +56,10 @@ struct Lane {
 /// - **No re-send of a settled entry.** After a rewind, entries settled but
 ///   not yet taken are skipped when read again.
 /// - **Bounded memory.** Reads are asked for only while fewer than `chunk`
-///   entries are ready or held.
+///   entries are ready or held, and at most `max_in_flight` entries are
+///   handed out and not settled (the client's own limit of acknowledgements
+///   pending must be higher, or a publish would wait for a permit that only
+///   an answer this publisher has not read yet can free).
 ///
 /// The IO side's contract: serve [`Outbox::read_request`] with up to `chunk`
 /// pending entries after the given id, send everything
@@ -67,6 +70,7 @@ struct Lane {
 /// [`Outbox::tick`] periodically. A restart is a new `Outbox`.
 pub struct Outbox {
     chunk: usize,
+    max_in_flight: usize,
     epoch: u64,
     /// The highest id read in this epoch.
     read_through: i64,
@@ -92,10 +96,12 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// A publisher that reads `chunk` entries at a time, from the first pending one.
-    pub fn new(chunk: usize) -> Outbox {
+    /// A publisher that reads `chunk` entries at a time, from the first
+    /// pending one, and has at most `max_in_flight` handed out at once.
+    pub fn new(chunk: usize, max_in_flight: usize) -> Outbox {
         Outbox {
             chunk: chunk.max(1),
+            max_in_flight: max_in_flight.max(1),
             epoch: 0,
             read_through: 0,
             more: true,
@@ -142,7 +148,7 @@ impl Outbox {
 
     /// The next entry to publish, if any may go now.
     pub fn next_message(&mut self) -> Option<(Ticket, OutboxEntry)> {
-        if self.paused {
+        if self.paused || self.in_flight.len() >= self.max_in_flight {
             return None;
         }
         let row = self.ready.pop_front()?;
@@ -290,6 +296,10 @@ impl Outbox {
         for subject in self.lanes.keys() {
             assert!(busy.contains_key(subject.as_str()), "{subject}: a lane with nothing ready or in flight");
         }
+        assert!(self.in_flight.len() <= self.max_in_flight);
+        if !self.paused && self.in_flight.len() < self.max_in_flight {
+            assert!(self.ready.is_empty(), "entries ready while there is room to send them");
+        }
         let held: usize = self.lanes.values().map(|lane| lane.held.len()).sum();
         assert_eq!(held, self.held);
         for lane in self.lanes.values() {
@@ -328,6 +338,7 @@ mod tests {
     /// as the monitor drives it.
     struct World {
         chunk: usize,
+        max_in_flight: usize,
         outbox: Outbox,
         store: BTreeMap<i64, StoreRow>,
         network: Vec<Wire>,
@@ -338,10 +349,11 @@ mod tests {
     }
 
     impl World {
-        fn new(chunk: usize) -> World {
+        fn new(chunk: usize, max_in_flight: usize) -> World {
             World {
                 chunk,
-                outbox: Outbox::new(chunk),
+                max_in_flight,
+                outbox: Outbox::new(chunk, max_in_flight),
                 store: BTreeMap::new(),
                 network: Vec::new(),
                 server: Vec::new(),
@@ -449,7 +461,7 @@ mod tests {
                     self.server_receives(wire.ticket.id);
                 }
             }
-            self.outbox = Outbox::new(self.chunk);
+            self.outbox = Outbox::new(self.chunk, self.max_in_flight);
         }
 
         /// Runs to the end without failures, ticking only after a failure.
@@ -503,8 +515,12 @@ mod tests {
         /// delivered (stored once by the server) or set aside (exactly the
         /// refused ones).
         #[test]
-        fn order_no_loss_no_duplicate(chunk in 1usize..6, steps in prop::collection::vec(step(), 1..80)) {
-            let mut world = World::new(chunk);
+        fn order_no_loss_no_duplicate(
+            chunk in 1usize..6,
+            max_in_flight in 1usize..8,
+            steps in prop::collection::vec(step(), 1..80),
+        ) {
+            let mut world = World::new(chunk, max_in_flight);
             for step in steps {
                 match step {
                     Step::Commit(rows) => world.commit(&rows),
@@ -528,7 +544,7 @@ mod tests {
     /// rate of the acknowledgements, with no tick at all.
     #[test]
     fn held_messages_of_one_subject_flow_at_ack_rate_without_ticks() {
-        let mut world = World::new(1_000);
+        let mut world = World::new(1_000, 10_000);
         let cycles: Vec<(u8, bool)> = vec![(0, false); 3_000];
         world.commit(&cycles);
         world.pump();
@@ -552,7 +568,7 @@ mod tests {
     /// and others, still go.
     #[test]
     fn a_poison_entry_does_not_block_the_others() {
-        let mut world = World::new(10);
+        let mut world = World::new(10, 100);
         world.commit(&[(0, true), (0, false), (1, false)]);
         world.pump();
         assert_eq!(world.network.len(), 2, "the poison entry and the other subject's");
