@@ -8,6 +8,7 @@ mod check;
 mod db_commands;
 mod input;
 mod live;
+mod outbox_cmd;
 mod output;
 mod pipeline;
 mod publish;
@@ -148,6 +149,17 @@ enum Command {
         /// Include events already re-driven.
         #[arg(long)]
         all: bool,
+        /// Output format: table for people, jsonl for tools.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// List the incident transitions set aside: the NATS server refused them for
+    /// good (payload too large, invalid subject, no stream for the subject), so the
+    /// monitor stopped retrying them and published the others.
+    Outbox {
+        /// The database.
+        #[arg(long)]
+        db: PathBuf,
         /// Output format: table for people, jsonl for tools.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
@@ -400,6 +412,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Rejected { db, reason, all, format } => {
             db_commands::rejected(&db, reason, all, format)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Outbox { db, format } => {
+            outbox_cmd::list(&db, format)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Redrive { db, reason, config } => {

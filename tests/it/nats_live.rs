@@ -350,3 +350,207 @@ fn authentication_user_password_token_and_refusal() {
         }
     }
 }
+
+/// `lifewatch outbox --db DB --format jsonl`: the entries set aside.
+fn set_aside(db: &Path) -> Vec<serde_json::Value> {
+    let output = lifewatch().args(["outbox", "--format", "jsonl", "--db"]).arg(db).output().unwrap();
+    assert!(output.status.success(), "lifewatch outbox failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).lines().map(|line| serde_json::from_str(line).unwrap()).collect()
+}
+
+/// The issue's outage: five failing projects in region "eu west". Its
+/// subject is cleaned, so it reaches INCIDENTS, and the incidents of later
+/// events flow behind it.
+#[test]
+fn an_outage_in_a_region_with_a_space_reaches_incidents_and_later_ones_flow() {
+    let server = NatsServer::start(&[]);
+    let dir = TempDir::new("eu-west");
+    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
+    let outage = std::fs::read_to_string(repo_root().join("fixtures/regional_outage.jsonl")).unwrap();
+    let later = std::fs::read_to_string(repo_root().join("fixtures/provisioning_failed.jsonl")).unwrap();
+    let fixture = dir.path().join("eu-west.jsonl");
+    std::fs::write(&fixture, outage.replace("\"eu-west-1\"", "\"eu west\"") + &later).unwrap();
+    publish(&server.url(), &[&fixture], &[]);
+    let db = dir.path().join("lifewatch.db");
+    let monitor = Monitor::start(&server.url(), &db, &config, &[]);
+    wait_until_processed(&db, accepted_by_replay(&[&fixture], &config), &monitor);
+    assert!(monitor.terminate().success());
+
+    let messages = stream_messages(&server.url(), "INCIDENTS");
+    let eu_west = lifewatch_core::subject_token("eu west");
+    assert!(eu_west.starts_with("eu_west~"), "{eu_west}");
+    assert!(
+        messages
+            .iter()
+            .any(|message| message.subject == format!("incidents.regional_outage.region.{eu_west}")),
+        "the regional outage of \"eu west\" reached INCIDENTS"
+    );
+    assert!(
+        messages.iter().any(|message| message.subject == "incidents.provisioning_failed.project.prj_1"),
+        "the incidents of later events were published too"
+    );
+    assert_all_agree(&server.url(), &db, &fixture, &config);
+    assert!(set_aside(&db).is_empty(), "nothing was set aside");
+}
+
+/// The issue's dispute: a valid event whose record is over NATS's 1 MiB
+/// limit goes out in its bounded form, and later incidents still flow.
+#[test]
+fn an_incident_too_large_for_nats_is_published_bounded_and_later_ones_flow() {
+    let server = NatsServer::start(&[]);
+    let dir = TempDir::new("huge");
+    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
+    let account = "a".repeat(600_000);
+    let huge = format!(
+        r#"{{"specversion":"1.0","id":"huge-1","source":"billing/disputes","type":"dispute.opened","subject":"dsp_huge","time":"2026-11-20T07:00:00Z","data":{{"account_id":"{account}","amount_cents":99,"currency":"USD"}}}}"#
+    );
+    let later = std::fs::read_to_string(repo_root().join("fixtures/billing_dispute.jsonl")).unwrap();
+    let fixture = dir.path().join("huge.jsonl");
+    std::fs::write(&fixture, format!("{huge}\n{later}")).unwrap();
+    publish(&server.url(), &[&fixture], &[]);
+    let db = dir.path().join("lifewatch.db");
+    let monitor = Monitor::start(&server.url(), &db, &config, &[]);
+    wait_until_processed(&db, accepted_by_replay(&[&fixture], &config), &monitor);
+    assert!(monitor.terminate().success());
+
+    let expected = replay(&[&fixture], NEVER, &config);
+    let (published, message_ids) = incidents_stream(&server.url());
+    assert_each_transition_once(&message_ids);
+    assert_eq!(published.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
+    let mut bounded = 0;
+    for message in stream_messages(&server.url(), "INCIDENTS") {
+        let body: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+        let id = body["incident"]["id"].as_str().unwrap();
+        if message.subject.ends_with(".dsp_huge") {
+            assert!(
+                message.payload.len() <= lifewatch_core::MAX_MESSAGE_BYTES,
+                "{} bytes",
+                message.payload.len()
+            );
+            assert_eq!(body["truncated"], true);
+            assert!(body["incident"]["account_id"].as_str().unwrap().ends_with("[cut from 600000 bytes]"));
+            bounded += 1;
+        } else {
+            assert_eq!(body.get("truncated"), None);
+            assert_eq!(published[id], expected[id], "later incidents are published whole");
+        }
+    }
+    assert!(bounded > 0, "the huge dispute's incident was published");
+    assert!(published.len() > 1, "later incidents were published");
+    // The store keeps the whole record.
+    let stored = db_incidents(&db);
+    let whole = stored.values().find(|record| record["entity"]["id"] == "dsp_huge").unwrap();
+    assert_eq!(whole["account_id"].as_str().unwrap().len(), 600_000);
+    assert!(set_aside(&db).is_empty());
+}
+
+/// Rows the server refuses for good — an invalid subject (as stored before
+/// subjects were cleaned) and a subject no stream takes — are set aside,
+/// logged once, listed by `lifewatch outbox`, and do not hold back the rest.
+#[test]
+fn rows_refused_for_good_are_set_aside_and_listed() {
+    let server = NatsServer::start(&[]);
+    let dir = TempDir::new("set-aside");
+    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
+    let fixture = repo_root().join("fixtures/regional_outage.jsonl");
+    let db = dir.path().join("lifewatch.db");
+    let output = lifewatch()
+        .args(["replay", "--now", NEVER, "--config"])
+        .arg(&config)
+        .arg("--db")
+        .arg(&db)
+        .arg(&fixture)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let (invalid, nowhere) = {
+        let connection = rusqlite::Connection::open(&db).unwrap();
+        let ids: Vec<i64> = connection
+            .prepare("SELECT id FROM outbox ORDER BY id LIMIT 2")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(ids.len(), 2, "the fixture queues incidents");
+        connection
+            .execute(
+                "UPDATE outbox SET subject = 'incidents.regional_outage.region.eu west' WHERE id = ?1",
+                [ids[0]],
+            )
+            .unwrap();
+        connection.execute("UPDATE outbox SET subject = 'nowhere.at.all' WHERE id = ?1", [ids[1]]).unwrap();
+        (ids[0], ids[1])
+    };
+    let total: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM outbox", [], |row| row.get(0))
+        .unwrap();
+
+    let monitor = Monitor::start(&server.url(), &db, &config, &[]);
+    let events = db_summary(&db).unwrap().events;
+    wait_until_processed(&db, events, &monitor);
+    let log = monitor.log_text();
+    assert!(monitor.terminate().success());
+
+    let listed = set_aside(&db);
+    let ids: Vec<i64> = listed.iter().map(|entry| entry["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, vec![invalid, nowhere]);
+    assert_eq!(listed[0]["subject"], "incidents.regional_outage.region.eu west");
+    assert!(!listed[0]["reason"].as_str().unwrap().is_empty());
+    assert!(listed[1]["reason"].as_str().unwrap().contains("no stream"), "{}", listed[1]["reason"]);
+    for id in [invalid, nowhere] {
+        let logged = log
+            .lines()
+            .filter(|line| line.contains("set aside") && line.contains(&format!("\"id\":{id}")))
+            .count();
+        assert_eq!(logged, 1, "entry {id} logged once when set aside: {log}");
+    }
+    let (_, message_ids) = incidents_stream(&server.url());
+    assert_eq!(message_ids.len() as i64, total - 2, "every other entry was published");
+    let table = lifewatch().args(["outbox", "--db"]).arg(&db).output().unwrap();
+    assert!(String::from_utf8_lossy(&table.stdout).contains("2 set aside"));
+}
+
+/// A clean stop waits (bounded, `outbox_drain`) for the outbox, and when
+/// the server keeps refusing for a reason that may pass (here the stream is
+/// full) it says how many entries remain rather than claiming all went out.
+#[test]
+fn a_clean_stop_says_how_many_incidents_remain_unpublished() {
+    let server = NatsServer::start(&[]);
+    let dir = TempDir::new("drain");
+    let config =
+        write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\noutbox_drain = \"1s\"\n");
+    block_on(async {
+        let jetstream = async_nats::jetstream::new(server.client().await);
+        jetstream
+            .create_stream(async_nats::jetstream::stream::Config {
+                name: "INCIDENTS".to_string(),
+                subjects: vec!["incidents.>".to_string()],
+                max_messages: 1,
+                discard: async_nats::jetstream::stream::DiscardPolicy::New,
+                ..Default::default()
+            })
+            .await
+            .expect("create a full-after-one INCIDENTS stream");
+    });
+    let fixture = repo_root().join("fixtures/regional_outage.jsonl");
+    publish(&server.url(), &[&fixture], &[]);
+    let db = dir.path().join("lifewatch.db");
+    let monitor = Monitor::start(&server.url(), &db, &config, &[]);
+    let events = accepted_by_replay(&[&fixture], &config);
+    wait_watching(&monitor, "every event stored and the first incident published", || {
+        let summary = db_summary(&db)?;
+        (summary.events == events && stream_messages(&server.url(), "INCIDENTS").len() == 1).then_some(())
+    });
+    let log_before = monitor.log.clone();
+    assert!(monitor.terminate().success(), "a clean stop exits 0");
+    let log = std::fs::read_to_string(&log_before).unwrap();
+    let pending = db_summary(&db).unwrap().pending_outbox;
+    assert!(pending > 0, "the stream refused the rest");
+    assert!(!log.contains("every incident transition was published"), "{log}");
+    let last = log.lines().rfind(|line| line.contains("monitor stopped")).expect("a final line");
+    assert!(last.contains("not yet published"), "{last}");
+    assert!(last.contains(&format!("\"unpublished\":{pending}")), "{last}");
+    assert!(set_aside(&db).is_empty(), "a full stream is no reason to set anything aside");
+}

@@ -372,11 +372,13 @@ pub fn incidents_stream(url: &str) -> (BTreeMap<String, Value>, Vec<String>) {
         let record = body["incident"].clone();
         let transition = body["transition"].as_str().expect("a transition").to_string();
         let id = record["id"].as_str().expect("an incident id").to_string();
+        // The entity id as core makes it a subject token (a region name
+        // may hold spaces or dots); a valid id is kept as it is.
         let expected_subject = format!(
             "incidents.{}.{}.{}",
             record["kind"].as_str().unwrap_or_default(),
             record["entity"]["type"].as_str().unwrap_or_default(),
-            record["entity"]["id"].as_str().unwrap_or_default()
+            lifewatch_core::subject_token(record["entity"]["id"].as_str().unwrap_or_default())
         );
         assert_eq!(message.subject, expected_subject, "incident subject");
         let message_id = message.headers.get("Nats-Msg-Id").cloned().expect("a Nats-Msg-Id");

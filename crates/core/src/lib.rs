@@ -20,6 +20,7 @@ mod machine;
 mod schema;
 mod time;
 mod timeline;
+mod wire;
 
 pub use config::{Config, ConfigError, DEFAULT_CONFIG_TOML, OwnerRule, RawConfig, SeverityOverride};
 pub use engine::{Change, Engine, EngineStats, EntityRef, EntityView, Outcome};
@@ -38,3 +39,4 @@ pub use machine::{
 #[cfg(feature = "schema")]
 pub use schema::{all_schemas, schema_file_text};
 pub use time::{Duration, Timestamp};
+pub use wire::{MAX_MESSAGE_BYTES, bounded_message, incident_message, incident_subject, subject_token};

@@ -6,7 +6,9 @@
 //! monitor's durable pull consumer, and runs the live monitor loop
 //! ([`run_monitor`]): fetch a batch, validate, feed the sans-IO engine,
 //! persist in one store transaction, acknowledge, publish the outbox, re-arm
-//! the deadline timer. It also publishes events ([`Publisher`]) for
+//! the deadline timer. The outbox's publishing protocol (one message per
+//! incident subject in flight, retries, rows refused for good set aside) is
+//! [`Outbox`], a state machine without IO that the monitor drives. It also publishes events ([`Publisher`]) for
 //! `lifewatch publish` and `lifewatch simulate --nats`, and turns the `[nats]`
 //! configuration section and command-line options into connection options
 //! ([`NatsConfig`]).
@@ -20,6 +22,7 @@ mod connect;
 mod error;
 mod monitor;
 mod options;
+mod outbox;
 mod publish;
 mod streams;
 mod validate;
@@ -30,11 +33,12 @@ pub use monitor::{MonitorOptions, MonitorTotals, run_monitor};
 pub use options::{
     Auth, ConnectOverrides, ConnectSettings, NatsConfig, RawNatsConfig, Secret, StreamSettings, Tls,
 };
+pub use outbox::{FailureKind, Outbox, Ticket};
 pub use publish::{Outgoing, PublishTotals, Publisher, publish_one, publishing_context};
 pub use streams::{
     CreateStreams, INCIDENTS_SUBJECTS, LIFECYCLE_SUBJECTS, ORIGINAL_SEQUENCE_HEADER, ORIGINAL_SUBJECT_HEADER,
     REJECT_DETAIL_HEADER, REJECT_REASON_HEADER, REJECTED_SUBJECTS, Streams, bind_consumer, ensure_streams,
-    incident_subject, rejected_subject, stream_config, subject_token,
+    rejected_subject, stream_config, subject_token,
 };
 pub use validate::{check_future, subject_matches, validate_message, wall_clock};
 

@@ -5,15 +5,18 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, consumer::pull::MessagesErrorKind};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use lifewatch_core::{RejectReason, Rejection, Timestamp};
 use lifewatch_store::{Fed, OutboxEntry, Writer};
+use tracing::Instrument;
 
 use crate::connect::backoff;
 use crate::error::NatsError;
 use crate::options::NatsConfig;
+use crate::outbox::{FailureKind, Outbox, Ticket};
 use crate::publish::{Outgoing, publish_one};
 use crate::streams::{self, CreateStreams};
 use crate::validate::{subject_matches, wall_clock};
@@ -42,6 +45,11 @@ pub struct MonitorTotals {
     pub batches: u64,
     /// Incident transitions published and marked delivered.
     pub published: u64,
+    /// Incident transitions the server refused for good, set aside (see `lifewatch outbox`).
+    pub set_aside: u64,
+    /// Incident transitions still waiting to be published when the monitor
+    /// stopped (they are published at the next start).
+    pub unpublished: u64,
 }
 
 /// The inputs of the monitor loop. The set is closed: everything the loop
@@ -58,9 +66,8 @@ enum Input {
     Deadline,
     /// The periodic tick: report progress, retry an outbox that could not be published.
     Tick,
-    /// An incident publish was acknowledged (or failed) while outbox rows
-    /// wait for it.
-    Published(Option<(i64, String, bool)>),
+    /// An incident publish was acknowledged, or failed.
+    Published(Option<Settled>),
     /// The shutdown future completed.
     Shutdown,
 }
@@ -86,9 +93,14 @@ enum Input {
 /// 2. **Deadline**: move the engine's clock to the wall clock minus the
 ///    allowed lateness, which makes the visits past their deadline stuck, and
 ///    commit that clock tick with its changes like a batch.
-/// 3. **Tick**: log lag, throughput and latency; retry the outbox.
-/// 4. **Shutdown**: stop fetching (the message stream is dropped), publish
-///    the outbox, flush the acknowledgements, return.
+/// 3. **Published**: an incident publish was acknowledged or failed; the
+///    outbox publisher ([`Outbox`]) hands out what may go next (the next
+///    message of the same subject goes at once, at the server's ack rate).
+///    This branch is enabled whenever a publish is in flight.
+/// 4. **Tick**: log lag, throughput and latency; retry the outbox after a failure.
+/// 5. **Shutdown**: stop fetching (the message stream is dropped), wait up
+///    to `outbox_drain` for the outbox to be published (saying how many
+///    entries remain if it was not), flush the acknowledgements, return.
 ///
 /// After every input the single deadline timer is re-armed from
 /// [`Writer::next_deadline`]: the monitor never scans entities to find due work.
@@ -115,18 +127,14 @@ pub async fn run_monitor(
         lifecycle_stream: settings.lifecycle_stream.clone(),
         totals: MonitorTotals::default(),
         report: Report::new(),
-        outbox_backlog: true,
         checkpoint_name: format!("nats:{}", settings.lifecycle_stream),
         next_sequence: 0,
         fresh_consumer: true,
-        acknowledged: Vec::new(),
-        sent_through: 0,
-        in_flight: futures_util::stream::FuturesOrdered::new(),
-        in_flight_subjects: std::collections::HashMap::new(),
-        deferred: std::collections::VecDeque::new(),
+        outbox: Outbox::new(OUTBOX_CHUNK, OUTBOX_IN_FLIGHT),
+        in_flight: futures_util::stream::FuturesUnordered::new(),
         acking: std::collections::VecDeque::new(),
     };
-    monitor.deliver_outbox().await?;
+    monitor.pump_outbox().await?;
 
     let checkpoint = monitor.writer.checkpoint(&monitor.checkpoint_name)?;
     monitor.next_sequence = checkpoint.map_or(0, |sequence| sequence.max(0) as u64 + 1);
@@ -155,9 +163,9 @@ pub async fn run_monitor(
                 None => Input::StreamEnded,
             },
             _ = ticker.tick() => Input::Tick,
-            settled = monitor.in_flight.next(), if !monitor.deferred.is_empty() && !monitor.in_flight.is_empty() => {
-                Input::Published(settled)
-            }
+            // Always enabled while a publish is in flight, so that the
+            // messages held back behind it go at the server's ack rate.
+            settled = monitor.in_flight.next(), if !monitor.in_flight.is_empty() => Input::Published(settled),
         };
         match input {
             Input::Batch(mut batch) => {
@@ -182,38 +190,53 @@ pub async fn run_monitor(
                 monitor.handle_clock(now.saturating_sub(lateness)).await?;
             }
             Input::Published(settled) => {
-                if settled.is_none_or(|settled| monitor.settle_one(settled)) {
-                    monitor.deliver_outbox().await?;
+                if let Some(settled) = settled {
+                    monitor.settle(settled).await;
                 }
+                monitor.collect_settled().await;
+                monitor.pump_outbox().await?;
             }
             Input::Tick => {
                 monitor.report_progress();
-                monitor.settle_publishes(true).await;
-                if monitor.outbox_backlog {
-                    monitor.deliver_outbox().await?;
-                    monitor.settle_publishes(true).await;
-                }
-                monitor.mark_delivered(1).await?;
+                monitor.collect_settled().await;
+                monitor.outbox.tick();
+                monitor.pump_outbox().await?;
+                monitor.flush_outbox_marks(1)?;
             }
             Input::Shutdown => {
                 tracing::info!("shutting down: fetching stopped");
                 drop(messages);
-                monitor.deliver_outbox().await?;
-                monitor.settle_publishes(true).await;
-                monitor.mark_delivered(1).await?;
+                let unpublished = monitor.drain_outbox(settings.outbox_drain).await?;
+                monitor.totals.unpublished = unpublished;
                 monitor.finish_acks().await;
                 if let Err(error) = client.flush().await {
                     tracing::warn!(%error, "could not flush the last acknowledgements");
                 }
                 monitor.report_progress();
-                tracing::info!(
-                    accepted = monitor.totals.accepted,
-                    duplicates = monitor.totals.duplicates,
-                    rejected = monitor.totals.rejected,
-                    published = monitor.totals.published,
-                    "monitor stopped cleanly"
-                );
-                return Ok(monitor.totals);
+                let totals = monitor.totals;
+                if unpublished == 0 {
+                    tracing::info!(
+                        accepted = totals.accepted,
+                        duplicates = totals.duplicates,
+                        rejected = totals.rejected,
+                        published = totals.published,
+                        set_aside = totals.set_aside,
+                        "monitor stopped cleanly; every incident transition was published"
+                    );
+                } else {
+                    tracing::warn!(
+                        accepted = totals.accepted,
+                        duplicates = totals.duplicates,
+                        rejected = totals.rejected,
+                        published = totals.published,
+                        set_aside = totals.set_aside,
+                        unpublished,
+                        drain_ms = settings.outbox_drain.as_millis() as u64,
+                        "monitor stopped with incident transitions not yet published; \
+                         they are published at the next start"
+                    );
+                }
+                return Ok(totals);
             }
         }
         deadline_armed = monitor.arm_deadline(deadline_timer.as_mut(), lateness)?;
@@ -298,9 +321,6 @@ struct Monitor<'a> {
     lifecycle_stream: String,
     totals: MonitorTotals,
     report: Report,
-    /// Whether the outbox may hold undelivered rows (a publish failed, or a
-    /// commit added rows).
-    outbox_backlog: bool,
     /// The store checkpoint that holds the last committed stream sequence.
     checkpoint_name: String,
     /// The stream sequence the engine must see next (0: any, nothing committed yet).
@@ -308,31 +328,27 @@ struct Monitor<'a> {
     /// Whether the consumer was just bound: its first message may skip
     /// sequences that no longer exist (retention removed them).
     fresh_consumer: bool,
-    /// Outbox entries JetStream acknowledged, not yet marked delivered.
-    acknowledged: Vec<i64>,
-    /// The highest outbox id published in this run (acknowledged or in flight).
-    sent_through: i64,
-    /// Incident publishes waiting for JetStream's acknowledgement, in outbox order.
-    in_flight: futures_util::stream::FuturesOrdered<PublishInFlight>,
-    /// The subjects of the publishes in flight, with the outbox id of each:
-    /// at most one per subject, so that a lost publish re-sent later cannot
-    /// land after a newer message of the same incident (consumers read the
-    /// latest message per subject).
-    in_flight_subjects: std::collections::HashMap<String, i64>,
-    /// Outbox rows read but held back, in outbox order, until the message of
-    /// the same subject in flight is acknowledged.
-    deferred: std::collections::VecDeque<OutboxEntry>,
+    /// The outbox publisher: what to read, send, mark delivered or set aside
+    /// (at most one message per incident subject in flight, see [`Outbox`]).
+    outbox: Outbox,
+    /// Incident publishes waiting for JetStream's answer, settled as they come.
+    in_flight: futures_util::stream::FuturesUnordered<PublishInFlight>,
     /// Tasks sending the acknowledgements of committed batches, oldest first.
     acking: std::collections::VecDeque<tokio::task::JoinHandle<()>>,
 }
 
-/// An incident publish awaiting its acknowledgement: outbox id, subject, stored.
-type PublishInFlight = std::pin::Pin<Box<dyn Future<Output = (i64, String, bool)> + Send>>;
+/// An incident publish's answer: the hand-out and what the server said.
+type Settled = (Ticket, Result<(), PublishError>);
+/// An incident publish awaiting its answer.
+type PublishInFlight = std::pin::Pin<Box<dyn Future<Output = Settled> + Send>>;
 
 /// Batches whose acknowledgements may be on their way at once.
 const ACK_TASKS: usize = 4;
 /// Outbox entries read and published at a time.
 const OUTBOX_CHUNK: usize = 1_000;
+/// Incident publishes in flight at most: well under the JetStream context's
+/// `max_ack_inflight` (65,536), whose permits only answers read here free.
+const OUTBOX_IN_FLIGHT: usize = 16_384;
 /// Acknowledged outbox entries marked delivered in one transaction.
 const MARK_EVERY: usize = 5_000;
 
@@ -373,9 +389,19 @@ impl Monitor<'_> {
         if messages.is_empty() {
             return Ok(Continuity::InOrder);
         }
+        // `instrument` rather than a guard held across the awaits below: the
+        // span must not stay entered on the thread while this task is parked.
         let span = tracing::debug_span!("batch", size = messages.len());
-        let _entered = span.enter();
+        self.process_batch(messages, now, received, max_future).instrument(span).await
+    }
 
+    async fn process_batch(
+        &mut self,
+        mut messages: Vec<jetstream::Message>,
+        now: Timestamp,
+        received: Instant,
+        max_future: lifewatch_core::Duration,
+    ) -> Result<Continuity, NatsError> {
         let mut rejected: Vec<RejectedMessage> = Vec::new();
         let mut duplicates = 0u64;
         let mut lag = None;
@@ -454,12 +480,15 @@ impl Monitor<'_> {
         self.totals.batches += 1;
         self.report.phases[2] += acking.elapsed();
         self.report.batch(count, received.elapsed(), lag);
+        let publishing = Instant::now();
         if committed.transitions > 0 {
-            self.outbox_backlog = true;
-            let publishing = Instant::now();
-            self.deliver_outbox().await?;
-            self.report.phases[3] += publishing.elapsed();
+            self.outbox.committed();
         }
+        // Acknowledgements that arrived meanwhile are collected here too:
+        // under a backlog the batch branch of the loop is always ready first.
+        self.collect_settled().await;
+        self.pump_outbox().await?;
+        self.report.phases[3] += publishing.elapsed();
         Ok(continuity)
     }
 
@@ -509,175 +538,166 @@ impl Monitor<'_> {
         let committed = tokio::task::block_in_place(|| self.writer.commit())?;
         tracing::debug!(transitions = committed.transitions, %watermark, "clock moved");
         if committed.transitions > 0 {
-            self.outbox_backlog = true;
-            self.deliver_outbox().await?;
+            self.outbox.committed();
+            self.pump_outbox().await?;
         }
         Ok(())
     }
 
-    /// Publishes every outbox entry not published yet and notes the
-    /// acknowledged ones. An entry whose publish fails is tried again later.
+    /// Does what the outbox publisher asks until it asks for nothing more:
+    /// sends what it hands out and reads the store when it wants more
+    /// entries; then writes the entries set aside, and the delivered ones
+    /// once [`MARK_EVERY`] wait.
     ///
-    /// Acknowledged entries are marked delivered in the store in bulk
-    /// ([`Monitor::mark_delivered`]: at least every [`MARK_EVERY`] entries,
-    /// on every tick and at shutdown) rather than once per batch, which would
-    /// cost a second synced transaction per batch. A crash before the mark
-    /// re-sends those entries, which JetStream drops as duplicates of their
-    /// `Nats-Msg-Id`.
-    async fn deliver_outbox(&mut self) -> Result<(), NatsError> {
-        let sent = self.send_outbox().await?;
-        self.outbox_backlog = !sent || !self.in_flight.is_empty() || !self.deferred.is_empty();
-        self.mark_delivered(MARK_EVERY).await
-    }
-
-    /// Publishes the held-back rows that are free to go and the outbox rows
-    /// past `sent_through`; false when a publish failed (the rest is sent at
-    /// the next attempt, from where it failed).
-    async fn send_outbox(&mut self) -> Result<bool, NatsError> {
-        if !self.settle_publishes(false).await || !self.publish_deferred().await {
-            return Ok(false);
-        }
-        // Rows held back are not read past without bound: the acknowledgements
-        // that free them come first.
-        while self.deferred.len() < OUTBOX_CHUNK {
-            let after = self.sent_through;
+    /// Delivered entries are marked in bulk (at least every [`MARK_EVERY`],
+    /// on every tick and at shutdown) rather than once per batch, which
+    /// would cost a second synced transaction per batch. A crash before the
+    /// mark re-sends those entries, which JetStream drops as duplicates of
+    /// their `Nats-Msg-Id`.
+    async fn pump_outbox(&mut self) -> Result<(), NatsError> {
+        loop {
+            while let Some((ticket, row)) = self.outbox.next_message() {
+                self.publish(ticket, row).await;
+            }
+            // What is taken from the publisher is written before the store
+            // is read again, as its contract asks.
+            self.flush_outbox_marks(MARK_EVERY)?;
+            let Some(after) = self.outbox.read_request() else { break };
             let rows = tokio::task::block_in_place(|| self.writer.pending_outbox(after, OUTBOX_CHUNK))?;
-            let full = rows.len() == OUTBOX_CHUNK;
-            for row in rows {
-                // One message per incident subject in flight: a later one of
-                // the same incident is held back until the earlier one is
-                // acknowledged (see `publish_deferred`).
-                if self.in_flight_subjects.contains_key(&row.subject) {
-                    self.sent_through = row.id;
-                    self.deferred.push_back(row);
-                    continue;
-                }
-                if !self.publish(&row).await {
-                    // Read again from this row at the next attempt.
-                    self.sent_through = row.id - 1;
-                    return Ok(false);
-                }
-            }
-            // Acknowledgements are collected as they come, without waiting
-            // for them here: the next batch goes on meanwhile.
-            if !self.settle_publishes(false).await || !self.publish_deferred().await {
-                return Ok(false);
-            }
-            if !full {
-                break;
-            }
+            self.outbox.rows_read(rows);
         }
-        Ok(true)
+        Ok(())
     }
 
-    /// Publishes one outbox row; false when the client refused it.
-    async fn publish(&mut self, row: &OutboxEntry) -> bool {
+    /// Publishes one outbox entry; its answer comes back as [`Input::Published`].
+    async fn publish(&mut self, ticket: Ticket, row: OutboxEntry) {
         // The outbox id is stable across restarts, so a re-send after
         // a crash carries the same Nats-Msg-Id and is dropped as a duplicate.
         let message = Outgoing {
-            subject: row.subject.clone(),
             message_id: Some(format!("{}:{}", row.incident_id, row.id)),
-            payload: Bytes::from(row.payload.clone()),
+            subject: row.subject,
+            payload: Bytes::from(row.payload),
         };
         match publish_one(&self.jetstream, &message).await {
             Ok(ack) => {
-                let id = row.id;
-                let subject = message.subject;
-                self.in_flight_subjects.insert(subject.clone(), id);
-                self.in_flight.push_back(Box::pin(async move { (id, subject, ack.await.is_ok()) }));
-                self.sent_through = self.sent_through.max(id);
-                true
+                self.in_flight.push(Box::pin(async move { (ticket, ack.await.map(drop)) }));
             }
             Err(error) => {
-                tracing::warn!(subject = %message.subject, %error, "incident not published yet; will retry");
-                false
+                let kind = classify(&error, None);
+                self.note_failure(ticket, &message.subject, &error, kind);
             }
         }
     }
 
-    /// Publishes the held-back rows whose subject has nothing in flight any
-    /// more, in outbox order; false when the client refused one.
-    async fn publish_deferred(&mut self) -> bool {
-        let mut held = std::collections::VecDeque::new();
-        let mut blocked = std::collections::HashSet::new();
-        while let Some(row) = self.deferred.pop_front() {
-            if self.in_flight_subjects.contains_key(&row.subject) || blocked.contains(&row.subject) {
-                blocked.insert(row.subject.clone());
-                held.push_back(row);
-                continue;
+    /// Notes the answer to one incident publish.
+    async fn settle(&mut self, (ticket, result): Settled) {
+        let error = match result {
+            Ok(()) => {
+                self.outbox.acked(ticket);
+                return;
             }
-            if !self.publish(&row).await {
-                // Held back again, in order, for the next attempt.
-                self.deferred.push_front(row);
-                held.append(&mut self.deferred);
-                self.deferred = held;
-                return false;
-            }
-        }
-        self.deferred = held;
-        true
+            Err(error) => error,
+        };
+        let Some(subject) = self.outbox.subject(ticket).map(str::to_string) else {
+            // A publish from before a rewind: the entry was handed out again.
+            return;
+        };
+        let stream = match error.kind() {
+            PublishErrorKind::StreamNotFound => self.stream_for(&subject).await,
+            _ => None,
+        };
+        let kind = classify(&error, stream);
+        self.note_failure(ticket, &subject, &error, kind);
     }
 
-    /// Forgets every publish in flight or held back from outbox id `from`
-    /// on: the outbox is read and sent again from there, in order. Entries
-    /// JetStream had stored are dropped as duplicates of their `Nats-Msg-Id`.
-    fn rewind(&mut self, from: i64) {
-        let held = self.deferred.iter().map(|row| row.id);
-        let from = self.in_flight_subjects.values().copied().chain(held).fold(from, i64::min);
-        self.in_flight.clear();
-        self.in_flight_subjects.clear();
-        self.deferred.clear();
-        self.sent_through = from - 1;
-        self.outbox_backlog = true;
+    /// Whether a stream takes `subject`: `Some(false)` only when the server
+    /// said that none does (no responders also means JetStream is not
+    /// answering yet, after a restart, which retrying fixes).
+    async fn stream_for(&self, subject: &str) -> Option<bool> {
+        use async_nats::jetstream::context::GetStreamByNameErrorKind;
+        match self.jetstream.stream_by_subject(subject).await {
+            Ok(_) => Some(true),
+            Err(error) => match error.kind() {
+                GetStreamByNameErrorKind::NotFound | GetStreamByNameErrorKind::InvalidSubject => Some(false),
+                _ => None,
+            },
+        }
     }
 
-    /// Notes one incident publish acknowledged (or not: then the outbox is
-    /// sent again from it, and false is returned).
-    fn settle_one(&mut self, (id, subject, acknowledged): (i64, String, bool)) -> bool {
-        if self.in_flight_subjects.get(&subject) == Some(&id) {
-            self.in_flight_subjects.remove(&subject);
+    /// Hands a failed publish to the outbox publisher, and logs it once.
+    fn note_failure(&mut self, ticket: Ticket, subject: &str, error: &PublishError, kind: FailureKind) {
+        let permanent = matches!(kind, FailureKind::Permanent(_));
+        if !self.outbox.failed(ticket, kind) {
+            return;
         }
-        if acknowledged {
-            self.acknowledged.push(id);
-            true
+        if permanent {
+            tracing::error!(
+                id = ticket.id,
+                %subject,
+                %error,
+                "incident transition refused by the server for good; set aside (see `lifewatch outbox`)"
+            );
         } else {
-            tracing::warn!(id, "incident publish not acknowledged; will retry");
-            self.rewind(id);
-            false
+            tracing::warn!(id = ticket.id, %subject, %error, "incident not published yet; will retry");
         }
     }
 
-    /// Collects the acknowledgements of incident publishes that arrived
-    /// (all of them, waiting, if `wait`). A failed one makes every later
-    /// entry count as unsent, so the outbox is sent again from it, in order;
-    /// returns false then.
-    async fn settle_publishes(&mut self, wait: bool) -> bool {
+    /// Notes the answers to incident publishes that already arrived, without waiting.
+    async fn collect_settled(&mut self) {
         use futures_util::FutureExt;
-        loop {
-            let next = if wait {
-                self.in_flight.next().await
-            } else {
-                match self.in_flight.next().now_or_never() {
-                    Some(next) => next,
-                    None => return true,
-                }
-            };
-            let Some(settled) = next else { return true };
-            if !self.settle_one(settled) {
-                return false;
-            }
+        while let Some(Some(settled)) = self.in_flight.next().now_or_never() {
+            self.settle(settled).await;
         }
     }
 
-    /// Marks the acknowledged outbox entries delivered once at least `at_least` wait.
-    async fn mark_delivered(&mut self, at_least: usize) -> Result<(), NatsError> {
-        if self.acknowledged.is_empty() || self.acknowledged.len() < at_least {
+    /// Writes the entries set aside at once, and the delivered ones once at
+    /// least `at_least` wait.
+    fn flush_outbox_marks(&mut self, at_least: usize) -> Result<(), NatsError> {
+        let set_aside = self.outbox.take_set_aside();
+        if !set_aside.is_empty() {
+            tokio::task::block_in_place(|| self.writer.set_aside(&set_aside))?;
+            self.totals.set_aside += set_aside.len() as u64;
+        }
+        let waiting = self.outbox.delivered_waiting();
+        if waiting == 0 || waiting < at_least {
             return Ok(());
         }
-        let ids = std::mem::take(&mut self.acknowledged);
+        let ids = self.outbox.take_delivered();
         tokio::task::block_in_place(|| self.writer.mark_delivered(&ids))?;
         self.totals.published += ids.len() as u64;
         Ok(())
+    }
+
+    /// At shutdown: publishes the outbox for at most `limit`, retrying after
+    /// failures with backoff, and returns how many entries still wait.
+    async fn drain_outbox(&mut self, limit: Duration) -> Result<u64, NatsError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut attempt = 0;
+        loop {
+            self.pump_outbox().await?;
+            if self.outbox.is_idle() || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            if self.in_flight.is_empty() {
+                if !self.outbox.paused() {
+                    break;
+                }
+                attempt += 1;
+                if tokio::time::timeout_at(deadline, tokio::time::sleep(backoff(attempt))).await.is_err() {
+                    break;
+                }
+                self.outbox.tick();
+                continue;
+            }
+            match tokio::time::timeout_at(deadline, self.in_flight.next()).await {
+                Ok(Some(settled)) => self.settle(settled).await,
+                Ok(None) => {}
+                Err(_) => break,
+            }
+        }
+        self.flush_outbox_marks(1)?;
+        let remaining = tokio::task::block_in_place(|| self.writer.pending_outbox_count())?;
+        Ok(remaining)
     }
 
     /// Sets the deadline timer to the wall-clock instant at which the engine's
@@ -701,6 +721,28 @@ impl Monitor<'_> {
     fn report_progress(&mut self) {
         self.report.log(&self.totals);
     }
+}
+
+/// Whether retrying a failed incident publish can help. Refusals that
+/// retrying cannot fix are permanent: a message over the server's
+/// `max_payload` or the stream's `max_msg_size`, an invalid subject, and no
+/// stream for the subject (`stream_exists`: what the server said when asked,
+/// `None` when it could not be asked). Timeouts, lost connections and
+/// anything else are retried.
+fn classify(error: &PublishError, stream_exists: Option<bool>) -> FailureKind {
+    use std::error::Error as _;
+    let permanent = match error.kind() {
+        PublishErrorKind::MaxPayloadExceeded => true,
+        PublishErrorKind::StreamNotFound => stream_exists == Some(false),
+        PublishErrorKind::Other => error.source().is_some_and(|source| {
+            source.downcast_ref::<async_nats::subject::SubjectError>().is_some()
+                || source.downcast_ref::<async_nats::jetstream::Error>().is_some_and(|error| {
+                    error.error_code() == jetstream::ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM
+                })
+        }),
+        _ => false,
+    };
+    if permanent { FailureKind::Permanent(error.to_string()) } else { FailureKind::Retryable }
 }
 
 /// The monitor's own checks of a parsed event: its subject agrees with the
@@ -839,6 +881,7 @@ impl Report {
             duplicates_total = totals.duplicates,
             rejected_total = totals.rejected,
             incidents_published_total = totals.published,
+            incidents_set_aside_total = totals.set_aside,
             "progress"
         );
         *self = Report::new();

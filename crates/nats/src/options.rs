@@ -96,6 +96,9 @@ pub struct RawNatsConfig {
     pub heartbeat: Option<String>,
     /// How often the monitor logs lag, throughput and latency (default `10s`).
     pub report_interval: Option<String>,
+    /// How long a clean stop waits for the incident outbox to be published
+    /// (default `10s`; `0s`: not at all).
+    pub outbox_drain: Option<String>,
 }
 
 /// How the client authenticates.
@@ -169,6 +172,8 @@ pub struct StreamSettings {
     pub heartbeat: Duration,
     /// Period of the progress report.
     pub report_interval: Duration,
+    /// How long a clean stop waits for the outbox to be published.
+    pub outbox_drain: Duration,
 }
 
 /// The whole validated `[nats]` configuration.
@@ -271,6 +276,7 @@ impl NatsConfig {
             },
             heartbeat: duration("heartbeat", raw.heartbeat, "5s", false)?,
             report_interval: duration("report_interval", raw.report_interval, "10s", false)?,
+            outbox_drain: duration("outbox_drain", raw.outbox_drain, "10s", true)?,
         };
         if streams.heartbeat * 2 >= Duration::from_secs(30) {
             return Err(NatsError::Config("`nats.heartbeat`: must be shorter than 15s".into()));

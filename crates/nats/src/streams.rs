@@ -155,19 +155,17 @@ pub async fn bind_consumer(
     lifecycle.create_consumer(config).await.map_err(|error| consumer_error(Box::new(error)))
 }
 
-/// The subject of an incident message: `incidents.<kind>.<entity type>.<entity id>`.
-pub fn incident_subject(record: &lifewatch_core::IncidentRecord) -> String {
-    format!("incidents.{}.{}.{}", record.kind, record.entity.entity_type, subject_token(&record.entity.id))
-}
-
 /// The subject a rejected message is republished to: `lifewatch.rejected.<reason>`.
 pub fn rejected_subject(reason: lifewatch_core::RejectReason) -> String {
     format!("lifewatch.rejected.{reason}")
 }
 
-/// `text` made safe as one subject token: characters that NATS gives a
-/// meaning (`.`, `*`, `>`, white space) become `_`. Entity ids are already
-/// safe (SPEC.md section 1); region names from event data may not be.
+/// `text` made safe as one token of the lifecycle subject of a raw line
+/// (`lifewatch publish --raw`): characters that NATS gives a meaning (`.`,
+/// `*`, `>`, white space) become `_`. Such a line is invalid and is
+/// rejected by the monitor whatever its subject, so readability matters more
+/// than keeping two texts apart; incident subjects are built by
+/// [`lifewatch_core::incident_subject`], which does keep them apart.
 pub fn subject_token(text: &str) -> String {
     if text.is_empty() {
         return "_".to_string();

@@ -62,4 +62,6 @@ pub use log::RestoreStats;
 pub use project::{Difference, StoredEntity};
 pub use read::{IncidentFilter, Store, StoreSummary, StoredEvent, StoredRejection};
 pub use schema::Durability;
-pub use writer::{Committed, Fed, OutboxEntry, RedriveSummary, Writer, WriterOptions};
+pub use writer::{
+    Committed, Fed, OutboxEntry, RedriveSummary, SetAsideEntry, Writer, WriterOptions, set_aside_outbox,
+};

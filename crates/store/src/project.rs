@@ -147,16 +147,6 @@ pub(crate) fn entity_key(entity: EntityRef) -> i64 {
     (code << 32) | i64::from(entity.index)
 }
 
-/// The NATS subject of an incident: `incidents.<kind>.<entity type>.<entity id>`.
-pub(crate) fn incident_subject(record: &IncidentRecord) -> String {
-    format!("incidents.{}.{}.{}", record.kind, record.entity.entity_type, record.entity.id)
-}
-
-/// The outbox payload of SPEC.md section 6: `{"transition": ..., "incident": <record>}`.
-pub(crate) fn outbox_payload(transition: &str, record_json: &str) -> String {
-    format!("{{\"transition\":\"{transition}\",\"incident\":{record_json}}}")
-}
-
 /// The upsert of an entity's row (see [`execute_entity_upsert`]). `||` gives
 /// text (byte for byte): cast it back to a blob.
 pub(crate) const ENTITY_UPSERT: &str =
@@ -305,7 +295,10 @@ pub(crate) fn note_transition(
              VALUES (?1, ?2, ?3, '', ?4)",
         )
         .and_then(|mut statement| {
-            statement.execute(params![record.id, transition, incident_subject(record), record_id])
+            // The subject is core's, the one place it is built (its tokens are
+            // cleaned: a region name may hold spaces or dots).
+            let subject = lifewatch_core::incident_subject(record);
+            statement.execute(params![record.id, transition, subject, record_id])
         })
         .context(path, "queue an incident transition")?;
     Ok(())

@@ -107,7 +107,7 @@ pub struct StoreSummary {
     pub rejected: i64,
     /// Incidents stored.
     pub incidents: i64,
-    /// Outbox entries not yet delivered.
+    /// Outbox entries not yet delivered nor set aside.
     pub pending_outbox: i64,
     /// The engine's clock as last committed.
     pub clock: Option<Timestamp>,
@@ -307,7 +307,9 @@ impl Store {
             events: crate::blocks::last_seq(&self.connection, path)?,
             rejected: count("SELECT count(*) FROM rejected WHERE redriven IS NULL")?,
             incidents: count("SELECT count(*) FROM incidents")?,
-            pending_outbox: count("SELECT count(*) FROM outbox WHERE delivered_at IS NULL")?,
+            pending_outbox: count(
+                "SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND set_aside_at IS NULL",
+            )?,
             clock: self.clock()?,
         })
     }

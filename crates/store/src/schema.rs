@@ -19,7 +19,7 @@ use crate::error::{Context, StoreError};
 pub(crate) const APPLICATION_ID: i64 = 0x4c57_4154;
 
 /// The newest schema version this build writes.
-pub(crate) const CURRENT_VERSION: i64 = 7;
+pub(crate) const CURRENT_VERSION: i64 = 8;
 
 /// Migration `n` (from 0) takes the schema from version `n` to `n + 1`.
 /// Migrations are history: a released one is never edited, a later one
@@ -206,6 +206,19 @@ const MIGRATIONS: [&str; CURRENT_VERSION as usize] = [
     ALTER TABLE incidents DROP COLUMN record;
     ALTER TABLE outbox ADD COLUMN record_id INTEGER;
     ",
+    // 8: outbox entries set aside.
+    "
+    -- An entry the NATS server refused for a reason that retrying cannot fix
+    -- (payload too large, invalid subject, no stream for its subject) is set
+    -- aside rather than retried forever, so that it cannot hold back the
+    -- entries after it; `lifewatch outbox` lists them. Pending entries are
+    -- those neither delivered nor set aside.
+    ALTER TABLE outbox ADD COLUMN set_aside_at INTEGER;
+    ALTER TABLE outbox ADD COLUMN set_aside_reason TEXT;
+    DROP INDEX outbox_pending;
+    CREATE INDEX outbox_pending ON outbox(id) WHERE delivered_at IS NULL AND set_aside_at IS NULL;
+    CREATE INDEX outbox_set_aside ON outbox(id) WHERE set_aside_at IS NOT NULL;
+    ",
 ];
 
 /// How hard a commit tries to survive a power loss (SQLite's `synchronous`).
@@ -367,6 +380,9 @@ pub(crate) fn migrate(
         if version == 5 {
             crate::blocks::migrate_events_into_blocks(&transaction, path)?;
         }
+        if version == 7 {
+            clean_outbox_subjects(&transaction, path)?;
+        }
         transaction
             .pragma_update(None, "user_version", version + 1)
             .context(path, "set the schema version")?;
@@ -398,6 +414,36 @@ fn fill_event_lists(connection: &Connection, path: &Path) -> Result<(), StoreErr
         bytes.clear();
         crate::seqs::encode_segment(seqs, &mut bytes);
         update.execute(rusqlite::params![bytes, entity]).context(path, "list the events of entities")?;
+    }
+    Ok(())
+}
+
+/// Migration 8's step in Rust: the subjects of entries still pending, queued
+/// before subjects were cleaned, are cleaned as core's `incident_subject`
+/// now does, so that an outage in a region named "eu west" is published
+/// rather than refused. A subject is `incidents.<kind>.<entity type>.<id>`
+/// and the kind and type never hold a dot, so the id is everything after
+/// the third one; a valid id is unchanged.
+fn clean_outbox_subjects(connection: &Connection, path: &Path) -> Result<(), StoreError> {
+    let pending: Vec<(i64, String)> = connection
+        .prepare("SELECT id, subject FROM outbox WHERE delivered_at IS NULL")
+        .and_then(|mut statement| statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?.collect())
+        .context(path, "read the outbox")?;
+    let mut update = connection
+        .prepare("UPDATE outbox SET subject = ?1 WHERE id = ?2")
+        .context(path, "clean the outbox subjects")?;
+    for (id, subject) in pending {
+        let mut parts = subject.splitn(4, '.');
+        let (Some("incidents"), Some(kind), Some(entity_type), Some(entity_id)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let token = lifewatch_core::subject_token(entity_id);
+        if token != entity_id {
+            let cleaned = format!("incidents.{kind}.{entity_type}.{token}");
+            update.execute(rusqlite::params![cleaned, id]).context(path, "clean the outbox subjects")?;
+        }
     }
     Ok(())
 }
@@ -534,6 +580,52 @@ mod tests {
         assert_eq!(pending[1].transition, "retracted");
         assert_eq!(pending[1].payload, format!(r#"{{"transition":"retracted","incident":{record}}}"#));
         drop(writer);
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[test]
+    fn migrating_a_version_7_database_cleans_the_subjects_of_pending_entries() {
+        let directory = std::env::temp_dir().join(format!("lifewatch-schema-v7-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let path = directory.join("v7.db");
+        let _ = std::fs::remove_file(&path);
+        let mut connection = connect(&path, Access::ReadWrite, Durability::Full).unwrap();
+        migrate(&mut connection, &path, 0, 7).unwrap();
+        for (subject, delivered) in [
+            ("incidents.regional_outage.region.eu west", None),
+            ("incidents.regional_outage.region.eu.west", None),
+            ("incidents.stuck.project.prj_42", None),
+            ("incidents.regional_outage.region.eu west", Some(1)),
+        ] {
+            connection
+                .execute(
+                    "INSERT INTO outbox(incident_id, transition, subject, payload, delivered_at)
+                     VALUES ('inc_1', 'opened', ?1, '', ?2)",
+                    rusqlite::params![subject, delivered],
+                )
+                .unwrap();
+        }
+        migrate(&mut connection, &path, 7, CURRENT_VERSION).unwrap();
+        let subjects: Vec<String> = connection
+            .prepare("SELECT subject FROM outbox ORDER BY id")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let region =
+            |name: &str| format!("incidents.regional_outage.region.{}", lifewatch_core::subject_token(name));
+        assert_eq!(
+            subjects,
+            vec![
+                region("eu west"),
+                region("eu.west"),
+                "incidents.stuck.project.prj_42".to_string(),
+                "incidents.regional_outage.region.eu west".to_string(),
+            ]
+        );
+        assert_ne!(subjects[0], subjects[1]);
+        drop(connection);
         std::fs::remove_dir_all(&directory).unwrap();
     }
 }

@@ -73,8 +73,28 @@ pub struct OutboxEntry {
     pub transition: String,
     /// `incidents.<kind>.<entity type>.<entity id>`.
     pub subject: String,
-    /// `{"transition": ..., "incident": <record as of the commit>}`.
+    /// `{"transition": ..., "incident": <record as of the commit>}`, in its
+    /// bounded form when the whole of it is over
+    /// [`lifewatch_core::MAX_MESSAGE_BYTES`] (see [`lifewatch_core::bounded_message`]).
     pub payload: String,
+}
+
+/// An outbox entry set aside: the NATS server refused it for a reason that
+/// retrying cannot fix, so it is no longer published.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct SetAsideEntry {
+    /// The outbox id.
+    pub id: i64,
+    /// The incident's id.
+    pub incident_id: String,
+    /// The transition it carried.
+    pub transition: String,
+    /// The subject it was refused on.
+    pub subject: String,
+    /// Why it was set aside (the server's error).
+    pub reason: String,
+    /// When it was set aside (wall clock).
+    pub set_aside_at: Timestamp,
 }
 
 /// What re-driving rejected inputs did.
@@ -520,7 +540,8 @@ impl Writer {
             .prepare_cached(
                 "SELECT outbox.id, incident_id, transition, subject, payload, incident_records.record
                  FROM outbox LEFT JOIN incident_records ON incident_records.id = outbox.record_id
-                 WHERE delivered_at IS NULL AND outbox.id > ?1 ORDER BY outbox.id LIMIT ?2",
+                 WHERE delivered_at IS NULL AND set_aside_at IS NULL AND outbox.id > ?1
+                 ORDER BY outbox.id LIMIT ?2",
             )
             .and_then(|mut statement| {
                 statement
@@ -528,9 +549,13 @@ impl Writer {
                         let transition: String = row.get(2)?;
                         // Entries queued before schema 7 hold their payload.
                         let payload = match row.get::<_, Option<String>>(5)? {
-                            Some(record) => crate::project::outbox_payload(&transition, &record),
+                            Some(record) => lifewatch_core::incident_message(&transition, &record),
                             None => row.get(4)?,
                         };
+                        // A record can be too large for NATS (SPEC puts no
+                        // limit on data strings): it goes out bounded, so
+                        // that the transition is still published.
+                        let payload = lifewatch_core::bounded_message(payload);
                         Ok(OutboxEntry {
                             id: row.get(0)?,
                             incident_id: row.get(1)?,
@@ -544,11 +569,44 @@ impl Writer {
             .context(&self.path, "read the outbox")
     }
 
+    /// How many outbox entries wait to be published (neither delivered nor set aside).
+    pub fn pending_outbox_count(&self) -> Result<u64, StoreError> {
+        lock(&self.db)
+            .connection
+            .query_row(
+                "SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND set_aside_at IS NULL",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|count| count.max(0) as u64)
+            .context(&self.path, "count the outbox")
+    }
+
+    /// Sets outbox entries aside, now, each with its reason: they are no
+    /// longer pending, and [`set_aside_outbox`] lists them. An entry already
+    /// delivered is left as it is.
+    pub fn set_aside(&mut self, entries: &[(i64, String)]) -> Result<(), StoreError> {
+        let now = wall_clock_nanos();
+        let path = &self.path;
+        let mut db = lock(&self.db);
+        let transaction = db.connection.transaction().context(path, "begin a transaction")?;
+        {
+            let mut statement = transaction
+                .prepare_cached(
+                    "UPDATE outbox SET set_aside_at = ?1, set_aside_reason = ?2
+                     WHERE id = ?3 AND delivered_at IS NULL AND set_aside_at IS NULL",
+                )
+                .context(path, "set outbox entries aside")?;
+            for (id, reason) in entries {
+                statement.execute(params![now, reason, id]).context(path, "set outbox entries aside")?;
+            }
+        }
+        transaction.commit().context(path, "set outbox entries aside")
+    }
+
     /// Marks outbox entries delivered (the server acknowledged them), now.
     pub fn mark_delivered(&mut self, ids: &[i64]) -> Result<(), StoreError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_nanos() as i64);
+        let now = wall_clock_nanos();
         let path = &self.path;
         let mut db = lock(&self.db);
         let transaction = db.connection.transaction().context(path, "begin a transaction")?;
@@ -667,4 +725,157 @@ impl Writer {
 fn config_fingerprint(config: &Config) -> i64 {
     // The Debug form holds every field, in a fixed order.
     xxhash_rust::xxh3::xxh3_64(format!("{config:?}").as_bytes()) as i64
+}
+
+/// The wall clock in nanoseconds since 1970 (0 before it).
+fn wall_clock_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| i64::try_from(since.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// The outbox entries set aside in the database at `path`, oldest first. It
+/// opens the file read-only and takes no lock, so it works while the monitor runs.
+pub fn set_aside_outbox(path: &Path) -> Result<Vec<SetAsideEntry>, StoreError> {
+    if !path.exists() {
+        return Err(StoreError::NotFound { path: path.to_path_buf() });
+    }
+    let mut connection = schema::connect(path, Access::ReadOnly, Durability::Full)?;
+    schema::check_and_migrate(&mut connection, path, Access::ReadOnly)?;
+    connection
+        .prepare(
+            "SELECT id, incident_id, transition, subject, set_aside_reason, set_aside_at FROM outbox
+             WHERE set_aside_at IS NOT NULL ORDER BY id",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| {
+                    Ok(SetAsideEntry {
+                        id: row.get(0)?,
+                        incident_id: row.get(1)?,
+                        transition: row.get(2)?,
+                        subject: row.get(3)?,
+                        reason: row.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                        set_aside_at: Timestamp::from_unix_nanos(row.get(5)?),
+                    })
+                })?
+                .collect()
+        })
+        .context(path, "read the outbox entries set aside")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh database path in a directory of its own, removed by the caller.
+    fn temp_db(name: &str) -> (PathBuf, PathBuf) {
+        let directory = std::env::temp_dir().join(format!("lifewatch-writer-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&directory);
+        std::fs::create_dir_all(&directory).unwrap();
+        (directory.join("test.db"), directory)
+    }
+
+    /// The regional outage fixture with its region renamed.
+    fn outage_in(region: &str) -> Vec<String> {
+        let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/regional_outage.jsonl");
+        std::fs::read_to_string(fixture)
+            .unwrap()
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| line.replace("\"eu-west-1\"", &format!("\"{region}\"")))
+            .collect()
+    }
+
+    fn fed_writer(path: &Path, lines: &[String]) -> Writer {
+        let mut writer = Writer::open(path, Config::shipped()).unwrap();
+        for line in lines {
+            writer.feed(line.as_bytes(), "test");
+        }
+        writer.commit().unwrap();
+        writer
+    }
+
+    #[test]
+    fn a_region_with_a_space_is_queued_on_a_valid_subject() {
+        let (path, directory) = temp_db("region-subject");
+        let writer = fed_writer(&path, &outage_in("eu west"));
+        let pending = writer.pending_outbox(0, 1_000).unwrap();
+        let outage: Vec<&OutboxEntry> =
+            pending.iter().filter(|entry| entry.subject.starts_with("incidents.regional_outage.")).collect();
+        assert!(!outage.is_empty(), "the fixture raises a regional outage");
+        for entry in &pending {
+            assert!(
+                entry.subject.split('.').count() == 4
+                    && entry
+                        .subject
+                        .bytes()
+                        .all(|byte| byte.is_ascii_graphic() && byte != b'*' && byte != b'>'),
+                "{} is not a valid subject of four tokens",
+                entry.subject
+            );
+        }
+        assert!(
+            outage[0].subject.starts_with("incidents.regional_outage.region.eu_west~"),
+            "{}",
+            outage[0].subject
+        );
+        drop(writer);
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[test]
+    fn entries_set_aside_are_no_longer_pending_and_are_listed() {
+        let (path, directory) = temp_db("set-aside");
+        let mut writer = fed_writer(&path, &outage_in("eu-west-1"));
+        let pending = writer.pending_outbox(0, 1_000).unwrap();
+        assert!(pending.len() >= 3);
+        let total = pending.len() as u64;
+        assert_eq!(writer.pending_outbox_count().unwrap(), total);
+        writer.set_aside(&[(pending[1].id, "max payload size exceeded".to_string())]).unwrap();
+        writer.mark_delivered(&[pending[0].id]).unwrap();
+        // Setting aside a delivered entry changes nothing.
+        writer.set_aside(&[(pending[0].id, "too late".to_string())]).unwrap();
+        let after: Vec<i64> = writer.pending_outbox(0, 1_000).unwrap().iter().map(|entry| entry.id).collect();
+        let expected: Vec<i64> = pending[2..].iter().map(|entry| entry.id).collect();
+        assert_eq!(after, expected);
+        assert_eq!(writer.pending_outbox_count().unwrap(), total - 2);
+        let listed = set_aside_outbox(&path).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].id, pending[1].id);
+        assert_eq!(listed[0].subject, pending[1].subject);
+        assert_eq!(listed[0].incident_id, pending[1].incident_id);
+        assert_eq!(listed[0].reason, "max payload size exceeded");
+        assert!(listed[0].set_aside_at.unix_nanos() > 0);
+        // Still set aside after the writer is opened again.
+        drop(writer);
+        let writer = Writer::open(&path, Config::shipped()).unwrap();
+        assert_eq!(writer.pending_outbox_count().unwrap(), total - 2);
+        drop(writer);
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[test]
+    fn a_record_too_large_for_nats_is_read_in_its_bounded_form() {
+        let (path, directory) = temp_db("bounded");
+        let account = "a".repeat(600_000);
+        let line = format!(
+            r#"{{"specversion":"1.0","id":"huge-1","source":"billing/disputes","type":"dispute.opened","subject":"dsp_huge","time":"2026-11-20T08:00:00Z","data":{{"account_id":"{account}","amount_cents":99,"currency":"USD"}}}}"#
+        );
+        let writer = fed_writer(&path, &[line]);
+        let pending = writer.pending_outbox(0, 10).unwrap();
+        assert!(!pending.is_empty(), "a dispute opened raises an incident");
+        for entry in &pending {
+            assert!(
+                entry.payload.len() <= lifewatch_core::MAX_MESSAGE_BYTES,
+                "{} bytes",
+                entry.payload.len()
+            );
+            let message: serde_json::Value = serde_json::from_str(&entry.payload).unwrap();
+            assert_eq!(message["truncated"], true);
+            assert_eq!(message["incident"]["id"].as_str(), Some(entry.incident_id.as_str()));
+        }
+        drop(writer);
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
 }
