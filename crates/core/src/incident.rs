@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use strum::{Display, EnumCount, EnumString, IntoStaticStr, VariantArray};
+
 use crate::event::EntityType;
 use crate::names::name_methods;
 use crate::time::Timestamp;
@@ -18,11 +20,11 @@ use crate::time::Timestamp;
     Debug,
     Serialize,
     Deserialize,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-    strum::EnumCount,
-    strum::Display,
+    IntoStaticStr,
+    EnumString,
+    VariantArray,
+    EnumCount,
+    Display,
 )]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
@@ -51,11 +53,11 @@ pub enum IncidentKind {
     Debug,
     Serialize,
     Deserialize,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-    strum::EnumCount,
-    strum::Display,
+    IntoStaticStr,
+    EnumString,
+    VariantArray,
+    EnumCount,
+    Display,
 )]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
@@ -80,11 +82,11 @@ pub enum Severity {
     Debug,
     Serialize,
     Deserialize,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-    strum::EnumCount,
-    strum::Display,
+    IntoStaticStr,
+    EnumString,
+    VariantArray,
+    EnumCount,
+    Display,
 )]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
@@ -109,11 +111,11 @@ pub enum SubjectType {
     Debug,
     Serialize,
     Deserialize,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-    strum::EnumCount,
-    strum::Display,
+    IntoStaticStr,
+    EnumString,
+    VariantArray,
+    EnumCount,
+    Display,
 )]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
@@ -196,11 +198,11 @@ pub const MAX_RECORD_EVENTS: usize = 100;
     Debug,
     Serialize,
     Deserialize,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-    strum::EnumCount,
-    strum::Display,
+    IntoStaticStr,
+    EnumString,
+    VariantArray,
+    EnumCount,
+    Display,
 )]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use strum::{EnumCount, EnumString, IntoStaticStr, VariantArray};
+
 use crate::event::{AccountEvent, DisputeEvent, EntityType, ProjectEvent};
 use crate::names::name_methods;
 
@@ -16,10 +18,10 @@ use crate::names::name_methods;
     Ord,
     Hash,
     Debug,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-    strum::EnumCount,
+    IntoStaticStr,
+    EnumString,
+    VariantArray,
+    EnumCount,
 )]
 #[strum(serialize_all = "snake_case")]
 #[allow(missing_docs)]
@@ -41,10 +43,10 @@ pub enum AccountState {
     Ord,
     Hash,
     Debug,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-    strum::EnumCount,
+    IntoStaticStr,
+    EnumString,
+    VariantArray,
+    EnumCount,
 )]
 #[strum(serialize_all = "snake_case")]
 #[allow(missing_docs)]
@@ -68,10 +70,10 @@ pub enum ProjectState {
     Ord,
     Hash,
     Debug,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-    strum::EnumCount,
+    IntoStaticStr,
+    EnumString,
+    VariantArray,
+    EnumCount,
 )]
 #[strum(serialize_all = "snake_case")]
 #[allow(missing_docs)]

@@ -1,15 +1,13 @@
 //! Lifecycle events: the CloudEvents envelope, the event types of SPEC.md
-//! section 2, and the parser that turns one line into an [`Event`] or a
-//! [`Rejection`] with a named reason.
-//!
-//! The parser borrows from the input line wherever it can: attribute and data
-//! strings without escapes are slices of the line, and only the fields the
-//! engine needs are decoded into typed values.
+//! section 2, the typed [`Payload`] of each, and [`Rejection`]s with their
+//! named reasons. The parser that turns one line into an [`Event`] or a
+//! [`Rejection`] is `parse.rs`; the one table of the members it reads (the
+//! attributes, and the `data` fields of each event type) is `fields.rs`.
 
 use std::borrow::Cow;
 use std::fmt;
 
-use strum::VariantArray;
+use strum::{Display, EnumCount, EnumString, IntoStaticStr, VariantArray};
 
 use crate::names::name_methods;
 use crate::time::Timestamp;
@@ -36,11 +34,11 @@ pub const MAX_SUBJECT_CHARS: usize = 128;
     Ord,
     Hash,
     Debug,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-    strum::EnumCount,
-    strum::Display,
+    IntoStaticStr,
+    EnumString,
+    VariantArray,
+    EnumCount,
+    Display,
 )]
 #[strum(serialize_all = "snake_case")]
 pub enum EntityType {
@@ -55,18 +53,7 @@ pub enum EntityType {
 name_methods!(EntityType, RejectReason);
 
 /// The events of the account machine.
-#[derive(
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Debug,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-    strum::EnumCount,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, IntoStaticStr, EnumString, VariantArray, EnumCount)]
 #[strum(serialize_all = "snake_case", prefix = "account.")]
 #[allow(missing_docs)]
 pub enum AccountEvent {
@@ -81,18 +68,7 @@ pub enum AccountEvent {
 }
 
 /// The events of the project machine.
-#[derive(
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Debug,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-    strum::EnumCount,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, IntoStaticStr, EnumString, VariantArray, EnumCount)]
 #[strum(serialize_all = "snake_case", prefix = "project.")]
 #[allow(missing_docs)]
 pub enum ProjectEvent {
@@ -109,18 +85,7 @@ pub enum ProjectEvent {
 }
 
 /// The events of the dispute machine.
-#[derive(
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Debug,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-    strum::EnumCount,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, IntoStaticStr, EnumString, VariantArray, EnumCount)]
 #[strum(serialize_all = "snake_case", prefix = "dispute.")]
 #[allow(missing_docs)]
 pub enum DisputeEvent {
@@ -319,11 +284,11 @@ impl Event<'_> {
     Ord,
     Hash,
     Debug,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-    strum::EnumCount,
-    strum::Display,
+    IntoStaticStr,
+    EnumString,
+    VariantArray,
+    EnumCount,
+    Display,
 )]
 #[strum(serialize_all = "snake_case")]
 pub enum RejectReason {
