@@ -8,6 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 use super::arena::{AccountSlot, DisputeSlot, Entities, Name, ProjectSlot};
 use super::{ChangeLog, EntityRef};
 use crate::config::Config;
+use crate::event::EntityType;
 use crate::incident::{
     EntityRecord, IncidentKind, IncidentRecord, MAX_RECORD_EVENTS, Status, SubjectType, Transition,
 };
@@ -316,7 +317,7 @@ impl Ledger {
             Some(entity) => {
                 let fields = entities.fields(entity)?;
                 let account_id = match entity.entity_type {
-                    crate::event::EntityType::Account => Some(fields.id.to_string()),
+                    EntityType::Account => Some(fields.id.to_string()),
                     _ => fields.account.map(|account| entities.accounts[account].id().to_string()),
                 };
                 let region = fields.region.map(|region| entities.names.get(region).to_string());
