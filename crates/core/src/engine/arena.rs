@@ -224,6 +224,10 @@ pub(super) struct Entity<S> {
     pub(super) state: Option<S>,
 }
 
+// The typed fields cost nothing over the bare numbers they replaced: an
+// entity is still 56 bytes (an inline id of up to 22 bytes included).
+const _: () = assert!(size_of::<Entity<ProjectState>>() == 56);
+
 impl<S> Entity<S> {
     pub(super) fn id(&self) -> &str {
         self.id.as_str()
