@@ -1,15 +1,34 @@
 //! Incident kinds, severities and the incident record of SPEC.md section 4.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
+use strum::{Display, EnumCount, EnumString, IntoStaticStr, VariantArray};
+
+use crate::event::EntityType;
+use crate::names::name_methods;
 use crate::time::Timestamp;
 
 /// What kind of trouble an incident reports.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Debug,
+    Serialize,
+    Deserialize,
+    IntoStaticStr,
+    EnumString,
+    VariantArray,
+    EnumCount,
+    Display,
+)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 #[allow(missing_docs)]
 pub enum IncidentKind {
     Stuck,
@@ -22,49 +41,27 @@ pub enum IncidentKind {
     RegionalOutage,
 }
 
-impl IncidentKind {
-    /// Every kind.
-    pub const ALL: [IncidentKind; 8] = [
-        IncidentKind::Stuck,
-        IncidentKind::ProvisioningFailed,
-        IncidentKind::OnboardingFailed,
-        IncidentKind::QuotaBreach,
-        IncidentKind::BillingDispute,
-        IncidentKind::IllegalTransition,
-        IncidentKind::InvariantViolation,
-        IncidentKind::RegionalOutage,
-    ];
-
-    /// The snake_case name used in records, subjects and runbook file names.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IncidentKind::Stuck => "stuck",
-            IncidentKind::ProvisioningFailed => "provisioning_failed",
-            IncidentKind::OnboardingFailed => "onboarding_failed",
-            IncidentKind::QuotaBreach => "quota_breach",
-            IncidentKind::BillingDispute => "billing_dispute",
-            IncidentKind::IllegalTransition => "illegal_transition",
-            IncidentKind::InvariantViolation => "invariant_violation",
-            IncidentKind::RegionalOutage => "regional_outage",
-        }
-    }
-
-    /// The kind of that name.
-    pub fn parse(name: &str) -> Option<IncidentKind> {
-        IncidentKind::ALL.into_iter().find(|kind| kind.as_str() == name)
-    }
-}
-
-impl fmt::Display for IncidentKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// PagerDuty's severity scale, most severe first.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Debug,
+    Serialize,
+    Deserialize,
+    IntoStaticStr,
+    EnumString,
+    VariantArray,
+    EnumCount,
+    Display,
+)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 #[allow(missing_docs)]
 pub enum Severity {
     Critical,
@@ -73,35 +70,27 @@ pub enum Severity {
     Info,
 }
 
-impl Severity {
-    /// The lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Critical => "critical",
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-            Severity::Info => "info",
-        }
-    }
-
-    /// The severity of that name.
-    pub fn parse(name: &str) -> Option<Severity> {
-        [Severity::Critical, Severity::Error, Severity::Warning, Severity::Info]
-            .into_iter()
-            .find(|severity| severity.as_str() == name)
-    }
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// What an incident is about: an account, project or dispute, or a region.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Debug,
+    Serialize,
+    Deserialize,
+    IntoStaticStr,
+    EnumString,
+    VariantArray,
+    EnumCount,
+    Display,
+)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 #[allow(missing_docs)]
 pub enum SubjectType {
     Account,
@@ -110,51 +99,31 @@ pub enum SubjectType {
     Region,
 }
 
-impl SubjectType {
-    /// Every subject type.
-    pub const ALL: [SubjectType; 4] =
-        [SubjectType::Account, SubjectType::Project, SubjectType::Dispute, SubjectType::Region];
-
-    /// The lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SubjectType::Account => "account",
-            SubjectType::Project => "project",
-            SubjectType::Dispute => "dispute",
-            SubjectType::Region => "region",
-        }
-    }
-
-    /// The subject type of that name.
-    pub fn parse(name: &str) -> Option<SubjectType> {
-        SubjectType::ALL.into_iter().find(|subject| subject.as_str() == name)
-    }
-}
-
-impl fmt::Display for SubjectType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// Whether an incident is still open.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Debug,
+    Serialize,
+    Deserialize,
+    IntoStaticStr,
+    EnumString,
+    VariantArray,
+    EnumCount,
+    Display,
+)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 #[allow(missing_docs)]
 pub enum Status {
     Open,
     Resolved,
-}
-
-impl Status {
-    /// The lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Open => "open",
-            Status::Resolved => "resolved",
-        }
-    }
 }
 
 /// The `entity` member of a record.
@@ -220,8 +189,23 @@ pub struct IncidentRecord {
 pub const MAX_RECORD_EVENTS: usize = 100;
 
 /// How an incident changed, as published on NATS and kept in the store.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Debug,
+    Serialize,
+    Deserialize,
+    IntoStaticStr,
+    EnumString,
+    VariantArray,
+    EnumCount,
+    Display,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Transition {
     /// A new incident.
     Opened,
@@ -238,21 +222,40 @@ pub enum Transition {
     Retracted,
 }
 
-impl Transition {
-    /// The lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transition::Opened => "opened",
-            Transition::Updated => "updated",
-            Transition::Resolved => "resolved",
-            Transition::Reopened => "reopened",
-            Transition::Retracted => "retracted",
+name_methods!(IncidentKind, Severity, SubjectType, Status, Transition);
+
+/// The one mapping from what the engine tracks to what a record is about.
+impl From<EntityType> for SubjectType {
+    fn from(entity_type: EntityType) -> SubjectType {
+        match entity_type {
+            EntityType::Account => SubjectType::Account,
+            EntityType::Project => SubjectType::Project,
+            EntityType::Dispute => SubjectType::Dispute,
         }
     }
 }
 
-impl fmt::Display for Transition {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The records are serialized by serde and the names printed and stored
+    /// come from strum: both must say the same.
+    #[test]
+    fn strum_names_are_serde_names() {
+        fn check<T: Serialize + Copy>(all: &[T], as_str: fn(T) -> &'static str) {
+            for &value in all {
+                let json = serde_json::to_string(&value).unwrap_or_default();
+                assert_eq!(json, format!("\"{}\"", as_str(value)));
+            }
+        }
+        check(&IncidentKind::ALL, IncidentKind::as_str);
+        check(&Severity::ALL, Severity::as_str);
+        check(&SubjectType::ALL, SubjectType::as_str);
+        check(&Status::ALL, Status::as_str);
+        check(&Transition::ALL, Transition::as_str);
+        assert_eq!(IncidentKind::parse("quota_breach"), Some(IncidentKind::QuotaBreach));
+        assert_eq!(IncidentKind::parse("QuotaBreach"), None);
+        assert_eq!(SubjectType::from(EntityType::Dispute), SubjectType::Dispute);
     }
 }

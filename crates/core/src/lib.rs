@@ -16,6 +16,7 @@ mod engine;
 mod event;
 mod incident;
 mod machine;
+mod names;
 #[cfg(feature = "schema")]
 mod schema;
 mod time;

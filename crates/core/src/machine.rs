@@ -3,10 +3,27 @@
 
 use std::fmt;
 
+use strum::{EnumCount, EnumString, IntoStaticStr, VariantArray};
+
 use crate::event::{AccountEvent, DisputeEvent, EntityType, ProjectEvent};
+use crate::names::name_methods;
 
 /// States of an account.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Debug,
+    IntoStaticStr,
+    EnumString,
+    VariantArray,
+    EnumCount,
+)]
+#[strum(serialize_all = "snake_case")]
 #[allow(missing_docs)]
 pub enum AccountState {
     Pending,
@@ -17,7 +34,21 @@ pub enum AccountState {
 }
 
 /// States of a project.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Debug,
+    IntoStaticStr,
+    EnumString,
+    VariantArray,
+    EnumCount,
+)]
+#[strum(serialize_all = "snake_case")]
 #[allow(missing_docs)]
 pub enum ProjectState {
     Requested,
@@ -30,7 +61,21 @@ pub enum ProjectState {
 }
 
 /// States of a dispute.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Debug,
+    IntoStaticStr,
+    EnumString,
+    VariantArray,
+    EnumCount,
+)]
+#[strum(serialize_all = "snake_case")]
 #[allow(missing_docs)]
 pub enum DisputeState {
     Open,
@@ -216,39 +261,14 @@ pub fn step<M: Machine>(current: Option<M::State>, event: M::Event) -> Step<M::S
     }
 }
 
-impl AccountState {
-    /// Every account state.
-    pub const ALL: [AccountState; 5] = [
-        AccountState::Pending,
-        AccountState::Active,
-        AccountState::Failed,
-        AccountState::Suspended,
-        AccountState::Closed,
-    ];
-}
-
 impl ProjectState {
-    /// Every project state.
-    pub const ALL: [ProjectState; 7] = [
-        ProjectState::Requested,
-        ProjectState::Provisioning,
-        ProjectState::Active,
-        ProjectState::Failed,
-        ProjectState::Suspended,
-        ProjectState::Deleting,
-        ProjectState::Deleted,
-    ];
-
     /// Whether a project in this state counts toward its account's plan limit.
     pub fn is_live(self) -> bool {
         !matches!(self, ProjectState::Deleting | ProjectState::Deleted)
     }
 }
 
-impl DisputeState {
-    /// Every dispute state.
-    pub const ALL: [DisputeState; 3] = [DisputeState::Open, DisputeState::Responded, DisputeState::Closed];
-}
+name_methods!(AccountState, ProjectState, DisputeState);
 
 impl State {
     /// Every state of every machine.
@@ -272,23 +292,19 @@ impl State {
     /// The lowercase state name of SPEC.md.
     pub fn as_str(self) -> &'static str {
         match self {
-            State::Account(AccountState::Pending) => "pending",
-            State::Account(AccountState::Active) | State::Project(ProjectState::Active) => "active",
-            State::Account(AccountState::Failed) | State::Project(ProjectState::Failed) => "failed",
-            State::Account(AccountState::Suspended) | State::Project(ProjectState::Suspended) => "suspended",
-            State::Account(AccountState::Closed) | State::Dispute(DisputeState::Closed) => "closed",
-            State::Project(ProjectState::Requested) => "requested",
-            State::Project(ProjectState::Provisioning) => "provisioning",
-            State::Project(ProjectState::Deleting) => "deleting",
-            State::Project(ProjectState::Deleted) => "deleted",
-            State::Dispute(DisputeState::Open) => "open",
-            State::Dispute(DisputeState::Responded) => "responded",
+            State::Account(state) => state.as_str(),
+            State::Project(state) => state.as_str(),
+            State::Dispute(state) => state.as_str(),
         }
     }
 
     /// The state of that name in that machine.
     pub fn parse(entity_type: EntityType, name: &str) -> Option<State> {
-        State::all().find(|state| state.entity_type() == entity_type && state.as_str() == name)
+        match entity_type {
+            EntityType::Account => AccountState::parse(name).map(State::Account),
+            EntityType::Project => ProjectState::parse(name).map(State::Project),
+            EntityType::Dispute => DisputeState::parse(name).map(State::Dispute),
+        }
     }
 
     /// Whether no event leaves this state.

@@ -3,8 +3,8 @@
 //! emitting services in other languages code against.
 //!
 //! Nothing here is written by hand twice. The `data` schemas come from
-//! [`EventType::ALL`] and [`EventType::data_fields`], the very table the parser
-//! validates with; the envelope from the parser's constants ([`MAX_ID_BYTES`],
+//! [`EventType::ALL`] and [`EventType::data_fields`] (names, JSON types and
+//! descriptions), the very table the parser validates with; the envelope from the parser's constants ([`MAX_ID_BYTES`],
 //! [`MAX_SUBJECT_CHARS`]); the incident record from its Rust type through
 //! `schemars`. The root package's `tests/schemas.rs` fails when a checked-in
 //! file differs from [`all_schemas`], and rewrites them when asked to.
@@ -175,7 +175,7 @@ fn data_schema(event_type: EventType) -> Value {
                 FieldType::Bool => "boolean",
             };
             let mut property = Map::new();
-            property.insert("description".to_string(), Value::from(field_description(field.name)));
+            property.insert("description".to_string(), Value::from(field.description));
             property.insert(
                 "type".to_string(),
                 if field.required { json!(json_type) } else { json!([json_type, "null"]) },
@@ -211,29 +211,6 @@ fn data_schema(event_type: EventType) -> Value {
         "properties": properties,
         "additionalProperties": true,
     })
-}
-
-/// What a `data` field means, for the schema's readers. Documentation only:
-/// names, types and requiredness come from [`EventType::data_fields`].
-fn field_description(name: &str) -> &'static str {
-    match name {
-        "plan" => "The account's plan, e.g. free, team or enterprise; it sets the account's project limit.",
-        "region" => "The region, e.g. eu-west-1.",
-        "reason" => "Why, in words for people.",
-        "account_id" => "The id of the account it belongs to.",
-        "attempt" => "Which provisioning attempt this is, counting from 1.",
-        "error" => "What went wrong, in words for people.",
-        "retryable" => "Whether the failure may succeed when retried.",
-        "resource" => {
-            "The quota's resource, e.g. cpu; a quota_restored with the same resource ends the breach."
-        }
-        "limit" => "The quota's limit.",
-        "used" => "How much is in use.",
-        "amount_cents" => "The disputed amount in the currency's minor unit.",
-        "currency" => "The ISO 4217 currency code, e.g. EUR.",
-        "outcome" => "How the dispute ended, e.g. won or lost.",
-        _ => "A field of the event type.",
-    }
 }
 
 /// `schemas/incident.schema.json`, derived from [`IncidentRecord`].

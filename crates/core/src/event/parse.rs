@@ -1,417 +1,20 @@
-//! Lifecycle events: the CloudEvents envelope, the event types of SPEC.md
-//! section 2, and the parser that turns one line into an [`Event`] or a
-//! [`Rejection`] with a named reason.
-//!
-//! The parser borrows from the input line wherever it can: attribute and data
-//! strings without escapes are slices of the line, and only the fields the
-//! engine needs are decoded into typed values.
+//! The parser: one line into an [`Event`] or a [`Rejection`] with a named
+//! reason. It borrows from the line wherever it can: attribute and data
+//! strings without escapes are slices of the line, and only the members named
+//! in the table of `fields.rs` are decoded into typed values.
 
 use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use super::fields::{Attribute, DataField, Member};
+use super::{
+    AccountEvent, DisputeEvent, Event, EventType, FieldType, MAX_ID_BYTES, MAX_LINE_BYTES, MAX_SUBJECT_CHARS,
+    Payload, ProjectEvent, RejectReason, Rejection,
+};
 use crate::time::Timestamp;
-
-/// Lines longer than this are rejected as `too_large` without being parsed.
-pub const MAX_LINE_BYTES: usize = 1024 * 1024;
-/// The longest accepted event `id`, in bytes.
-pub const MAX_ID_BYTES: usize = 256;
-/// The longest accepted `subject` (entity id), in characters.
-pub const MAX_SUBJECT_CHARS: usize = 128;
-
-/// The three kinds of entity whose lifecycle events lifewatch folds.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub enum EntityType {
-    /// A customer account (`account.*`).
-    Account,
-    /// A project inside an account (`project.*`).
-    Project,
-    /// A billing dispute (`dispute.*`).
-    Dispute,
-}
-
-impl EntityType {
-    /// Every entity type.
-    pub const ALL: [EntityType; 3] = [EntityType::Account, EntityType::Project, EntityType::Dispute];
-
-    /// The lowercase name used in event types, subjects and records.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EntityType::Account => "account",
-            EntityType::Project => "project",
-            EntityType::Dispute => "dispute",
-        }
-    }
-
-    /// The entity type of that name.
-    pub fn parse(name: &str) -> Option<EntityType> {
-        EntityType::ALL.into_iter().find(|entity_type| entity_type.as_str() == name)
-    }
-}
-
-impl fmt::Display for EntityType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The events of the account machine.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-#[allow(missing_docs)]
-pub enum AccountEvent {
-    Created,
-    Activated,
-    OnboardingFailed,
-    OnboardingRetried,
-    Suspended,
-    Reinstated,
-    PlanChanged,
-    Closed,
-}
-
-/// The events of the project machine.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-#[allow(missing_docs)]
-pub enum ProjectEvent {
-    Requested,
-    ProvisioningStarted,
-    Provisioned,
-    ProvisioningFailed,
-    Suspended,
-    Resumed,
-    QuotaExceeded,
-    QuotaRestored,
-    DeletionRequested,
-    Deleted,
-}
-
-/// The events of the dispute machine.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-#[allow(missing_docs)]
-pub enum DisputeEvent {
-    Opened,
-    Responded,
-    Closed,
-}
-
-/// A CloudEvents `type`: which machine it drives, and which event of it.
-/// A project event for an account cannot be expressed.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum EventType {
-    /// `account.*`
-    Account(AccountEvent),
-    /// `project.*`
-    Project(ProjectEvent),
-    /// `dispute.*`
-    Dispute(DisputeEvent),
-}
-
-impl EventType {
-    /// Every event type of SPEC.md section 2, in its order.
-    pub const ALL: [EventType; 21] = [
-        EventType::Account(AccountEvent::Created),
-        EventType::Account(AccountEvent::Activated),
-        EventType::Account(AccountEvent::OnboardingFailed),
-        EventType::Account(AccountEvent::OnboardingRetried),
-        EventType::Account(AccountEvent::Suspended),
-        EventType::Account(AccountEvent::Reinstated),
-        EventType::Account(AccountEvent::PlanChanged),
-        EventType::Account(AccountEvent::Closed),
-        EventType::Project(ProjectEvent::Requested),
-        EventType::Project(ProjectEvent::ProvisioningStarted),
-        EventType::Project(ProjectEvent::Provisioned),
-        EventType::Project(ProjectEvent::ProvisioningFailed),
-        EventType::Project(ProjectEvent::Suspended),
-        EventType::Project(ProjectEvent::Resumed),
-        EventType::Project(ProjectEvent::QuotaExceeded),
-        EventType::Project(ProjectEvent::QuotaRestored),
-        EventType::Project(ProjectEvent::DeletionRequested),
-        EventType::Project(ProjectEvent::Deleted),
-        EventType::Dispute(DisputeEvent::Opened),
-        EventType::Dispute(DisputeEvent::Responded),
-        EventType::Dispute(DisputeEvent::Closed),
-    ];
-
-    /// The full CloudEvents type, e.g. `project.provisioned`.
-    pub fn as_str(self) -> &'static str {
-        use AccountEvent as A;
-        use DisputeEvent as D;
-        use ProjectEvent as P;
-        match self {
-            EventType::Account(A::Created) => "account.created",
-            EventType::Account(A::Activated) => "account.activated",
-            EventType::Account(A::OnboardingFailed) => "account.onboarding_failed",
-            EventType::Account(A::OnboardingRetried) => "account.onboarding_retried",
-            EventType::Account(A::Suspended) => "account.suspended",
-            EventType::Account(A::Reinstated) => "account.reinstated",
-            EventType::Account(A::PlanChanged) => "account.plan_changed",
-            EventType::Account(A::Closed) => "account.closed",
-            EventType::Project(P::Requested) => "project.requested",
-            EventType::Project(P::ProvisioningStarted) => "project.provisioning_started",
-            EventType::Project(P::Provisioned) => "project.provisioned",
-            EventType::Project(P::ProvisioningFailed) => "project.provisioning_failed",
-            EventType::Project(P::Suspended) => "project.suspended",
-            EventType::Project(P::Resumed) => "project.resumed",
-            EventType::Project(P::QuotaExceeded) => "project.quota_exceeded",
-            EventType::Project(P::QuotaRestored) => "project.quota_restored",
-            EventType::Project(P::DeletionRequested) => "project.deletion_requested",
-            EventType::Project(P::Deleted) => "project.deleted",
-            EventType::Dispute(D::Opened) => "dispute.opened",
-            EventType::Dispute(D::Responded) => "dispute.responded",
-            EventType::Dispute(D::Closed) => "dispute.closed",
-        }
-    }
-
-    /// The event type of that full name.
-    pub fn parse(name: &str) -> Option<EventType> {
-        EventType::ALL.into_iter().find(|event_type| event_type.as_str() == name)
-    }
-
-    /// The entity type: the part of the name before the dot.
-    pub fn entity_type(self) -> EntityType {
-        match self {
-            EventType::Account(_) => EntityType::Account,
-            EventType::Project(_) => EntityType::Project,
-            EventType::Dispute(_) => EntityType::Dispute,
-        }
-    }
-
-    /// The event name: the part after the dot, as used in NATS subjects.
-    pub fn event_name(self) -> &'static str {
-        let full = self.as_str();
-        full.split_once('.').map_or(full, |(_, name)| name)
-    }
-
-    /// The `data` fields this type carries: name, JSON type, and whether required.
-    pub fn data_fields(self) -> &'static [DataFieldSpec] {
-        use AccountEvent as A;
-        use DisputeEvent as D;
-        use FieldType::{Bool, Integer, String};
-        use ProjectEvent as P;
-        macro_rules! field {
-            ($name:literal, $field_type:expr, $required:literal) => {
-                DataFieldSpec { name: $name, field_type: $field_type, required: $required }
-            };
-        }
-        match self {
-            EventType::Account(A::Created) => {
-                &[field!("plan", String, true), field!("region", String, false)]
-            }
-            EventType::Account(A::OnboardingFailed | A::Suspended) => &[field!("reason", String, true)],
-            EventType::Account(A::PlanChanged) => &[field!("plan", String, true)],
-            EventType::Project(P::Requested) => {
-                &[field!("account_id", String, true), field!("region", String, true)]
-            }
-            EventType::Project(P::ProvisioningStarted) => &[field!("attempt", Integer, false)],
-            EventType::Project(P::ProvisioningFailed) => {
-                &[field!("error", String, true), field!("retryable", Bool, false)]
-            }
-            EventType::Project(P::QuotaExceeded) => &[
-                field!("resource", String, true),
-                field!("limit", Integer, true),
-                field!("used", Integer, true),
-            ],
-            EventType::Project(P::QuotaRestored) => &[field!("resource", String, true)],
-            EventType::Dispute(D::Opened) => &[
-                field!("account_id", String, true),
-                field!("amount_cents", Integer, true),
-                field!("currency", String, true),
-            ],
-            EventType::Dispute(D::Closed) => &[field!("outcome", String, true)],
-            _ => &[],
-        }
-    }
-}
-
-impl fmt::Display for EventType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The JSON type of a `data` field.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum FieldType {
-    /// A JSON string.
-    String,
-    /// A JSON integer (no fraction, no exponent) that fits in 64 signed bits.
-    Integer,
-    /// `true` or `false`.
-    Bool,
-}
-
-/// One field of an event type's `data`.
-#[derive(Clone, Copy, Debug)]
-pub struct DataFieldSpec {
-    /// The field name inside `data`.
-    pub name: &'static str,
-    /// Its JSON type.
-    pub field_type: FieldType,
-    /// Whether an event without it is rejected.
-    pub required: bool,
-}
-
-/// The typed `data` of an accepted event: exactly the fields its type defines.
-#[derive(Clone, PartialEq, Eq, Debug)]
-#[allow(missing_docs)]
-pub enum Payload<'a> {
-    /// Event types that carry no data.
-    None,
-    AccountCreated {
-        plan: Cow<'a, str>,
-        region: Option<Cow<'a, str>>,
-    },
-    AccountOnboardingFailed {
-        reason: Cow<'a, str>,
-    },
-    AccountSuspended {
-        reason: Cow<'a, str>,
-    },
-    AccountPlanChanged {
-        plan: Cow<'a, str>,
-    },
-    ProjectRequested {
-        account_id: Cow<'a, str>,
-        region: Cow<'a, str>,
-    },
-    ProjectProvisioningStarted {
-        attempt: Option<i64>,
-    },
-    ProjectProvisioningFailed {
-        error: Cow<'a, str>,
-        retryable: Option<bool>,
-    },
-    ProjectQuotaExceeded {
-        resource: Cow<'a, str>,
-        limit: i64,
-        used: i64,
-    },
-    ProjectQuotaRestored {
-        resource: Cow<'a, str>,
-    },
-    DisputeOpened {
-        account_id: Cow<'a, str>,
-        amount_cents: i64,
-        currency: Cow<'a, str>,
-    },
-    DisputeClosed {
-        outcome: Cow<'a, str>,
-    },
-}
-
-/// An accepted, validated event. Strings borrow from the input line.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct Event<'a> {
-    /// The idempotency key.
-    pub id: Cow<'a, str>,
-    /// The emitting service.
-    pub source: Cow<'a, str>,
-    /// What happened.
-    pub event_type: EventType,
-    /// The entity id.
-    pub subject: Cow<'a, str>,
-    /// When it happened, in event time.
-    pub time: Timestamp,
-    /// The type's data fields.
-    pub payload: Payload<'a>,
-}
-
-impl Event<'_> {
-    /// The NATS subject this event belongs on:
-    /// `lifecycle.<entity type>.<entity id>.<event name>`.
-    pub fn nats_subject(&self) -> String {
-        format!(
-            "lifecycle.{}.{}.{}",
-            self.event_type.entity_type(),
-            self.subject,
-            self.event_type.event_name()
-        )
-    }
-}
-
-/// Why an input was rejected. The names are part of the contract: they appear
-/// in command output, the store and NATS subjects (`lifewatch.rejected.<reason>`).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub enum RejectReason {
-    /// The line is longer than [`MAX_LINE_BYTES`].
-    TooLarge,
-    /// Not JSON, not UTF-8, or not a JSON object.
-    MalformedJson,
-    /// A required attribute is absent or `null`.
-    MissingAttribute,
-    /// An attribute has the wrong JSON type or a value outside its rule.
-    InvalidAttribute,
-    /// `type` is a string but names no event type of SPEC.md section 2.
-    UnknownType,
-    /// `data` is not an object, or lacks a required field, or has one of the wrong type.
-    InvalidData,
-    /// The event time is further in the future of the wall clock than allowed (live mode).
-    TimeInFuture,
-    /// The NATS subject the message arrived on disagrees with its payload.
-    SubjectMismatch,
-}
-
-impl RejectReason {
-    /// Every reason.
-    pub const ALL: [RejectReason; 8] = [
-        RejectReason::TooLarge,
-        RejectReason::MalformedJson,
-        RejectReason::MissingAttribute,
-        RejectReason::InvalidAttribute,
-        RejectReason::UnknownType,
-        RejectReason::InvalidData,
-        RejectReason::TimeInFuture,
-        RejectReason::SubjectMismatch,
-    ];
-
-    /// The snake_case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RejectReason::TooLarge => "too_large",
-            RejectReason::MalformedJson => "malformed_json",
-            RejectReason::MissingAttribute => "missing_attribute",
-            RejectReason::InvalidAttribute => "invalid_attribute",
-            RejectReason::UnknownType => "unknown_type",
-            RejectReason::InvalidData => "invalid_data",
-            RejectReason::TimeInFuture => "time_in_future",
-            RejectReason::SubjectMismatch => "subject_mismatch",
-        }
-    }
-
-    /// The reason of that name.
-    pub fn parse(name: &str) -> Option<RejectReason> {
-        RejectReason::ALL.into_iter().find(|reason| reason.as_str() == name)
-    }
-}
-
-impl fmt::Display for RejectReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A rejected input: the named reason and a sentence for the operator.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct Rejection {
-    /// The named reason.
-    pub reason: RejectReason,
-    /// What exactly was wrong, for people.
-    pub detail: String,
-}
-
-impl Rejection {
-    /// A rejection with this reason and detail.
-    pub fn new(reason: RejectReason, detail: impl Into<String>) -> Rejection {
-        Rejection { reason, detail: detail.into() }
-    }
-}
-
-impl fmt::Display for Rejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.reason, self.detail)
-    }
-}
 
 /// Parses one line (without its newline) into an event, or says why not.
 /// Never panics, whatever the bytes.
@@ -523,116 +126,30 @@ impl<'de> de::Deserialize<'de> for Field<'de> {
     }
 }
 
-/// Names of the attributes the parser looks at; everything else is an extension.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Attribute {
-    SpecVersion,
-    Id,
-    Source,
-    Type,
-    Subject,
-    Time,
-    DataContentType,
-    Data,
-    Extension,
-}
+/// A member name: `Some` for a member of the table, `None` for any other.
+struct MemberName<T>(Option<T>);
 
-const ATTRIBUTE_NAMES: [&str; 8] =
-    ["specversion", "id", "source", "type", "subject", "time", "datacontenttype", "data"];
+struct MemberNameVisitor<T>(PhantomData<T>);
 
-struct NameVisitor<'n>(&'n [&'static str]);
-
-impl<'de> Visitor<'de> for NameVisitor<'_> {
-    /// The index of the name in the list, or `usize::MAX` for any other.
-    type Value = usize;
+impl<'de, T: Member> Visitor<'de> for MemberNameVisitor<T> {
+    type Value = Option<T>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a member name")
     }
-    fn visit_str<E: de::Error>(self, value: &str) -> Result<usize, E> {
-        // A `match` on the name compiles to length and byte comparisons, much
-        // cheaper than comparing against each name in turn.
-        let index = if self.0.len() == ATTRIBUTE_NAMES.len() {
-            match value {
-                "specversion" => 0,
-                "id" => 1,
-                "source" => 2,
-                "type" => 3,
-                "subject" => 4,
-                "time" => 5,
-                "datacontenttype" => 6,
-                "data" => 7,
-                _ => usize::MAX,
-            }
-        } else {
-            data_field_index(value)
-        };
-        debug_assert!(index == usize::MAX || self.0[index] == value);
-        Ok(index)
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Option<T>, E> {
+        Ok(T::from_name(value))
     }
 }
 
-struct Name<const DATA: bool>(usize);
-
-impl<'de, const DATA: bool> de::Deserialize<'de> for Name<DATA> {
+impl<'de, T: Member> de::Deserialize<'de> for MemberName<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let names: &[&'static str] = if DATA { &DATA_FIELD_NAMES } else { &ATTRIBUTE_NAMES };
-        deserializer.deserialize_str(NameVisitor(names)).map(Name)
+        deserializer.deserialize_str(MemberNameVisitor(PhantomData)).map(MemberName)
     }
 }
 
-fn attribute_of(index: usize) -> Attribute {
-    match index {
-        0 => Attribute::SpecVersion,
-        1 => Attribute::Id,
-        2 => Attribute::Source,
-        3 => Attribute::Type,
-        4 => Attribute::Subject,
-        5 => Attribute::Time,
-        6 => Attribute::DataContentType,
-        7 => Attribute::Data,
-        _ => Attribute::Extension,
-    }
-}
-
-/// The position of a `data` field name in [`DATA_FIELD_NAMES`], or
-/// `usize::MAX`. A `match` compiles to length and byte comparisons, much
-/// cheaper than comparing against each name in turn.
-fn data_field_index(name: &str) -> usize {
-    match name {
-        "plan" => 0,
-        "region" => 1,
-        "reason" => 2,
-        "account_id" => 3,
-        "attempt" => 4,
-        "error" => 5,
-        "retryable" => 6,
-        "resource" => 7,
-        "limit" => 8,
-        "used" => 9,
-        "amount_cents" => 10,
-        "currency" => 11,
-        "outcome" => 12,
-        _ => usize::MAX,
-    }
-}
-
-/// Every `data` field name any event type uses.
-const DATA_FIELD_NAMES: [&str; 13] = [
-    "plan",
-    "region",
-    "reason",
-    "account_id",
-    "attempt",
-    "error",
-    "retryable",
-    "resource",
-    "limit",
-    "used",
-    "amount_cents",
-    "currency",
-    "outcome",
-];
+/// How many attributes have a slot in [`Scratch::attributes`]: all but `data`.
+const ATTRIBUTE_SLOTS: usize = Attribute::COUNT - 1;
 
 /// What the `data` member was.
 #[derive(Clone, Copy, Debug, Default)]
@@ -653,10 +170,10 @@ enum DataShape {
 struct Scratch<'a> {
     /// `Some(what)` when the line is JSON but not an object.
     not_object: Option<&'static str>,
-    attributes: [Option<Field<'a>>; 7],
+    attributes: [Option<Field<'a>>; ATTRIBUTE_SLOTS],
     duplicate: Option<&'static str>,
     data: DataShape,
-    data_fields: [Option<Field<'a>>; DATA_FIELD_NAMES.len()],
+    data_fields: [Option<Field<'a>>; DataField::COUNT],
     data_duplicate: Option<&'static str>,
 }
 
@@ -672,12 +189,13 @@ impl<'de> Visitor<'de> for DataVisitor<'_, 'de> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let scratch = self.0;
         scratch.data = DataShape::Object;
-        while let Some(Name(index)) = map.next_key::<Name<true>>()? {
-            match scratch.data_fields.get_mut(index) {
-                Some(slot) => {
+        while let Some(MemberName(field)) = map.next_key::<MemberName<DataField>>()? {
+            match field {
+                Some(field) => {
                     let value: Field<'de> = map.next_value()?;
+                    let slot = &mut scratch.data_fields[field as usize];
                     if slot.is_some() {
-                        scratch.data_duplicate = Some(DATA_FIELD_NAMES[index]);
+                        scratch.data_duplicate = Some(field.name());
                     }
                     *slot = Some(value);
                 }
@@ -761,23 +279,23 @@ impl<'de> Visitor<'de> for EnvelopeVisitor<'_, 'de> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let scratch = self.0;
         let mut seen_data = false;
-        while let Some(Name(index)) = map.next_key::<Name<false>>()? {
-            match attribute_of(index) {
-                Attribute::Extension => {
+        while let Some(MemberName(attribute)) = map.next_key::<MemberName<Attribute>>()? {
+            match attribute {
+                None => {
                     map.next_value::<IgnoredAny>()?;
                 }
-                Attribute::Data => {
+                Some(Attribute::Data) => {
                     if seen_data {
-                        scratch.duplicate = Some("data");
+                        scratch.duplicate = Some(Attribute::Data.name());
                     }
                     seen_data = true;
                     map.next_value_seed(DataSeed(&mut *scratch))?;
                 }
-                _ => {
+                Some(attribute) => {
                     let value: Field<'de> = map.next_value()?;
-                    let slot = &mut scratch.attributes[index];
+                    let slot = &mut scratch.attributes[attribute as usize];
                     if slot.is_some() {
-                        scratch.duplicate = Some(ATTRIBUTE_NAMES[index]);
+                        scratch.duplicate = Some(attribute.name());
                     }
                     *slot = match value {
                         Field::Null => None,
@@ -937,7 +455,7 @@ fn validate_data<'a>(event_type: EventType, scratch: &mut Scratch<'a>) -> Result
     let fields = &mut scratch.data_fields;
     // Check every field of the type, then build the payload from the checked values.
     for spec in event_type.data_fields() {
-        let value = fields.get(data_field_index(spec.name)).unwrap_or(&None);
+        let value = DataField::from_name(spec.name).map_or(&None, |field| &fields[field as usize]);
         let ok = match (value, spec.field_type) {
             (None | Some(Field::Null), _) => !spec.required,
             (Some(Field::Str(_)), FieldType::String)
@@ -964,8 +482,8 @@ fn validate_data<'a>(event_type: EventType, scratch: &mut Scratch<'a>) -> Result
             return Err(invalid_data(detail));
         }
     }
-    let mut take_string = |name: &str| -> Option<Cow<'a, str>> {
-        match fields.get_mut(data_field_index(name))?.take() {
+    let mut take_string = |field: DataField| -> Option<Cow<'a, str>> {
+        match fields[field as usize].take() {
             Some(Field::Str(text)) => Some(text),
             _ => None,
         }
@@ -979,67 +497,69 @@ fn validate_data<'a>(event_type: EventType, scratch: &mut Scratch<'a>) -> Result
     }
     let payload = match event_type {
         EventType::Account(A::Created) => {
-            let plan = string(take_string("plan"));
-            let region = take_string("region");
+            let plan = string(take_string(DataField::Plan));
+            let region = take_string(DataField::Region);
             Payload::AccountCreated { plan, region }
         }
         EventType::Account(A::OnboardingFailed) => {
-            Payload::AccountOnboardingFailed { reason: string(take_string("reason")) }
+            Payload::AccountOnboardingFailed { reason: string(take_string(DataField::Reason)) }
         }
         EventType::Account(A::Suspended) => {
-            Payload::AccountSuspended { reason: string(take_string("reason")) }
+            Payload::AccountSuspended { reason: string(take_string(DataField::Reason)) }
         }
         EventType::Account(A::PlanChanged) => {
-            Payload::AccountPlanChanged { plan: string(take_string("plan")) }
+            Payload::AccountPlanChanged { plan: string(take_string(DataField::Plan)) }
         }
         EventType::Project(P::Requested) => {
-            let account_id = string(take_string("account_id"));
-            let region = string(take_string("region"));
+            let account_id = string(take_string(DataField::AccountId));
+            let region = string(take_string(DataField::Region));
             Payload::ProjectRequested { account_id, region }
         }
         EventType::Project(P::ProvisioningStarted) => {
-            Payload::ProjectProvisioningStarted { attempt: integer(&fields[..], "attempt") }
+            Payload::ProjectProvisioningStarted { attempt: integer(fields, DataField::Attempt) }
         }
         EventType::Project(P::ProvisioningFailed) => {
-            let error = string(take_string("error"));
-            Payload::ProjectProvisioningFailed { error, retryable: boolean(&fields[..], "retryable") }
+            let error = string(take_string(DataField::Error));
+            Payload::ProjectProvisioningFailed { error, retryable: boolean(fields, DataField::Retryable) }
         }
         EventType::Project(P::QuotaExceeded) => {
-            let resource = string(take_string("resource"));
+            let resource = string(take_string(DataField::Resource));
             Payload::ProjectQuotaExceeded {
                 resource,
-                limit: integer(&fields[..], "limit").unwrap_or_default(),
-                used: integer(&fields[..], "used").unwrap_or_default(),
+                limit: integer(fields, DataField::Limit).unwrap_or_default(),
+                used: integer(fields, DataField::Used).unwrap_or_default(),
             }
         }
         EventType::Project(P::QuotaRestored) => {
-            Payload::ProjectQuotaRestored { resource: string(take_string("resource")) }
+            Payload::ProjectQuotaRestored { resource: string(take_string(DataField::Resource)) }
         }
         EventType::Dispute(D::Opened) => {
-            let account_id = string(take_string("account_id"));
-            let currency = string(take_string("currency"));
+            let account_id = string(take_string(DataField::AccountId));
+            let currency = string(take_string(DataField::Currency));
             Payload::DisputeOpened {
                 account_id,
-                amount_cents: integer(&fields[..], "amount_cents").unwrap_or_default(),
+                amount_cents: integer(fields, DataField::AmountCents).unwrap_or_default(),
                 currency,
             }
         }
-        EventType::Dispute(D::Closed) => Payload::DisputeClosed { outcome: string(take_string("outcome")) },
+        EventType::Dispute(D::Closed) => {
+            Payload::DisputeClosed { outcome: string(take_string(DataField::Outcome)) }
+        }
         _ => Payload::None,
     };
     Ok(payload)
 }
 
-fn integer(fields: &[Option<Field<'_>>], name: &str) -> Option<i64> {
-    match fields.get(data_field_index(name))? {
-        Some(Field::Int(value)) => Some(*value),
+fn integer(fields: &[Option<Field<'_>>; DataField::COUNT], field: DataField) -> Option<i64> {
+    match fields[field as usize] {
+        Some(Field::Int(value)) => Some(value),
         _ => None,
     }
 }
 
-fn boolean(fields: &[Option<Field<'_>>], name: &str) -> Option<bool> {
-    match fields.get(data_field_index(name))? {
-        Some(Field::Bool(value)) => Some(*value),
+fn boolean(fields: &[Option<Field<'_>>; DataField::COUNT], field: DataField) -> Option<bool> {
+    match fields[field as usize] {
+        Some(Field::Bool(value)) => Some(value),
         _ => None,
     }
 }

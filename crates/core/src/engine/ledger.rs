@@ -1,0 +1,399 @@
+//! The incident ledger: every incident ever opened, found by its typed
+//! [`IncidentKey`], and the only code that opens, raises, resolves, reshapes
+//! or retracts one. Each of those reports its [`Transition`] to the change
+//! log. It also makes the public [`IncidentRecord`] of an incident.
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::arena::{AccountSlot, DisputeSlot, Entities, Name, ProjectSlot};
+use super::{ChangeLog, EntityRef};
+use crate::config::Config;
+use crate::event::EntityType;
+use crate::incident::{
+    EntityRecord, IncidentKind, IncidentRecord, MAX_RECORD_EVENTS, Status, SubjectType, Transition,
+};
+use crate::machine::State;
+use crate::time::Timestamp;
+
+/// The position of an incident in the ledger; the public API carries it as a `u32`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+#[repr(transparent)]
+pub(super) struct IncidentIndex(u32);
+
+impl IncidentIndex {
+    pub(super) fn new(index: u32) -> IncidentIndex {
+        IncidentIndex(index)
+    }
+
+    pub(super) fn get(self) -> u32 {
+        self.0
+    }
+}
+
+/// A project's breach of one quota resource.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub(super) struct ProjectQuota {
+    pub(super) project: ProjectSlot,
+    pub(super) resource: Name,
+}
+
+/// What an incident is about. While an incident of a key is open, the same
+/// condition adds to it instead of opening another.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(super) enum IncidentKey {
+    Stuck(EntityRef, State),
+    ProvisioningFailed(ProjectSlot),
+    OnboardingFailed(AccountSlot),
+    ProjectQuota(ProjectQuota),
+    AccountQuota(AccountSlot),
+    BillingDispute(DisputeSlot),
+    Illegal(EntityRef),
+    Invariant(ProjectSlot),
+    /// A regional outage of the region of that name.
+    Outage(Name),
+}
+
+impl IncidentKey {
+    fn kind(self) -> IncidentKind {
+        match self {
+            IncidentKey::Stuck(..) => IncidentKind::Stuck,
+            IncidentKey::ProvisioningFailed(_) => IncidentKind::ProvisioningFailed,
+            IncidentKey::OnboardingFailed(_) => IncidentKind::OnboardingFailed,
+            IncidentKey::ProjectQuota(_) | IncidentKey::AccountQuota(_) => IncidentKind::QuotaBreach,
+            IncidentKey::BillingDispute(_) => IncidentKind::BillingDispute,
+            IncidentKey::Illegal(_) => IncidentKind::IllegalTransition,
+            IncidentKey::Invariant(_) => IncidentKind::InvariantViolation,
+            IncidentKey::Outage(_) => IncidentKind::RegionalOutage,
+        }
+    }
+
+    /// The entity the incident is about (`None` for a region).
+    fn entity(self) -> Option<EntityRef> {
+        match self {
+            IncidentKey::Stuck(entity, _) | IncidentKey::Illegal(entity) => Some(entity),
+            IncidentKey::ProvisioningFailed(project)
+            | IncidentKey::ProjectQuota(ProjectQuota { project, .. })
+            | IncidentKey::Invariant(project) => Some(project.into()),
+            IncidentKey::OnboardingFailed(account) | IncidentKey::AccountQuota(account) => {
+                Some(account.into())
+            }
+            IncidentKey::BillingDispute(dispute) => Some(dispute.into()),
+            IncidentKey::Outage(_) => None,
+        }
+    }
+}
+
+/// Per key: its open incident, and how many it has had.
+#[derive(Clone, Copy, Default, Debug)]
+struct KeySlot {
+    open: Option<IncidentIndex>,
+    opened: u32,
+}
+
+/// One incident.
+#[derive(Clone, Debug)]
+pub(super) struct Incident {
+    key: IncidentKey,
+    /// The how-manieth incident of this key, from 1: makes the id stable.
+    ordinal: u32,
+    state: Option<State>,
+    pub(super) opened_at: Timestamp,
+    pub(super) resolved_at: Option<Timestamp>,
+    count: u32,
+    events: Vec<Box<str>>,
+    summary: String,
+    retracted: bool,
+}
+
+impl Incident {
+    fn note_event(&mut self, event_id: &str) {
+        if self.events.len() < MAX_RECORD_EVENTS {
+            self.events.push(event_id.into());
+        }
+    }
+}
+
+/// Every incident, and the open ones by key.
+#[derive(Default)]
+pub(super) struct Ledger {
+    incidents: Vec<Incident>,
+    keys: HashMap<IncidentKey, KeySlot, foldhash::fast::RandomState>,
+    /// The open quota breaches of each project, so that deleting a project
+    /// resolves them without a scan of every key.
+    open_project_quotas: BTreeSet<ProjectQuota>,
+}
+
+impl Ledger {
+    /// How many incidents exist, retracted ones included.
+    pub(super) fn len(&self) -> u32 {
+        self.incidents.len() as u32
+    }
+
+    pub(super) fn get(&self, index: IncidentIndex) -> Option<&Incident> {
+        self.incidents.get(index.0 as usize)
+    }
+
+    pub(super) fn is_retracted(&self, index: IncidentIndex) -> bool {
+        self.get(index).is_some_and(|incident| incident.retracted)
+    }
+
+    /// The open incident of `key`.
+    pub(super) fn open_of(&self, key: IncidentKey) -> Option<IncidentIndex> {
+        self.keys.get(&key).and_then(|slot| slot.open)
+    }
+
+    /// Opens a new incident of `key` at `at`.
+    pub(super) fn open(
+        &mut self,
+        key: IncidentKey,
+        state: Option<State>,
+        at: Timestamp,
+        event_id: Option<&str>,
+        summary: String,
+        changes: &mut ChangeLog,
+    ) -> IncidentIndex {
+        let index = IncidentIndex(self.incidents.len() as u32);
+        let slot = self.keys.entry(key).or_default();
+        slot.opened += 1;
+        slot.open = Some(index);
+        let ordinal = slot.opened;
+        self.incidents.push(Incident {
+            key,
+            ordinal,
+            state,
+            opened_at: at,
+            resolved_at: None,
+            count: 1,
+            events: event_id.map(Box::from).into_iter().collect(),
+            summary,
+            retracted: false,
+        });
+        changes.incident(index, Transition::Opened);
+        index
+    }
+
+    /// Raises the condition of `key`: adds to the open incident, or opens
+    /// one. `summary` gets the count of times raised.
+    pub(super) fn raise(
+        &mut self,
+        key: IncidentKey,
+        state: Option<State>,
+        at: Timestamp,
+        event_id: &str,
+        summary: impl FnOnce(u32) -> String,
+        changes: &mut ChangeLog,
+    ) -> IncidentIndex {
+        match self.open_of(key) {
+            Some(index) => {
+                let incident = &mut self.incidents[index.0 as usize];
+                incident.count += 1;
+                incident.note_event(event_id);
+                incident.summary = summary(incident.count);
+                changes.incident(index, Transition::Updated);
+                index
+            }
+            None => self.open(key, state, at, Some(event_id), summary(1), changes),
+        }
+    }
+
+    /// Resolves the open incident of `key`, if any, and returns it.
+    pub(super) fn resolve(
+        &mut self,
+        key: IncidentKey,
+        at: Timestamp,
+        event_id: Option<&str>,
+        changes: &mut ChangeLog,
+    ) -> Option<IncidentIndex> {
+        let index = self.keys.get_mut(&key)?.open.take()?;
+        let incident = &mut self.incidents[index.0 as usize];
+        incident.resolved_at = Some(at.max(incident.opened_at));
+        if let Some(event_id) = event_id {
+            incident.note_event(event_id);
+        }
+        changes.incident(index, Transition::Resolved);
+        Some(index)
+    }
+
+    /// Moves an incident to `[opened_at, resolved_at)` (open when
+    /// `resolved_at` is `None`), as late evidence reshapes an outage. Returns
+    /// the old start, or `None` when nothing changed.
+    pub(super) fn reshape(
+        &mut self,
+        index: IncidentIndex,
+        opened_at: Timestamp,
+        resolved_at: Option<Timestamp>,
+        changes: &mut ChangeLog,
+    ) -> Option<Timestamp> {
+        let incident = self.incidents.get_mut(index.0 as usize)?;
+        if incident.opened_at == opened_at && incident.resolved_at == resolved_at {
+            return None;
+        }
+        let previous_start = incident.opened_at;
+        let was_open = incident.resolved_at.is_none();
+        incident.opened_at = opened_at;
+        incident.resolved_at = resolved_at;
+        let transition = match (was_open, resolved_at.is_none()) {
+            (true, false) => Transition::Resolved,
+            (false, true) => Transition::Reopened,
+            _ => Transition::Updated,
+        };
+        let slot = self.keys.entry(incident.key).or_default();
+        if resolved_at.is_none() {
+            slot.open = Some(index);
+        } else if slot.open == Some(index) {
+            slot.open = None;
+        }
+        changes.incident(index, transition);
+        Some(previous_start)
+    }
+
+    /// Retracts an incident: it no longer exists, and consumers are told to drop it.
+    pub(super) fn retract(&mut self, index: IncidentIndex, changes: &mut ChangeLog) {
+        let Some(incident) = self.incidents.get_mut(index.0 as usize) else { return };
+        incident.retracted = true;
+        if let Some(slot) = self.keys.get_mut(&incident.key)
+            && slot.open == Some(index)
+        {
+            slot.open = None;
+        }
+        changes.incident(index, Transition::Retracted);
+    }
+
+    /// Retracts an open incident whose condition never held: it lasts no
+    /// time, so that it leaves whatever is derived from incident intervals.
+    pub(super) fn retract_unfounded(&mut self, index: IncidentIndex, changes: &mut ChangeLog) {
+        if let Some(incident) = self.incidents.get_mut(index.0 as usize) {
+            incident.resolved_at = Some(incident.opened_at);
+        }
+        self.retract(index, changes);
+    }
+
+    pub(super) fn set_summary(&mut self, index: IncidentIndex, summary: String) {
+        if let Some(incident) = self.incidents.get_mut(index.0 as usize) {
+            incident.summary = summary;
+        }
+    }
+
+    pub(super) fn append_summary(&mut self, index: IncidentIndex, text: &str) {
+        if let Some(incident) = self.incidents.get_mut(index.0 as usize) {
+            incident.summary.push_str(text);
+        }
+    }
+
+    /// A quota breach of a project was raised.
+    pub(super) fn note_project_quota(&mut self, quota: ProjectQuota) {
+        self.open_project_quotas.insert(quota);
+    }
+
+    /// Forgets a project's quota breach; whether it was open.
+    pub(super) fn take_project_quota(&mut self, quota: ProjectQuota) -> bool {
+        self.open_project_quotas.remove(&quota)
+    }
+
+    /// Forgets every open quota breach of a project and returns them.
+    pub(super) fn take_project_quotas(&mut self, project: ProjectSlot) -> Vec<ProjectQuota> {
+        let range =
+            ProjectQuota { project, resource: Name::MIN }..=ProjectQuota { project, resource: Name::MAX };
+        let open: Vec<ProjectQuota> = self.open_project_quotas.range(range).copied().collect();
+        for quota in &open {
+            self.open_project_quotas.remove(quota);
+        }
+        open
+    }
+
+    // -----------------------------------------------------------------------
+    // Records
+
+    /// The record of one incident.
+    pub(super) fn record(
+        &self,
+        index: IncidentIndex,
+        entities: &Entities,
+        config: &Config,
+    ) -> Option<IncidentRecord> {
+        let incident = self.get(index)?;
+        let kind = incident.key.kind();
+        let (subject_type, entity_id, account_id, region) = match incident.key.entity() {
+            Some(entity) => {
+                let fields = entities.fields(entity)?;
+                let account_id = match entity.entity_type {
+                    EntityType::Account => Some(fields.id.to_string()),
+                    _ => fields.account.map(|account| entities.accounts[account].id().to_string()),
+                };
+                let region = fields.region.map(|region| entities.names.get(region).to_string());
+                (SubjectType::from(entity.entity_type), fields.id.to_string(), account_id, region)
+            }
+            None => {
+                let region = match incident.key {
+                    IncidentKey::Outage(region) => entities.names.get(region).to_string(),
+                    _ => String::new(),
+                };
+                (SubjectType::Region, region.clone(), None, Some(region))
+            }
+        };
+        let key = key_string(incident.key, subject_type, &entity_id, entities);
+        Some(IncidentRecord {
+            id: format!(
+                "inc_{:016x}",
+                xxhash_rust::xxh3::xxh3_64(format!("{key}#{}", incident.ordinal).as_bytes())
+            ),
+            key,
+            kind,
+            severity: config.severity(kind, subject_type, incident.state),
+            status: if incident.resolved_at.is_some() { Status::Resolved } else { Status::Open },
+            entity: EntityRecord { entity_type: subject_type, id: entity_id },
+            account_id,
+            region,
+            state: incident.state.map(|state| state.as_str().to_string()),
+            owner: config.owner(kind, subject_type).to_string(),
+            runbook: config.runbook(kind).to_string(),
+            opened_at: incident.opened_at,
+            resolved_at: incident.resolved_at,
+            summary: incident.summary.clone(),
+            count: incident.count,
+            events: incident.events.iter().map(|id| id.to_string()).collect(),
+        })
+    }
+
+    /// Every incident that is not retracted, ordered by `opened_at` then
+    /// `key` (then creation order).
+    pub(super) fn sorted(&self, entities: &Entities) -> Vec<u32> {
+        let mut order: Vec<(Timestamp, String, u32, u32)> = self
+            .incidents
+            .iter()
+            .enumerate()
+            .filter(|(_, incident)| !incident.retracted)
+            .map(|(index, incident)| {
+                let (subject_type, entity_id) = subject_of(incident.key, entities);
+                let key = key_string(incident.key, subject_type, entity_id, entities);
+                (incident.opened_at, key, incident.ordinal, index as u32)
+            })
+            .collect();
+        order.sort_unstable();
+        order.into_iter().map(|(_, _, _, index)| index).collect()
+    }
+}
+
+/// The dedup key of SPEC.md section 4: kind, subject type, id, and the
+/// state or resource that tells apart incidents of one entity.
+fn key_string(key: IncidentKey, subject_type: SubjectType, entity_id: &str, entities: &Entities) -> String {
+    let kind = key.kind();
+    match key {
+        IncidentKey::Stuck(_, state) => format!("{kind}:{subject_type}:{entity_id}:{state}"),
+        IncidentKey::ProjectQuota(ProjectQuota { resource, .. }) => {
+            format!("{kind}:{subject_type}:{entity_id}:{}", entities.names.get(resource))
+        }
+        _ => format!("{kind}:{subject_type}:{entity_id}"),
+    }
+}
+
+/// The subject type and id an incident key is about.
+fn subject_of(key: IncidentKey, entities: &Entities) -> (SubjectType, &str) {
+    match key.entity() {
+        Some(entity) => (entity.entity_type.into(), entities.name_of(entity)),
+        None => match key {
+            IncidentKey::Outage(region) => (SubjectType::Region, entities.names.get(region)),
+            _ => (SubjectType::Region, ""),
+        },
+    }
+}

@@ -1,0 +1,395 @@
+//! The engine: folds accepted events through the state machines and keeps
+//! every incident, in event time. Sans-IO: it never reads a clock, a file or
+//! a socket.
+//!
+//! # Call order
+//!
+//! 1. [`Engine::handle_event`] for every parsed event, in arrival order. It
+//!    deduplicates by event id and applies the event; incidents of ended visits
+//!    (the retroactive stuck rule) are found here.
+//! 2. [`Engine::handle_time`] whenever the driver's clock moves: visits whose
+//!    deadline is before `now` become stuck. Replay calls it once at the end
+//!    with `--now`; the live monitor calls it when [`Engine::next_deadline`]
+//!    plus the allowed lateness has passed on the wall clock.
+//! 3. [`Engine::drain_changes`] after each batch, to persist and publish what
+//!    changed, then [`Engine::record`] for each changed incident.
+//!
+//! # Layout
+//!
+//! This file is the façade: the public types and [`Engine`]'s methods, which
+//! call into the parts below in the order above.
+//!
+//! - `arena`: entities in per-type arenas, the interner, and the typed slots.
+//! - `seen`: the ids of accepted events (deduplication).
+//! - `effects`: what each machine's events do besides moving the state.
+//! - `visits`: what all machines share: illegal transitions, visits, stuck.
+//! - `deadlines`: the queue of visit deadlines, with its one cleanup rule.
+//! - `ledger`: incidents by key: open, raise, resolve, reshape, retract, records.
+//! - `outages`: regional outages derived from projects in trouble.
+
+mod arena;
+mod deadlines;
+mod effects;
+mod ledger;
+mod outages;
+mod seen;
+mod visits;
+
+use arena::Entities;
+use deadlines::DeadlineQueue;
+use ledger::{IncidentIndex, Ledger};
+use outages::Outages;
+use seen::SeenIds;
+
+use crate::config::Config;
+use crate::event::{EntityType, Event, EventType};
+use crate::incident::{IncidentRecord, Transition};
+use crate::machine::State;
+use crate::time::Timestamp;
+
+/// What became of one event handed to the engine.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Outcome {
+    /// New: applied.
+    Accepted,
+    /// Its id was accepted before: nothing changed.
+    Duplicate,
+}
+
+/// Something the driver may need to persist or publish.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Change {
+    /// An incident changed; read it with [`Engine::record`].
+    Incident {
+        /// The incident's index.
+        index: u32,
+        /// How it changed.
+        transition: Transition,
+    },
+    /// An entity's projection changed; read it with [`Engine::entity`].
+    Entity(EntityRef),
+}
+
+/// A tracked account, project or dispute.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct EntityRef {
+    /// Which machine.
+    pub entity_type: EntityType,
+    /// Its slot in the engine.
+    pub index: u32,
+}
+
+/// The projection of one entity, as the store keeps it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct EntityView<'a> {
+    /// Which machine.
+    pub entity_type: EntityType,
+    /// The entity id.
+    pub id: &'a str,
+    /// Its state; `None` for an entity only referred to by others.
+    pub state: Option<State>,
+    /// When it entered that state.
+    pub entered_at: Timestamp,
+    /// The account it belongs to (projects, disputes) when known.
+    pub account_id: Option<&'a str>,
+    /// Its region when known.
+    pub region: Option<&'a str>,
+    /// Its plan (accounts).
+    pub plan: Option<&'a str>,
+    /// Live projects counted against the plan (accounts).
+    pub live_projects: u32,
+}
+
+/// Counters since the engine was created.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct EngineStats {
+    /// Events applied.
+    pub accepted: u64,
+    /// Events dropped as duplicates.
+    pub duplicates: u64,
+}
+
+/// The lifecycle engine. See the module documentation for the call order.
+pub struct Engine {
+    config: Config,
+    entities: Entities,
+    seen: SeenIds,
+    deadlines: DeadlineQueue,
+    ledger: Ledger,
+    outages: Outages,
+    changes: ChangeLog,
+    clock: Option<Timestamp>,
+    latest_event_time: Option<Timestamp>,
+    /// The entity of the last event accepted.
+    last_applied: Option<EntityRef>,
+    stats: EngineStats,
+}
+
+impl Engine {
+    /// An empty engine running on `config`. Changes are not recorded until
+    /// [`Engine::record_changes`] turns them on.
+    pub fn new(config: Config) -> Engine {
+        Engine {
+            config,
+            entities: Entities::default(),
+            seen: SeenIds::default(),
+            deadlines: DeadlineQueue::default(),
+            ledger: Ledger::default(),
+            outages: Outages::default(),
+            changes: ChangeLog::default(),
+            clock: None,
+            latest_event_time: None,
+            last_applied: None,
+            stats: EngineStats::default(),
+        }
+    }
+
+    /// Whether to keep a list of changes for [`Engine::drain_changes`]
+    /// (the live monitor and the store want it; plain replay does not).
+    pub fn record_changes(&mut self, on: bool) {
+        self.changes.on = on;
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Applies one validated event, unless its id was seen before.
+    pub fn handle_event(&mut self, event: &Event<'_>) -> Outcome {
+        if !self.seen.insert(&event.id) {
+            self.stats.duplicates += 1;
+            return Outcome::Duplicate;
+        }
+        self.stats.accepted += 1;
+        self.latest_event_time =
+            Some(self.latest_event_time.map_or(event.time, |latest| latest.max(event.time)));
+        match event.event_type {
+            EventType::Account(account_event) => self.apply_account(event, account_event),
+            EventType::Project(project_event) => self.apply_project(event, project_event),
+            EventType::Dispute(dispute_event) => self.apply_dispute(event, dispute_event),
+        }
+        Outcome::Accepted
+    }
+
+    /// The entity of the last event [`Engine::handle_event`] accepted (it
+    /// exists once an event about it was accepted, even an illegal one).
+    pub fn last_applied(&self) -> Option<EntityRef> {
+        self.last_applied
+    }
+
+    /// Whether an event with this id was accepted before.
+    pub fn has_seen(&self, event_id: &str) -> bool {
+        self.seen.contains(event_id)
+    }
+
+    /// Moves the clock to `now`: every visit whose deadline is before `now`
+    /// and that has not ended becomes stuck. The clock never moves back.
+    pub fn handle_time(&mut self, now: Timestamp) {
+        self.clock = Some(self.clock.map_or(now, |clock| clock.max(now)));
+        loop {
+            let entities = &self.entities;
+            let Some(deadline) = self.deadlines.pop_due(now, visits::is_current(entities)) else { break };
+            self.deadline_passed(deadline);
+        }
+    }
+
+    /// The earliest deadline of a visit that has not ended and is not stuck
+    /// yet. [`Engine::handle_time`] with any instant after it makes it stuck.
+    pub fn next_deadline(&mut self) -> Option<Timestamp> {
+        let entities = &self.entities;
+        self.deadlines.peek(visits::is_current(entities)).map(|deadline| deadline.due)
+    }
+
+    /// The changes recorded since the last call.
+    pub fn drain_changes(&mut self) -> std::vec::Drain<'_, Change> {
+        self.changes.list.drain(..)
+    }
+
+    /// The clock: the latest instant given to [`Engine::handle_time`].
+    pub fn clock(&self) -> Option<Timestamp> {
+        self.clock
+    }
+
+    /// The latest time of an accepted event.
+    pub fn latest_event_time(&self) -> Option<Timestamp> {
+        self.latest_event_time
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    /// How many incidents exist (including retracted ones).
+    pub fn incident_count(&self) -> u32 {
+        self.ledger.len()
+    }
+
+    /// How many entities are tracked, of all types.
+    pub fn entity_count(&self) -> usize {
+        self.entities.count()
+    }
+
+    /// Whether an incident was retracted: a regional outage merged into
+    /// another, or a stuck incident the clock opened before a late event
+    /// showed the visit ended by its deadline.
+    pub fn is_retracted(&self, index: u32) -> bool {
+        self.ledger.is_retracted(IncidentIndex::new(index))
+    }
+
+    /// The record of one incident.
+    pub fn record(&self, index: u32) -> Option<IncidentRecord> {
+        self.ledger.record(IncidentIndex::new(index), &self.entities, &self.config)
+    }
+
+    /// Every incident that exists, open or resolved, ordered by `opened_at`
+    /// then `key` (then creation order).
+    pub fn records(&self) -> Vec<IncidentRecord> {
+        self.sorted_incidents().into_iter().filter_map(|index| self.record(index)).collect()
+    }
+
+    /// The indexes of every incident that exists (retracted ones left out), in
+    /// the order of [`Engine::records`], for writing records one at a time.
+    pub fn sorted_incidents(&self) -> Vec<u32> {
+        self.ledger.sorted(&self.entities)
+    }
+
+    /// The projection of one entity.
+    pub fn entity(&self, entity: EntityRef) -> Option<EntityView<'_>> {
+        let fields = self.entities.fields(entity)?;
+        Some(EntityView {
+            entity_type: entity.entity_type,
+            id: fields.id,
+            state: fields.state,
+            entered_at: fields.entered_at,
+            account_id: fields.account.map(|account| self.entities.accounts[account].id()),
+            region: fields.region.map(|region| self.entities.names.get(region)),
+            plan: fields.plan.map(|plan| self.entities.names.get(plan)),
+            live_projects: fields.live_projects,
+        })
+    }
+
+    /// Every tracked entity, accounts first, each type in the order first seen.
+    pub fn entities(&self) -> impl Iterator<Item = EntityRef> + '_ {
+        let refs = |entity_type: EntityType, count: usize| {
+            (0..count as u32).map(move |index| EntityRef { entity_type, index })
+        };
+        refs(EntityType::Account, self.entities.accounts.len())
+            .chain(refs(EntityType::Project, self.entities.projects.len()))
+            .chain(refs(EntityType::Dispute, self.entities.disputes.len()))
+    }
+
+    /// Looks an entity up by type and id.
+    pub fn find_entity(&self, entity_type: EntityType, id: &str) -> Option<EntityRef> {
+        self.entities.find(entity_type, id)
+    }
+}
+
+/// The changes for [`Engine::drain_changes`], kept only when asked for.
+#[derive(Default)]
+struct ChangeLog {
+    list: Vec<Change>,
+    on: bool,
+}
+
+impl ChangeLog {
+    fn incident(&mut self, index: IncidentIndex, transition: Transition) {
+        if self.on {
+            self.list.push(Change::Incident { index: index.get(), transition });
+        }
+    }
+
+    fn entity(&mut self, entity: EntityRef) {
+        if self.on {
+            self.list.push(Change::Entity(entity));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::parse_event;
+    use crate::incident::IncidentKind;
+
+    fn at(time: &str) -> Timestamp {
+        Timestamp::parse_rfc3339(time).expect("a valid time")
+    }
+
+    fn feed(engine: &mut Engine, id: &str, event_type: &str, subject: &str, time: &str, data: &str) {
+        let line = format!(
+            r#"{{"specversion":"1.0","id":"{id}","source":"test","type":"{event_type}","subject":"{subject}","time":"{time}","data":{data}}}"#
+        );
+        let event = parse_event(line.as_bytes()).expect("a valid event");
+        assert_eq!(engine.handle_event(&event), Outcome::Accepted);
+    }
+
+    /// Five projects of one region requested at 10:00; their `requested`
+    /// deadline (5m) falls due at 10:05.
+    fn five_requested(engine: &mut Engine) {
+        feed(engine, "a", "account.created", "acc_1", "2026-11-27T09:00:00Z", r#"{"plan":"enterprise"}"#);
+        feed(engine, "b", "account.activated", "acc_1", "2026-11-27T09:01:00Z", "{}");
+        for n in 1..=5 {
+            let data = r#"{"account_id":"acc_1","region":"eu-west-1"}"#;
+            feed(
+                engine,
+                &format!("r{n}"),
+                "project.requested",
+                &format!("prj_{n}"),
+                "2026-11-27T10:00:00Z",
+                data,
+            );
+        }
+    }
+
+    #[test]
+    fn a_late_event_within_the_deadline_retracts_the_stuck_incident_the_clock_opened() {
+        let mut live = Engine::new(Config::shipped());
+        live.record_changes(true);
+        feed(&mut live, "1", "account.created", "acc_1", "2026-11-27T10:00:00Z", r#"{"plan":"free"}"#);
+        live.handle_time(at("2026-11-27T10:16:00Z"));
+        assert_eq!(live.records().len(), 1, "the clock is past the 15m deadline");
+        // The account was activated at 10:10, within its deadline, but the
+        // event arrives after the clock passed 10:15.
+        feed(&mut live, "2", "account.activated", "acc_1", "2026-11-27T10:10:00Z", "{}");
+        assert!(live.records().is_empty(), "SPEC.md: stuck iff t > entered_at + deadline");
+        assert!(live.is_retracted(0));
+        let retracted = live
+            .drain_changes()
+            .any(|change| matches!(change, Change::Incident { index: 0, transition: Transition::Retracted }));
+        assert!(retracted, "consumers are told to drop it");
+    }
+
+    #[test]
+    fn a_late_event_after_the_deadline_still_resolves_the_stuck_incident() {
+        let mut live = Engine::new(Config::shipped());
+        feed(&mut live, "1", "account.created", "acc_1", "2026-11-27T10:00:00Z", r#"{"plan":"free"}"#);
+        live.handle_time(at("2026-11-27T10:20:00Z"));
+        feed(&mut live, "2", "account.activated", "acc_1", "2026-11-27T10:15:00.001Z", "{}");
+        let records = live.records();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].opened_at, at("2026-11-27T10:15:00Z"));
+        assert_eq!(records[0].resolved_at, Some(at("2026-11-27T10:15:00.001Z")));
+    }
+
+    #[test]
+    fn a_retracted_stuck_incident_leaves_the_regional_count_as_replay_would() {
+        let mut live = Engine::new(Config::shipped());
+        five_requested(&mut live);
+        live.handle_time(at("2026-11-27T10:06:00Z"));
+        let outages = |engine: &Engine| {
+            engine.records().iter().filter(|record| record.kind == IncidentKind::RegionalOutage).count()
+        };
+        assert_eq!(outages(&live), 1, "five projects stuck in requested from 10:05");
+        // prj_1 started provisioning at 10:05 exactly: it was never stuck.
+        feed(&mut live, "s1", "project.provisioning_started", "prj_1", "2026-11-27T10:05:00Z", "{}");
+        assert_eq!(outages(&live), 0);
+
+        let mut replay = Engine::new(Config::shipped());
+        five_requested(&mut replay);
+        feed(&mut replay, "s1", "project.provisioning_started", "prj_1", "2026-11-27T10:05:00Z", "{}");
+        replay.handle_time(at("2026-11-27T10:06:00Z"));
+        assert_eq!(live.records(), replay.records());
+    }
+}
