@@ -52,6 +52,7 @@ mod error;
 mod lock;
 mod log;
 mod project;
+pub mod query;
 mod read;
 mod schema;
 mod seqs;

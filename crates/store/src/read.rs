@@ -13,7 +13,8 @@ use crate::project::{self, Difference, ENTITY_COLUMNS, StoredEntity, entity_from
 use crate::schema::{self, Access};
 
 /// The JSON of an incident row's record, as a column of a query on `incidents`.
-const RECORD: &str = "(SELECT record FROM incident_records WHERE incident_records.id = incidents.record_id)";
+pub(crate) const RECORD: &str =
+    "(SELECT record FROM incident_records WHERE incident_records.id = incidents.record_id)";
 
 /// A read-only handle on a database.
 pub struct Store {
@@ -174,6 +175,18 @@ impl Store {
 
     /// Reads each incident's record (the column [`RECORD`] gives) from `sql`.
     fn records(&self, sql: &str, values: impl rusqlite::Params) -> Result<Vec<IncidentRecord>, StoreError> {
+        let rows = self.records_with(sql, values, |_| Ok(()))?;
+        Ok(rows.into_iter().map(|(record, ())| record).collect())
+    }
+
+    /// Reads each incident's record (the first column, as [`RECORD`] gives
+    /// it) from `sql`, with what `rest` reads from the other columns.
+    pub(crate) fn records_with<T>(
+        &self,
+        sql: &str,
+        values: impl rusqlite::Params,
+        mut rest: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<(IncidentRecord, T)>, StoreError> {
         let path = &self.path;
         let mut statement = self.connection.prepare(sql).context(path, "read incidents")?;
         let mut rows = statement.query(values).context(path, "read incidents")?;
@@ -185,9 +198,14 @@ impl Store {
                 path: path.clone(),
                 detail: format!("an incident record is not valid: {error}"),
             })?;
-            records.push(record);
+            records.push((record, rest(row).context(path, "read incidents")?));
         }
         Ok(records)
+    }
+
+    /// The connection, for the queries of `query.rs`.
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.connection
     }
 
     /// The projections of the entities with this id (an account and a
