@@ -108,6 +108,24 @@ pub struct IncidentPage {
 
 /// The incidents `query` asks for, read in one snapshot.
 pub fn incidents(store: &Store, query: &IncidentQuery) -> Result<IncidentPage, StoreError> {
+    let (sql, values) = incidents_sql(query);
+    let mut rows = store.snapshot(|store| {
+        store.records_with(&sql, rusqlite::params_from_iter(values.iter()), |row| {
+            Ok(Cursor { opened_at: row.get(1)?, slot: row.get(2)?, key: row.get(3)? })
+        })
+    })?;
+    let mut next_cursor = None;
+    if let Some(limit) = query.limit
+        && rows.len() > limit as usize
+    {
+        rows.truncate(limit as usize);
+        next_cursor = rows.last().map(|(_, cursor)| cursor.clone());
+    }
+    Ok(IncidentPage { incidents: rows.into_iter().map(|(record, _)| record).collect(), next_cursor })
+}
+
+/// The SQL of `query` and the values of its parameters.
+fn incidents_sql(query: &IncidentQuery) -> (String, Vec<Box<dyn ToSql>>) {
     let mut conditions: Vec<&str> = Vec::new();
     let mut values: Vec<Box<dyn ToSql>> = Vec::new();
     if let Some(status) = query.status {
@@ -167,19 +185,7 @@ pub fn incidents(store: &Store, query: &IncidentQuery) -> Result<IncidentPage, S
         "SELECT {RECORD}, opened_at, slot, key FROM incidents {condition}
          ORDER BY opened_at {direction}, key {direction}, slot {direction} {limit}"
     );
-    let mut rows = store.snapshot(|store| {
-        store.records_with(&sql, rusqlite::params_from_iter(values.iter()), |row| {
-            Ok(Cursor { opened_at: row.get(1)?, slot: row.get(2)?, key: row.get(3)? })
-        })
-    })?;
-    let mut next_cursor = None;
-    if let Some(limit) = query.limit
-        && rows.len() > limit as usize
-    {
-        rows.truncate(limit as usize);
-        next_cursor = rows.last().map(|(_, cursor)| cursor.clone());
-    }
-    Ok(IncidentPage { incidents: rows.into_iter().map(|(record, _)| record).collect(), next_cursor })
+    (sql, values)
 }
 
 /// One change of an incident, in the order they happened.
@@ -541,15 +547,17 @@ pub fn rejected(store: &Store, filter: &RejectedFilter) -> Result<Vec<RejectedEv
     Ok(rejected.into_iter().map(RejectedEvent::from).collect())
 }
 
+/// The transitions of one incident, through `transitions_by_incident`.
+const TRANSITIONS_SQL: &str =
+    "SELECT transition, after_seq FROM incident_transitions WHERE incident_id = ?1 ORDER BY id";
+
 impl Store {
     /// The transitions of the incident with this id, oldest first.
     fn transitions_of(&self, id: &str) -> Result<Vec<IncidentChange>, StoreError> {
         let path = self.path();
         let rows: Vec<(String, i64)> = self
             .connection()
-            .prepare(
-                "SELECT transition, after_seq FROM incident_transitions WHERE incident_id = ?1 ORDER BY id",
-            )
+            .prepare(TRANSITIONS_SQL)
             .and_then(|mut statement| {
                 statement.query_map([id], |row| Ok((row.get(0)?, row.get(1)?)))?.collect()
             })
@@ -603,4 +611,43 @@ fn seconds<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S
 
 fn optional_seconds<S: Serializer>(duration: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
     duration.map(|duration| duration.as_nanos() / 1_000_000_000).serialize(serializer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What SQLite plans for `sql` with `values`, one step a line.
+    fn plan(store: &Store, sql: &str, values: impl rusqlite::Params) -> String {
+        let mut statement = store.connection().prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let steps: Vec<String> =
+            statement.query_map(values, |row| row.get::<_, String>(3)).unwrap().map(Result::unwrap).collect();
+        steps.join("\n")
+    }
+
+    #[test]
+    fn the_read_side_queries_use_indexes() {
+        let dir = std::env::temp_dir().join(format!("lifewatch-query-plan-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("lifewatch.db");
+        drop(crate::Writer::open(&path, Config::shipped()).unwrap());
+        let store = Store::open_read_only(&path).unwrap();
+        let cursor = Cursor { opened_at: 5, slot: 3, key: "stuck:project:prj_1:requested".into() };
+        for order in [Order::OldestFirst, Order::NewestFirst] {
+            let query =
+                IncidentQuery { limit: Some(50), cursor: Some(cursor.clone()), order, ..Default::default() };
+            let (sql, values) = incidents_sql(&query);
+            let plan = plan(&store, &sql, rusqlite::params_from_iter(values.iter()));
+            assert!(plan.contains("USING INDEX incidents_by_opened"), "{order:?}: {plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{order:?}: a page sorts the whole table: {plan}");
+        }
+        let (sql, values) =
+            incidents_sql(&IncidentQuery { entity: Some("prj_1".into()), ..Default::default() });
+        let entity_plan = plan(&store, &sql, rusqlite::params_from_iter(values.iter()));
+        assert!(entity_plan.contains("USING INDEX incidents_by_entity"), "{entity_plan}");
+        let transitions = plan(&store, TRANSITIONS_SQL, ["inc_1"]);
+        assert!(transitions.contains("USING INDEX transitions_by_incident"), "{transitions}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

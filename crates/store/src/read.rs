@@ -290,13 +290,19 @@ impl Store {
         subject: Option<&str>,
         include_redriven: bool,
     ) -> Result<Vec<StoredRejection>, StoreError> {
+        // With a subject, the condition names it plainly, so that SQLite
+        // uses the index on it (`?2 IS NULL OR subject = ?2` would scan).
+        let sql = if subject.is_some() {
+            "SELECT id, origin, reason, detail, subject, payload, redriven FROM rejected
+             WHERE (?1 IS NULL OR reason = ?1) AND subject = ?2 AND (?3 OR redriven IS NULL)
+             ORDER BY id"
+        } else {
+            "SELECT id, origin, reason, detail, subject, payload, redriven FROM rejected
+             WHERE (?1 IS NULL OR reason = ?1) AND ?2 IS NULL AND (?3 OR redriven IS NULL)
+             ORDER BY id"
+        };
         self.connection
-            .prepare(
-                "SELECT id, origin, reason, detail, subject, payload, redriven FROM rejected
-                 WHERE (?1 IS NULL OR reason = ?1) AND (?2 IS NULL OR subject = ?2)
-                   AND (?3 OR redriven IS NULL)
-                 ORDER BY id",
-            )
+            .prepare(sql)
             .and_then(|mut statement| {
                 statement
                     .query_map(rusqlite::params![reason, subject, include_redriven], |row| {
