@@ -104,7 +104,8 @@ impl Table {
     /// Writes the table; lines carry no trailing spaces.
     pub fn write(mut self, out: &mut impl Write) -> io::Result<()> {
         if self.colour {
-            self.table.enforce_styling();
+            // Colour the text of a cell, not the padding after it.
+            self.table.enforce_styling().style_text_only();
         } else {
             self.table.force_no_tty();
         }
@@ -209,6 +210,21 @@ mod tests {
         assert_eq!(terminal_safe("\u{7f}\u{9b}\u{85}"), "\\u{7f}\\u{9b}\\u{85}");
         assert_eq!(terminal_safe("\u{202e}cba\u{2066}\u{2069}"), "\\u{202e}cba\\u{2066}\\u{2069}");
         assert_eq!(terminal_safe("région → ok"), "région → ok");
+    }
+
+    #[test]
+    fn only_the_severity_is_coloured_and_escapes_in_it_are_still_escaped() {
+        let write = |colour: bool| {
+            let mut table = Table::new(&["SEVERITY", "SUMMARY"]).coloured(colour);
+            table.row_with_severity(["critical", "x\x1b[2J"], 0, Severity::Critical);
+            let mut out = Vec::new();
+            table.write(&mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(write(false), "SEVERITY  SUMMARY\ncritical  x\\u{1b}[2J\n");
+        let coloured = write(true);
+        assert_eq!(coloured.matches('\x1b').count(), 3, "bold, red and reset around one cell: {coloured:?}");
+        assert!(coloured.contains("critical\x1b[0m  x\\u{1b}[2J\n"), "{coloured:?}");
     }
 
     #[test]

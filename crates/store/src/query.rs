@@ -106,13 +106,13 @@ pub struct IncidentPage {
     pub next_cursor: Option<Cursor>,
 }
 
-/// The incidents `query` asks for, read in one snapshot.
+/// The incidents `query` asks for.
 pub fn incidents(store: &Store, query: &IncidentQuery) -> Result<IncidentPage, StoreError> {
     let (sql, values) = incidents_sql(query);
-    let mut rows = store.snapshot(|store| {
-        store.records_with(&sql, rusqlite::params_from_iter(values.iter()), |row| {
-            Ok(Cursor { opened_at: row.get(1)?, slot: row.get(2)?, key: row.get(3)? })
-        })
+    // One statement sees one committed state: no snapshot of its own, so that
+    // other reads can call this inside theirs.
+    let mut rows = store.records_with(&sql, rusqlite::params_from_iter(values.iter()), |row| {
+        Ok(Cursor { opened_at: row.get(1)?, slot: row.get(2)?, key: row.get(3)? })
     })?;
     let mut next_cursor = None;
     if let Some(limit) = query.limit

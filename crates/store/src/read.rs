@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use lifewatch_core::{Config, Engine, IncidentKind, IncidentRecord, Status, Timestamp, parse_event};
-use rusqlite::{Connection, ToSql};
+use rusqlite::Connection;
 
 use crate::error::{Context, StoreError};
 use crate::log::{RestoreStats, refold};
@@ -139,30 +139,17 @@ impl Store {
         result
     }
 
-    /// Incident records, ordered by `opened_at` then `key`, as `replay` prints them.
+    /// Incident records, ordered by `opened_at` then `key`, as `replay`
+    /// prints them (see [`crate::query::incidents`] for more filters and pages).
     pub fn incidents(&self, filter: &IncidentFilter) -> Result<Vec<IncidentRecord>, StoreError> {
-        let mut conditions: Vec<&str> = Vec::new();
-        let mut values: Vec<Box<dyn ToSql>> = Vec::new();
-        if let Some(status) = filter.status {
-            conditions.push("status = ?");
-            values.push(Box::new(status.as_str()));
-        }
-        if let Some(owner) = &filter.owner {
-            conditions.push("owner = ?");
-            values.push(Box::new(owner.clone()));
-        }
-        if let Some(kind) = filter.kind {
-            conditions.push("kind = ?");
-            values.push(Box::new(kind.as_str()));
-        }
-        if let Some(since) = filter.since {
-            conditions.push("(resolved_at IS NULL OR resolved_at >= ?)");
-            values.push(Box::new(since.unix_nanos()));
-        }
-        let condition =
-            if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
-        let sql = format!("SELECT {RECORD} FROM incidents {condition} ORDER BY opened_at, key, slot");
-        self.records(&sql, rusqlite::params_from_iter(values.iter()))
+        let query = crate::query::IncidentQuery {
+            status: filter.status,
+            owner: filter.owner.clone(),
+            kind: filter.kind,
+            since: filter.since,
+            ..Default::default()
+        };
+        Ok(crate::query::incidents(self, &query)?.incidents)
     }
 
     /// The incidents about entities with this id (of any type).
