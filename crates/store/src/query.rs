@@ -1,6 +1,6 @@
 //! The read side's typed answers: what the on-call commands print and what
-//! the web API will serve, as serde structs, each read in one snapshot of the
-//! database.
+//! the web API will serve, as serde structs, each read from one committed
+//! state of the database (one statement, or one read transaction).
 //!
 //! Fields of the structs that the CLI prints as JSON Lines are declared in
 //! alphabetical order: those lines were made with `serde_json::json!`, which
