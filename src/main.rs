@@ -5,7 +5,7 @@
 //! found problems); 2 bad usage or a bad configuration.
 
 mod check;
-mod db_commands;
+mod commands;
 mod input;
 mod live;
 mod outbox_cmd;
@@ -84,7 +84,7 @@ enum Command {
         /// With --db: input lines per transaction. Larger batches write
         /// faster (fewer rewrites of the same pages) and hold more memory
         /// (about 250 bytes per line, twice); a crash redoes at most two.
-        #[arg(long, default_value_t = db_commands::BATCH_LINES, value_parser = clap::value_parser!(u64).range(1..), requires = "db")]
+        #[arg(long, default_value_t = commands::replay_db::BATCH_LINES, value_parser = clap::value_parser!(u64).range(1..), requires = "db")]
         batch_lines: u64,
     },
     /// List the incidents stored in a database, ordered by opened_at then key.
@@ -373,7 +373,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             if let Some(db) = db {
-                db_commands::replay(&db, &files, now, config, format, batch_lines)?;
+                commands::replay_db::run(&db, &files, now, config, format, batch_lines)?;
                 return Ok(ExitCode::SUCCESS);
             }
             let mut engine = Engine::new(config);
@@ -390,17 +390,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 StatusArg::Open => lifewatch_core::Status::Open,
                 StatusArg::Resolved => lifewatch_core::Status::Resolved,
             });
-            let filter = lifewatch_store::IncidentFilter { status, owner, kind, since };
-            db_commands::incidents(&db, &filter, format)?;
+            let query =
+                lifewatch_store::query::IncidentQuery { status, owner, kind, since, ..Default::default() };
+            commands::incidents::run(&db, &query, format)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Show { db, entity_id, format } => db_commands::show(&db, &entity_id, format),
+        Command::Show { db, entity_id, format } => commands::show::run(&db, &entity_id, format),
         Command::Report { report: ReportCommand::Stuck { db, now, config, format } } => {
             let config = match config_or_exit(config.as_deref()) {
                 Ok(config) => config,
                 Err(code) => return Ok(code),
             };
-            db_commands::report_stuck(&db, now, &config, format)?;
+            commands::report::stuck(&db, now, &config, format)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Rebuild { db, repair, config } => {
@@ -408,10 +409,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(config) => config,
                 Err(code) => return Ok(code),
             };
-            db_commands::rebuild(&db, config, repair)
+            commands::rebuild::run(&db, config, repair)
         }
         Command::Rejected { db, reason, all, format } => {
-            db_commands::rejected(&db, reason, all, format)?;
+            let filter =
+                lifewatch_store::query::RejectedFilter { reason, subject: None, include_redriven: all };
+            commands::rejected::run(&db, &filter, format)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Outbox { db, format } => {
@@ -423,7 +426,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(config) => config,
                 Err(code) => return Ok(code),
             };
-            db_commands::redrive(&db, reason, config)?;
+            commands::redrive::run(&db, reason, config)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config, root } => {

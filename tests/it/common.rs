@@ -145,6 +145,22 @@ impl Drop for TempDir {
     }
 }
 
+/// A database path in a fresh temporary directory; the directory lives as
+/// long as the returned guard.
+pub fn temp_db(name: &str) -> (TempDir, PathBuf) {
+    let dir = TempDir::new(name);
+    let path = dir.join("lifewatch.db");
+    (dir, path)
+}
+
+/// One event line (no newline) with the given attributes and `data`.
+pub fn event(id: &str, event_type: &str, subject: &str, time: &str, data: Value) -> Vec<u8> {
+    serde_json::json!({"specversion": "1.0", "id": id, "source": "test/it", "type": event_type,
+                       "subject": subject, "time": time, "data": data})
+    .to_string()
+    .into_bytes()
+}
+
 /// Every row of every table of a database (but `skip`), table by table in
 /// name order and rows in rowid order, for "nothing changed" and "these two
 /// databases are the same" comparisons. Tables are listed from the schema,

@@ -14,4 +14,5 @@ mod properties;
 mod schemas;
 mod snapshots;
 mod store;
+mod store_query;
 mod store_writer;

@@ -183,7 +183,12 @@ fn every_accepted_fixture_line_is_valid_by_the_schemas() {
         .into_iter()
         .filter(|path| {
             let name = path.to_string_lossy();
-            name.ends_with(".jsonl") && !name.ends_with(".expected.jsonl")
+            // hostile.jsonl puts control characters in `source`, which SPEC.md
+            // (a non-empty string) and lifewatch accept but the CloudEvents
+            // schema (a URI reference) does not: it tests terminal output.
+            name.ends_with(".jsonl")
+                && !name.ends_with(".expected.jsonl")
+                && !name.ends_with("/hostile.jsonl")
         })
         .collect();
     assert!(!fixtures.is_empty(), "no fixture found under fixtures/");

@@ -71,6 +71,7 @@ fn incident_table(records: &[IncidentRecord]) -> String {
                 record.count.to_string(),
                 record.summary.clone(),
             ]
+            .map(|cell| escape_controls(&cell))
         })
         .collect();
     let mut widths = header.map(str::len);
@@ -88,6 +89,57 @@ fn incident_table(records: &[IncidentRecord]) -> String {
         writeln!(out, "{}", line.trim_end()).unwrap();
     }
     out
+}
+
+/// `text` with control characters written as `\u{..}`, so that a snapshot
+/// of hostile event fields (fixtures/hostile.jsonl) holds no raw ESC.
+fn escape_controls(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { format!("\\u{{{:x}}}", u32::from(c)) } else { c.to_string() })
+        .collect()
+}
+
+/// A character a terminal acts on instead of showing: what no table may print.
+fn is_terminal_control(c: char) -> bool {
+    (c.is_control() && c != '\n') || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+#[test]
+fn hostile_event_fields_are_escaped_in_every_table() {
+    // Event-supplied strings (source, event id, region, plan, reasons and
+    // errors in summaries, a rejected subject) carry ESC sequences that clear
+    // the screen or set the window title, BEL, C1 controls, bidi overrides,
+    // and CR LF followed by text shaped like a table row.
+    let dir = crate::common::TempDir::new("hostile");
+    let db = dir.join("hostile.db");
+    let db = db.to_str().expect("UTF-8 path");
+    let fixture = "fixtures/hostile.jsonl";
+    let commands: [&[&str]; 8] = [
+        &["replay", fixture, "--format", "table"],
+        &["replay", "--db", db, fixture, "--format", "table"],
+        &["incidents", "--db", db],
+        &["show", "--db", db, "acc_h"],
+        &["show", "--db", db, "prj_h"],
+        &["rejected", "--db", db],
+        &["report", "stuck", "--db", db, "--now", "2026-11-27T13:00:00Z"],
+        &["rebuild", "--db", db],
+    ];
+    let mut transcript = String::new();
+    for args in commands {
+        let run = crate::common::lifewatch(args, None);
+        let stdout = run.assert_success().stdout_text();
+        let shown = args.join(" ").replace(db, "DB");
+        if let Some(bad) = stdout.chars().find(|&c| is_terminal_control(c)) {
+            panic!("lifewatch {shown} printed {bad:?} raw:\n{stdout}");
+        }
+        assert!(
+            !run.stderr.chars().any(is_terminal_control),
+            "lifewatch {shown} printed a control character on stderr:\n{}",
+            run.stderr
+        );
+        writeln!(transcript, "$ lifewatch {shown}\n{stdout}").unwrap();
+    }
+    insta::assert_snapshot!(transcript);
 }
 
 #[test]

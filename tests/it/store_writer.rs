@@ -1,25 +1,9 @@
 //! The store API as the drivers use it, on real SQLite files in a temp dir.
 
-use std::path::PathBuf;
-
 use lifewatch_core::{Config, RejectReason, Rejection, Timestamp};
 use lifewatch_store::{Fed, Store, StoreError, Writer, WriterOptions};
 
-use crate::common::{TempDir, database_rows};
-
-/// A database path in a fresh temporary directory (kept until the test ends).
-fn temp_db(name: &str) -> (TempDir, PathBuf) {
-    let dir = TempDir::new(&format!("store-{name}"));
-    let path = dir.join("lifewatch.db");
-    (dir, path)
-}
-
-fn event(id: &str, event_type: &str, subject: &str, time: &str, data: serde_json::Value) -> Vec<u8> {
-    serde_json::json!({"specversion": "1.0", "id": id, "source": "test/store", "type": event_type,
-                       "subject": subject, "time": time, "data": data})
-    .to_string()
-    .into_bytes()
-}
+use crate::common::{database_rows, event, temp_db};
 
 /// A project that gets stuck in provisioning, an account, and a few more.
 fn lifecycle(prefix: &str, count: usize) -> Vec<Vec<u8>> {

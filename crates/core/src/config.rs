@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::event::EntityType;
 use crate::incident::{IncidentKind, Severity, SubjectType};
 use crate::machine::State;
-use crate::time::Duration;
+use crate::time::{Duration, Timestamp};
 
 /// The shipped configuration, `ops/lifewatch.toml`, built into the binary so
 /// that lifewatch runs the same from any directory.
@@ -320,6 +320,16 @@ impl Config {
         self.deadlines[state.index()]
     }
 
+    /// When a visit of `state` that began at `entered_at` is past its
+    /// deadline at `now`, the instant it became due: SPEC.md's rule, stuck
+    /// iff `now > entered_at + deadline` (the engine's clock opens the
+    /// incident at the same instant). `None` for a state without a deadline
+    /// or a visit not past it yet.
+    pub fn past_deadline(&self, state: State, entered_at: Timestamp, now: Timestamp) -> Option<Timestamp> {
+        let due = entered_at.saturating_add(self.deadline(state)?);
+        (now > due).then_some(due)
+    }
+
     /// The project limit of a plan; `None` for a plan not configured.
     pub fn max_projects(&self, plan: &str) -> Option<u32> {
         self.plans.iter().find(|(name, _)| name == plan).map(|(_, max)| *max)
@@ -378,6 +388,19 @@ fn parse_subject(key: &str, name: &str) -> Result<SubjectType, ConfigError> {
 mod tests {
     use super::*;
     use crate::machine::{AccountState, ProjectState};
+
+    #[test]
+    fn a_visit_is_past_its_deadline_only_after_it() {
+        let config = Config::shipped();
+        let requested = State::Project(ProjectState::Requested);
+        let entered = Timestamp::from_unix_seconds(1_000);
+        let due = Timestamp::from_unix_seconds(1_300);
+        assert_eq!(config.past_deadline(requested, entered, due), None, "t == deadline is not stuck");
+        let later = Timestamp::from_unix_nanos(due.unix_nanos() + 1);
+        assert_eq!(config.past_deadline(requested, entered, later), Some(due));
+        let active = State::Account(AccountState::Active);
+        assert_eq!(config.past_deadline(active, entered, Timestamp::from_unix_seconds(1_000_000)), None);
+    }
 
     #[test]
     fn shipped_config_has_the_spec_defaults() {

@@ -8,7 +8,9 @@
 //!
 //! It does not read files of events, talk to NATS or print anything: drivers
 //! (the `replay --db` command, the NATS monitor) feed it, and the on-call
-//! commands read through [`Store`].
+//! commands read through [`Store`] and the typed answers of [`query`]
+//! (incidents by page, an incident's history, an entity's timeline, the
+//! stuck report, rejected inputs), which the web API serves as they are.
 //!
 //! # The driver loop
 //!
@@ -52,6 +54,7 @@ mod error;
 mod lock;
 mod log;
 mod project;
+pub mod query;
 mod read;
 mod schema;
 mod seqs;

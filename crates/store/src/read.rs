@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use lifewatch_core::{Config, Engine, IncidentKind, IncidentRecord, Status, Timestamp, parse_event};
-use rusqlite::{Connection, ToSql};
+use rusqlite::Connection;
 
 use crate::error::{Context, StoreError};
 use crate::log::{RestoreStats, refold};
@@ -13,7 +13,8 @@ use crate::project::{self, Difference, ENTITY_COLUMNS, StoredEntity, entity_from
 use crate::schema::{self, Access};
 
 /// The JSON of an incident row's record, as a column of a query on `incidents`.
-const RECORD: &str = "(SELECT record FROM incident_records WHERE incident_records.id = incidents.record_id)";
+pub(crate) const RECORD: &str =
+    "(SELECT record FROM incident_records WHERE incident_records.id = incidents.record_id)";
 
 /// A read-only handle on a database.
 pub struct Store {
@@ -138,30 +139,17 @@ impl Store {
         result
     }
 
-    /// Incident records, ordered by `opened_at` then `key`, as `replay` prints them.
+    /// Incident records, ordered by `opened_at` then `key`, as `replay`
+    /// prints them (see [`crate::query::incidents`] for more filters and pages).
     pub fn incidents(&self, filter: &IncidentFilter) -> Result<Vec<IncidentRecord>, StoreError> {
-        let mut conditions: Vec<&str> = Vec::new();
-        let mut values: Vec<Box<dyn ToSql>> = Vec::new();
-        if let Some(status) = filter.status {
-            conditions.push("status = ?");
-            values.push(Box::new(status.as_str()));
-        }
-        if let Some(owner) = &filter.owner {
-            conditions.push("owner = ?");
-            values.push(Box::new(owner.clone()));
-        }
-        if let Some(kind) = filter.kind {
-            conditions.push("kind = ?");
-            values.push(Box::new(kind.as_str()));
-        }
-        if let Some(since) = filter.since {
-            conditions.push("(resolved_at IS NULL OR resolved_at >= ?)");
-            values.push(Box::new(since.unix_nanos()));
-        }
-        let condition =
-            if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
-        let sql = format!("SELECT {RECORD} FROM incidents {condition} ORDER BY opened_at, key, slot");
-        self.records(&sql, rusqlite::params_from_iter(values.iter()))
+        let query = crate::query::IncidentQuery {
+            status: filter.status,
+            owner: filter.owner.clone(),
+            kind: filter.kind,
+            since: filter.since,
+            ..Default::default()
+        };
+        Ok(crate::query::incidents(self, &query)?.incidents)
     }
 
     /// The incidents about entities with this id (of any type).
@@ -174,6 +162,18 @@ impl Store {
 
     /// Reads each incident's record (the column [`RECORD`] gives) from `sql`.
     fn records(&self, sql: &str, values: impl rusqlite::Params) -> Result<Vec<IncidentRecord>, StoreError> {
+        let rows = self.records_with(sql, values, |_| Ok(()))?;
+        Ok(rows.into_iter().map(|(record, ())| record).collect())
+    }
+
+    /// Reads each incident's record (the first column, as [`RECORD`] gives
+    /// it) from `sql`, with what `rest` reads from the other columns.
+    pub(crate) fn records_with<T>(
+        &self,
+        sql: &str,
+        values: impl rusqlite::Params,
+        mut rest: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<(IncidentRecord, T)>, StoreError> {
         let path = &self.path;
         let mut statement = self.connection.prepare(sql).context(path, "read incidents")?;
         let mut rows = statement.query(values).context(path, "read incidents")?;
@@ -185,9 +185,14 @@ impl Store {
                 path: path.clone(),
                 detail: format!("an incident record is not valid: {error}"),
             })?;
-            records.push(record);
+            records.push((record, rest(row).context(path, "read incidents")?));
         }
         Ok(records)
+    }
+
+    /// The connection, for the queries of `query.rs`.
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.connection
     }
 
     /// The projections of the entities with this id (an account and a
@@ -272,13 +277,19 @@ impl Store {
         subject: Option<&str>,
         include_redriven: bool,
     ) -> Result<Vec<StoredRejection>, StoreError> {
+        // With a subject, the condition names it plainly, so that SQLite
+        // uses the index on it (`?2 IS NULL OR subject = ?2` would scan).
+        let sql = if subject.is_some() {
+            "SELECT id, origin, reason, detail, subject, payload, redriven FROM rejected
+             WHERE (?1 IS NULL OR reason = ?1) AND subject = ?2 AND (?3 OR redriven IS NULL)
+             ORDER BY id"
+        } else {
+            "SELECT id, origin, reason, detail, subject, payload, redriven FROM rejected
+             WHERE (?1 IS NULL OR reason = ?1) AND ?2 IS NULL AND (?3 OR redriven IS NULL)
+             ORDER BY id"
+        };
         self.connection
-            .prepare(
-                "SELECT id, origin, reason, detail, subject, payload, redriven FROM rejected
-                 WHERE (?1 IS NULL OR reason = ?1) AND (?2 IS NULL OR subject = ?2)
-                   AND (?3 OR redriven IS NULL)
-                 ORDER BY id",
-            )
+            .prepare(sql)
             .and_then(|mut statement| {
                 statement
                     .query_map(rusqlite::params![reason, subject, include_redriven], |row| {

@@ -19,7 +19,7 @@ use crate::error::{Context, StoreError};
 pub(crate) const APPLICATION_ID: i64 = 0x4c57_4154;
 
 /// The newest schema version this build writes.
-pub(crate) const CURRENT_VERSION: i64 = 8;
+pub(crate) const CURRENT_VERSION: i64 = 9;
 
 /// Migration `n` (from 0) takes the schema from version `n` to `n + 1`.
 /// Migrations are history: a released one is never edited, a later one
@@ -219,7 +219,22 @@ const MIGRATIONS: [&str; CURRENT_VERSION as usize] = [
     CREATE INDEX outbox_pending ON outbox(id) WHERE delivered_at IS NULL AND set_aside_at IS NULL;
     CREATE INDEX outbox_set_aside ON outbox(id) WHERE set_aside_at IS NOT NULL;
     ",
+    // 9: the read side's indexes.
+    READ_SIDE_INDEXES,
 ];
+
+/// Migration 9: the indexes of the read side's queries (`query.rs`).
+const READ_SIDE_INDEXES: &str = "
+    -- A page of incidents (keyset pagination by opened_at, key, slot, in
+    -- either direction) reads only its rows instead of sorting the whole
+    -- table; the rowid (slot) ends every index entry. Incidents open in
+    -- event-time order, so inserts land near the end of the index.
+    CREATE INDEX incidents_by_opened ON incidents(opened_at, key);
+    -- An incident's history by its id, which migration 4 dropped while no
+    -- query read it. Transitions are much rarer than events, so the random
+    -- B-tree descent per insert costs far less than the entity id index did.
+    CREATE INDEX transitions_by_incident ON incident_transitions(incident_id);
+";
 
 /// How hard a commit tries to survive a power loss (SQLite's `synchronous`).
 /// A process crash loses no committed batch in either mode.

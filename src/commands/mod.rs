@@ -1,0 +1,11 @@
+//! One module per command over a database: each reads through
+//! `lifewatch_store` (the typed answers of `lifewatch_store::query`) and
+//! renders with `crate::output`.
+
+pub mod incidents;
+pub mod rebuild;
+pub mod redrive;
+pub mod rejected;
+pub mod replay_db;
+pub mod report;
+pub mod show;
