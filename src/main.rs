@@ -8,7 +8,6 @@ mod check;
 mod commands;
 mod input;
 mod live;
-mod outbox_cmd;
 mod output;
 mod pipeline;
 mod publish;
@@ -418,7 +417,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Outbox { db, format } => {
-            outbox_cmd::list(&db, format)?;
+            commands::outbox::run(&db, format)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Redrive { db, reason, config } => {

@@ -3,6 +3,7 @@
 //! renders with `crate::output`.
 
 pub mod incidents;
+pub mod outbox;
 pub mod rebuild;
 pub mod redrive;
 pub mod rejected;

@@ -8,7 +8,7 @@ use std::path::Path;
 use lifewatch_store::SetAsideEntry;
 use serde::Serialize;
 
-use crate::output::Format;
+use crate::output::{self, Format, Table};
 
 /// One line of `--format jsonl`.
 #[derive(Serialize)]
@@ -22,7 +22,7 @@ struct Line<'a> {
 }
 
 /// Lists the outbox entries set aside in `db`, oldest first.
-pub fn list(db: &Path, format: Format) -> anyhow::Result<()> {
+pub fn run(db: &Path, format: Format) -> anyhow::Result<()> {
     let entries = lifewatch_store::set_aside_outbox(db)?;
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
@@ -43,54 +43,29 @@ fn write(out: &mut impl Write, entries: &[SetAsideEntry], format: Format) -> io:
                     reason: &entry.reason,
                     set_aside_at: entry.set_aside_at.to_string(),
                 };
-                serde_json::to_writer(&mut *out, &line)?;
-                out.write_all(b"\n")?;
+                output::write_json_line(out, &line)?;
             }
         }
         Format::Table => {
-            let header =
-                ["ID", "INCIDENT", "TRANSITION", "SUBJECT", "SET ASIDE AT", "REASON"].map(String::from);
-            let rows: Vec<[String; 6]> = entries
-                .iter()
-                .map(|entry| {
-                    [
-                        entry.id.to_string(),
-                        entry.incident_id.clone(),
-                        entry.transition.clone(),
-                        // Subjects stored before schema 8 were not cleaned
-                        // and can hold anything a region name held.
-                        printable(&entry.subject),
-                        entry.set_aside_at.to_string(),
-                        printable(&entry.reason),
-                    ]
-                })
-                .collect();
-            let mut widths = header.clone().map(|name| name.chars().count());
-            for row in &rows {
-                for (width, cell) in widths.iter_mut().zip(row) {
-                    *width = (*width).max(cell.chars().count());
-                }
+            // Subjects stored before schema 8 were not cleaned and can hold
+            // anything a region name held; the table escapes every cell.
+            let mut table =
+                Table::new(&["ID", "INCIDENT", "TRANSITION", "SUBJECT", "SET ASIDE AT", "REASON"]);
+            for entry in entries {
+                table.row([
+                    entry.id.to_string(),
+                    entry.incident_id.clone(),
+                    entry.transition.clone(),
+                    entry.subject.clone(),
+                    entry.set_aside_at.to_string(),
+                    entry.reason.clone(),
+                ]);
             }
-            for row in std::iter::once(&header).chain(&rows) {
-                let mut line = String::new();
-                for (cell, width) in row.iter().zip(widths) {
-                    line.push_str(cell);
-                    line.push_str(&" ".repeat(width.saturating_sub(cell.chars().count()) + 2));
-                }
-                writeln!(out, "{}", line.trim_end())?;
-            }
+            table.write(out)?;
             writeln!(out, "{} set aside", entries.len())?;
         }
     }
     Ok(())
-}
-
-/// `text` with control characters written as `\u{..}`, so that a table
-/// cannot be forged or the terminal driven by what a server or an event said.
-fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() })
-        .collect()
 }
 
 #[cfg(test)]
