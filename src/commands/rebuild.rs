@@ -6,12 +6,16 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use lifewatch_core::Config;
-use lifewatch_store::{Store, Writer};
+use lifewatch_store::{Store, StoreError, Writer};
 
 /// Compares, and with `repair` replaces what differs (taking the writer
 /// lock). Exit 1 when anything differed.
 pub fn run(db: &Path, config: Config, repair: bool) -> anyhow::Result<ExitCode> {
     let differences = if repair {
+        // Repairing never creates a database: a mistyped path is an error.
+        if !db.exists() {
+            return Err(StoreError::NotFound { path: db.to_path_buf() }.into());
+        }
         let mut writer = Writer::open(db, config)?;
         writer.repair()?
     } else {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use lifewatch_core::{Config, Timestamp};
 use lifewatch_store::Store;
-use lifewatch_store::query::{self, StuckEntity};
+use lifewatch_store::query::{self, JudgedAt, StuckEntity};
 
 use crate::output::{self, Format, Table};
 
@@ -17,6 +17,29 @@ pub fn stuck(db: &Path, now: Option<Timestamp>, config: &Config, format: Format)
         eprintln!("lifewatch: {} holds no events yet: nothing is stuck", db.display());
         return Ok(());
     };
+    // Which clock the report is judged at is said on every run: an on-call
+    // engineer must never read "nothing is stuck" without knowing "as of when".
+    let clock = match report.judged_at {
+        JudgedAt::Given => "--now",
+        JudgedAt::StoreClock => "the store's clock",
+        JudgedAt::LatestCommittedEvent => {
+            eprintln!(
+                "lifewatch: the store's clock has not been set ({} holds committed events but no clock: \
+                 a `replay --db` is still running or was interrupted); judging at the latest committed \
+                 event time, {}",
+                db.display(),
+                report.now
+            );
+            "the latest committed event"
+        }
+    };
+    if format == Format::Jsonl {
+        eprintln!(
+            "lifewatch: stuck at {} ({clock}): {}",
+            report.now,
+            plural(report.entities.len(), "entity")
+        );
+    }
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     match format {
@@ -26,7 +49,7 @@ pub fn stuck(db: &Path, now: Option<Timestamp>, config: &Config, format: Format)
             }
         }
         Format::Table => {
-            writeln!(out, "stuck at {}: {} entities", report.now, report.entities.len())?;
+            writeln!(out, "stuck at {} ({clock}): {}", report.now, plural(report.entities.len(), "entity"))?;
             let group = |item: &StuckEntity| (item.owner.clone(), item.entity.entity_type, item.state);
             for items in report.entities.chunk_by(|a, b| group(a) == group(b)) {
                 let first = &items[0];
@@ -56,4 +79,13 @@ pub fn stuck(db: &Path, now: Option<Timestamp>, config: &Config, format: Format)
     }
     out.flush()?;
     Ok(())
+}
+
+/// "1 entity", "2 entities".
+fn plural(count: usize, noun: &str) -> String {
+    match (count, noun.strip_suffix('y')) {
+        (1, _) => format!("1 {noun}"),
+        (_, Some(stem)) => format!("{count} {stem}ies"),
+        _ => format!("{count} {noun}s"),
+    }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{TempDir, database_rows, lifewatch, repo_root};
+use crate::common::{TempDir, database_rows, event, lifewatch, repo_root};
 use lifewatch_store::Store;
 
 fn path_str(path: &Path) -> &str {
@@ -421,4 +421,74 @@ fn sigkill_at_random_moments_loses_nothing() {
     let store = Store::open_read_only(&db).unwrap();
     assert_eq!(store.integrity_check().unwrap(), "ok");
     lifewatch(&["rebuild", "--db", path_str(&db)], None).assert_success();
+}
+
+/// A store whose writer committed events but never set the clock (a
+/// `replay --db` killed or still running before its last tick): `report
+/// stuck` judges what is committed at the latest committed event time and
+/// says so, instead of an all-clear.
+#[test]
+fn report_stuck_never_gives_a_false_all_clear_before_the_clock_is_set() {
+    let dir = TempDir::new("store-no-clock");
+    let db = dir.join("lifewatch.db");
+    let mut writer = lifewatch_store::Writer::open(&db, lifewatch_core::Config::shipped()).unwrap();
+    // Requested at 10:00 and still requested when a later event (10:20) of
+    // another entity was committed: past the 5m deadline at that instant.
+    writer.feed(
+        &event(
+            "e1",
+            "project.requested",
+            "prj_a",
+            "2026-11-27T10:00:00Z",
+            serde_json::json!({"account_id": "acc_a", "region": "eu-west-1"}),
+        ),
+        "t",
+    );
+    writer.feed(
+        &event("e2", "account.created", "acc_b", "2026-11-27T10:20:00Z", serde_json::json!({"plan": "free"})),
+        "t",
+    );
+    writer.commit().unwrap();
+    drop(writer);
+    assert_eq!(
+        Store::open_read_only(&db).unwrap().clock().unwrap(),
+        None,
+        "the test needs a store without a clock"
+    );
+
+    let run = lifewatch(&["report", "stuck", "--db", path_str(&db)], None);
+    let text = run.assert_success().stdout_text();
+    assert!(text.contains("prj_a"), "{text}");
+    assert!(
+        text.contains("stuck at 2026-11-27T10:20:00Z (the latest committed event): 1 entity"),
+        "{text}"
+    );
+    assert!(run.stderr.contains("the store's clock has not been set"), "{}", run.stderr);
+    assert!(!run.stderr.contains("nothing is stuck"), "{}", run.stderr);
+    let lines = lifewatch(&["report", "stuck", "--db", path_str(&db), "--format", "jsonl"], None);
+    let lines = lines.assert_success().records();
+    assert!(lines.iter().any(|line| line["entity"]["id"] == "prj_a"), "{lines:?}");
+}
+
+/// Commands that read or repair a database never create one: a mistyped
+/// path is named and fails (exit 1), and no file appears.
+#[test]
+fn read_and_repair_commands_refuse_a_missing_database() {
+    let dir = TempDir::new("store-missing");
+    let db = dir.join("typo.db");
+    let db_arg = path_str(&db);
+    for args in [
+        vec!["redrive", "--db", db_arg],
+        vec!["rebuild", "--db", db_arg, "--repair"],
+        vec!["rebuild", "--db", db_arg],
+        vec!["incidents", "--db", db_arg],
+        vec!["show", "--db", db_arg, "prj_a"],
+        vec!["rejected", "--db", db_arg],
+        vec!["report", "stuck", "--db", db_arg],
+    ] {
+        let run = lifewatch(&args, None);
+        assert_eq!(run.code, Some(1), "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains("does not exist"), "{args:?}: {}", run.stderr);
+        assert!(!db.exists(), "{args:?} created {}", db.display());
+    }
 }

@@ -456,13 +456,31 @@ pub struct StuckEntity {
 pub struct StuckReport {
     /// The instant it is judged at.
     pub now: Timestamp,
+    /// Where that instant came from.
+    pub judged_at: JudgedAt,
     /// The stuck entities by owner, entity type, state, then oldest deadline first.
     pub entities: Vec<StuckEntity>,
 }
 
-/// What is stuck at `now` (default: the store's clock), by the engine's own
-/// rule ([`Config::past_deadline`]) and `config`'s deadlines and owners;
-/// `None` when the store holds no events yet and no `now` is given.
+/// The clock a stuck report is judged at.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JudgedAt {
+    /// The instant the caller gave.
+    Given,
+    /// The engine's clock as last committed.
+    StoreClock,
+    /// The store's clock was never set (a `replay --db` still running, or
+    /// interrupted before its last tick): the latest time at which a
+    /// committed event moved an entity, so that what is committed is judged
+    /// rather than nothing.
+    LatestCommittedEvent,
+}
+
+/// What is stuck at `now` (default: the store's clock; where that was never
+/// set, the latest committed event time), by the engine's own rule
+/// ([`Config::past_deadline`]) and `config`'s deadlines and owners; `None`
+/// when the store holds no events yet and no `now` is given.
 pub fn stuck_report(
     store: &Store,
     config: &Config,
@@ -475,7 +493,13 @@ pub fn stuck_report(
     };
     let (entities, open_stuck, clock) = store
         .snapshot(|store| Ok((store.entities_with_state()?, store.incidents(&filter)?, store.clock()?)))?;
-    let Some(now) = now.or(clock) else { return Ok(None) };
+    let latest_event = entities.iter().filter_map(|entity| entity.entered_at).max();
+    let (now, judged_at) = match (now, clock, latest_event) {
+        (Some(now), _, _) => (now, JudgedAt::Given),
+        (None, Some(clock), _) => (clock, JudgedAt::StoreClock),
+        (None, None, Some(latest)) => (latest, JudgedAt::LatestCommittedEvent),
+        (None, None, None) => return Ok(None),
+    };
     // The open stuck incident of each (entity, state), found by what its
     // record says rather than by rebuilding the engine's key.
     let mut incident_of: HashMap<(&str, &str, &str), &str> = HashMap::new();
@@ -491,7 +515,7 @@ pub fn stuck_report(
     for entity in entities {
         let (Some(state), Some(entered_at)) = (entity.state, entity.entered_at) else { continue };
         let Some(due) = config.past_deadline(state, entered_at, now) else { continue };
-        let subject = subject_type(entity.entity_type);
+        let subject = SubjectType::from(entity.entity_type);
         let incident_id =
             incident_of.get(&(subject.as_str(), entity.id.as_str(), state.as_str())).map(|id| id.to_string());
         stuck.push(StuckEntity {
@@ -515,15 +539,7 @@ pub fn stuck_report(
             &b.entity.id,
         ))
     });
-    Ok(Some(StuckReport { now, entities: stuck }))
-}
-
-fn subject_type(entity_type: EntityType) -> SubjectType {
-    match entity_type {
-        EntityType::Account => SubjectType::Account,
-        EntityType::Project => SubjectType::Project,
-        EntityType::Dispute => SubjectType::Dispute,
-    }
+    Ok(Some(StuckReport { now, judged_at, entities: stuck }))
 }
 
 /// Which rejected inputs to list.
