@@ -675,3 +675,66 @@ fn publish_to_a_narrow_lifecycle_stream_fails_naming_the_subject() {
     assert!(stderr.contains("no stream takes subject lifecycle."), "the subject is named: {stderr}");
     assert!(!stderr.contains("subject lifecycle.account."), "that subject has a stream: {stderr}");
 }
+
+/// The LIFECYCLE stream deleted under a running monitor is created again
+/// and read from its beginning (a new stream numbers its messages from 1),
+/// so events published to it afterwards are applied.
+#[test]
+fn a_lifecycle_stream_deleted_while_the_monitor_runs_is_created_again() {
+    let server = NatsServer::start(&[]);
+    let dir = TempDir::new("deleted-lifecycle");
+    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
+    let parts = split(&launch_day(), 2, dir.path());
+    publish(&server.url(), &[&parts[0]], &[]);
+    let db = dir.path().join("lifewatch.db");
+    let monitor = Monitor::start(&server.url(), &db, &config, &[]);
+    wait_until_processed(&db, accepted_by_replay(&[&parts[0]], &config), &monitor);
+
+    block_on(async {
+        let jetstream = async_nats::jetstream::new(server.client().await);
+        jetstream.delete_stream("LIFECYCLE").await.expect("delete LIFECYCLE");
+    });
+    wait_watching(&monitor, "the monitor to create LIFECYCLE again", || {
+        monitor.log_text().contains("events stream was deleted").then_some(())
+    });
+    publish_directly(&server, &parts[1]);
+    wait_until_processed(&db, accepted_by_replay(&[&parts[0], &parts[1]], &config), &monitor);
+    assert!(monitor.terminate().success());
+}
+
+/// With `--no-create`, an INCIDENTS stream deleted under the monitor is not
+/// created: the monitor says why once, the transitions wait in the outbox
+/// (none set aside), and they flow once the operators create it again.
+#[test]
+fn with_no_create_a_deleted_incidents_stream_is_waited_for() {
+    let server = NatsServer::start(&[]);
+    let dir = TempDir::new("no-create-incidents");
+    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
+    let parts = split(&launch_day(), 2, dir.path());
+    publish(&server.url(), &[&parts[0]], &[]);
+    let db = dir.path().join("lifewatch.db");
+    let monitor = Monitor::start(&server.url(), &db, &config, &["--no-create"]);
+    wait_until_processed(&db, accepted_by_replay(&[&parts[0]], &config), &monitor);
+
+    block_on(async {
+        let jetstream = async_nats::jetstream::new(server.client().await);
+        jetstream.delete_stream("INCIDENTS").await.expect("delete INCIDENTS");
+    });
+    publish_directly(&server, &parts[1]);
+    let events = accepted_by_replay(&[&parts[0], &parts[1]], &config);
+    wait_watching(&monitor, "the monitor to say INCIDENTS is missing, with transitions waiting", || {
+        let summary = db_summary(&db)?;
+        let said = monitor.log_text().contains("incidents stream is missing");
+        (said && summary.events == events && summary.pending_outbox > 0).then_some(())
+    });
+    assert!(set_aside(&db).is_empty(), "a missing stream is no reason to set anything aside");
+    assert!(stream_messages(&server.url(), "INCIDENTS").is_empty(), "--no-create created nothing");
+
+    create_stream(&server, "INCIDENTS", &["incidents.>"]);
+    wait_until_processed(&db, events, &monitor);
+    let log = monitor.log_text();
+    assert!(monitor.terminate().success());
+    let said = log.lines().filter(|line| line.contains("incidents stream is missing")).count();
+    assert_eq!(said, 1, "said once while it stayed missing: {log}");
+    assert!(set_aside(&db).is_empty());
+}
