@@ -738,3 +738,31 @@ fn with_no_create_a_deleted_incidents_stream_is_waited_for() {
     assert_eq!(said, 1, "said once while it stayed missing: {log}");
     assert!(set_aside(&db).is_empty());
 }
+
+/// With `--no-create`, a LIFECYCLE stream deleted under the monitor is not
+/// created: the monitor says why, keeps trying, and still stops cleanly on
+/// SIGTERM while it waits.
+#[test]
+fn with_no_create_a_deleted_lifecycle_stream_is_waited_for_and_shutdown_works() {
+    let server = NatsServer::start(&[]);
+    let dir = TempDir::new("no-create-lifecycle");
+    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
+    let fixture = repo_root().join("fixtures/regional_outage.jsonl");
+    publish(&server.url(), &[&fixture], &[]);
+    let db = dir.path().join("lifewatch.db");
+    let monitor = Monitor::start(&server.url(), &db, &config, &["--no-create"]);
+    wait_until_processed(&db, accepted_by_replay(&[&fixture], &config), &monitor);
+
+    block_on(async {
+        let jetstream = async_nats::jetstream::new(server.client().await);
+        jetstream.delete_stream("LIFECYCLE").await.expect("delete LIFECYCLE");
+    });
+    wait_watching(&monitor, "the monitor to say LIFECYCLE is missing", || {
+        monitor.log_text().contains("events stream is missing").then_some(())
+    });
+    let exists = block_on(async {
+        async_nats::jetstream::new(server.client().await).get_stream("LIFECYCLE").await.is_ok()
+    });
+    assert!(!exists, "--no-create created nothing");
+    assert!(monitor.terminate().success(), "a clean stop while waiting for the stream exits 0");
+}

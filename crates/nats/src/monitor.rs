@@ -143,7 +143,7 @@ pub async fn run_monitor(
     let checkpoint = monitor.writer.checkpoint(&monitor.checkpoint_name)?;
     monitor.next_sequence = checkpoint.map_or(0, |sequence| sequence.max(0) as u64 + 1);
     let start = (monitor.next_sequence > 0).then_some(monitor.next_sequence);
-    let mut lifecycle = Lifecycle { stream: streams.lifecycle, create: options.create, missing: false };
+    let mut lifecycle = Lifecycle { stream: streams.lifecycle, missing: false };
     let mut messages = open_messages(&lifecycle.stream, settings, start).await?;
     let mut ticker = tokio::time::interval(settings.report_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -181,12 +181,24 @@ pub async fn run_monitor(
                         start,
                         "messages arrived out of order; binding the consumer again from the first missing one"
                     );
-                    messages = monitor.rebind(&mut lifecycle, settings, start).await;
+                    drop(messages);
+                    let Some(rebound) =
+                        monitor.rebind(&mut lifecycle, settings, start, shutdown.as_mut()).await
+                    else {
+                        return monitor.stop(&client, settings).await;
+                    };
+                    messages = rebound;
                 }
             }
             Input::StreamEnded => {
                 tracing::warn!("message stream ended; binding the consumer again");
-                messages = monitor.rebind(&mut lifecycle, settings, monitor.next_sequence).await;
+                let start = monitor.next_sequence;
+                drop(messages);
+                let Some(rebound) = monitor.rebind(&mut lifecycle, settings, start, shutdown.as_mut()).await
+                else {
+                    return monitor.stop(&client, settings).await;
+                };
+                messages = rebound;
             }
             Input::Deadline => {
                 let now = wall_clock().ok_or(NatsError::Clock)?;
@@ -207,39 +219,8 @@ pub async fn run_monitor(
                 monitor.flush_outbox_marks(1)?;
             }
             Input::Shutdown => {
-                tracing::info!("shutting down: fetching stopped");
                 drop(messages);
-                let unpublished = monitor.drain_outbox(settings.outbox_drain).await?;
-                monitor.totals.unpublished = unpublished;
-                monitor.finish_acks().await;
-                if let Err(error) = client.flush().await {
-                    tracing::warn!(%error, "could not flush the last acknowledgements");
-                }
-                monitor.report_progress();
-                let totals = monitor.totals;
-                if unpublished == 0 {
-                    tracing::info!(
-                        accepted = totals.accepted,
-                        duplicates = totals.duplicates,
-                        rejected = totals.rejected,
-                        published = totals.published,
-                        set_aside = totals.set_aside,
-                        "monitor stopped cleanly; every incident transition was published"
-                    );
-                } else {
-                    tracing::warn!(
-                        accepted = totals.accepted,
-                        duplicates = totals.duplicates,
-                        rejected = totals.rejected,
-                        published = totals.published,
-                        set_aside = totals.set_aside,
-                        unpublished,
-                        drain_ms = settings.outbox_drain.as_millis() as u64,
-                        "monitor stopped with incident transitions not yet published; \
-                         they are published at the next start"
-                    );
-                }
-                return Ok(totals);
+                return monitor.stop(&client, settings).await;
             }
         }
         deadline_armed = monitor.arm_deadline(deadline_timer.as_mut(), lateness)?;
@@ -301,7 +282,6 @@ async fn open_messages(
 /// deleted and created again apart from the one bound.
 struct Lifecycle {
     stream: jetstream::stream::Stream,
-    create: CreateStreams,
     /// Whether the stream was found missing and that was logged.
     missing: bool,
 }
@@ -372,8 +352,51 @@ struct RejectedMessage {
 }
 
 impl Monitor<'_> {
+    /// Shutdown, once fetching stopped: waits up to `outbox_drain` for the
+    /// outbox to be published (saying how many entries remain if it was
+    /// not), flushes the acknowledgements, and returns the totals.
+    async fn stop(
+        &mut self,
+        client: &async_nats::Client,
+        settings: &crate::options::StreamSettings,
+    ) -> Result<MonitorTotals, NatsError> {
+        tracing::info!("shutting down: fetching stopped");
+        let unpublished = self.drain_outbox(settings.outbox_drain).await?;
+        self.totals.unpublished = unpublished;
+        self.finish_acks().await;
+        if let Err(error) = client.flush().await {
+            tracing::warn!(%error, "could not flush the last acknowledgements");
+        }
+        self.report_progress();
+        let totals = self.totals;
+        if unpublished == 0 {
+            tracing::info!(
+                accepted = totals.accepted,
+                duplicates = totals.duplicates,
+                rejected = totals.rejected,
+                published = totals.published,
+                set_aside = totals.set_aside,
+                "monitor stopped cleanly; every incident transition was published"
+            );
+        } else {
+            tracing::warn!(
+                accepted = totals.accepted,
+                duplicates = totals.duplicates,
+                rejected = totals.rejected,
+                published = totals.published,
+                set_aside = totals.set_aside,
+                unpublished,
+                drain_ms = settings.outbox_drain.as_millis() as u64,
+                "monitor stopped with incident transitions not yet published; \
+                 they are published at the next start"
+            );
+        }
+        Ok(totals)
+    }
+
     /// Binds the consumer again from stream sequence `start` (0: from the
-    /// beginning), with backoff, until it works, and marks the consumer fresh.
+    /// beginning), with backoff, until it works, and marks the consumer
+    /// fresh; `None` when `shutdown` completes first.
     ///
     /// When binding fails because the events stream is gone (deleted under
     /// the monitor), it is created again with the configuration it had,
@@ -387,7 +410,8 @@ impl Monitor<'_> {
         lifecycle: &mut Lifecycle,
         settings: &crate::options::StreamSettings,
         start: u64,
-    ) -> Messages {
+        mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Option<Messages> {
         let mut start = start;
         let mut attempt = 0;
         self.fresh_consumer = true;
@@ -402,11 +426,11 @@ impl Monitor<'_> {
                     if start == 0 {
                         self.next_sequence = 0;
                     }
-                    return messages;
+                    return Some(messages);
                 }
                 Err(error) => {
                     let config = lifecycle.stream.cached_info().config.clone();
-                    match streams::restore_stream(&self.jetstream, &config, lifecycle.create).await {
+                    match streams::restore_stream(&self.jetstream, &config, self.create).await {
                         Restored::Recreated => {
                             tracing::warn!(
                                 stream = %config.name,
@@ -427,7 +451,10 @@ impl Monitor<'_> {
                     }
                     let pause = backoff(attempt);
                     tracing::warn!(%error, attempt, retry_in_ms = pause.as_millis() as u64, "cannot bind the consumer");
-                    tokio::time::sleep(pause).await;
+                    tokio::select! {
+                        () = shutdown.as_mut() => return None,
+                        () = tokio::time::sleep(pause) => {}
+                    }
                 }
             }
         }
