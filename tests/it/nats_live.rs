@@ -766,3 +766,35 @@ fn with_no_create_a_deleted_lifecycle_stream_is_waited_for_and_shutdown_works() 
     assert!(!exists, "--no-create created nothing");
     assert!(monitor.terminate().success(), "a clean stop while waiting for the stream exits 0");
 }
+
+/// The rejected-messages stream deleted under the monitor is created again
+/// when a rejected message is next republished, and holds that message.
+#[test]
+fn a_rejected_stream_deleted_while_the_monitor_runs_is_created_again() {
+    let server = NatsServer::start(&[]);
+    let dir = TempDir::new("deleted-rejected");
+    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
+    let fixture = repo_root().join("fixtures/regional_outage.jsonl");
+    publish(&server.url(), &[&fixture], &[]);
+    let db = dir.path().join("lifewatch.db");
+    let monitor = Monitor::start(&server.url(), &db, &config, &[]);
+    wait_until_processed(&db, accepted_by_replay(&[&fixture], &config), &monitor);
+
+    block_on(async {
+        let jetstream = async_nats::jetstream::new(server.client().await);
+        jetstream.delete_stream("LIFEWATCH_REJECTED").await.expect("delete LIFEWATCH_REJECTED");
+        let ack = jetstream
+            .publish("lifecycle.invalid.1.malformed", "{torn".into())
+            .await
+            .expect("publish a malformed line");
+        ack.await.expect("stored");
+    });
+    let messages = wait_watching(&monitor, "the malformed line on a new LIFEWATCH_REJECTED", || {
+        let messages = stream_messages(&server.url(), "LIFEWATCH_REJECTED");
+        (!messages.is_empty()).then_some(messages)
+    });
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].payload, b"{torn");
+    assert!(monitor.log_text().contains("created it again"), "{}", monitor.log_text());
+    assert!(monitor.terminate().success());
+}
