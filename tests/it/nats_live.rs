@@ -554,3 +554,247 @@ fn a_clean_stop_says_how_many_incidents_remain_unpublished() {
     assert!(last.contains(&format!("\"unpublished\":{pending}")), "{last}");
     assert!(set_aside(&db).is_empty(), "a full stream is no reason to set anything aside");
 }
+
+/// Creates `name` on `subjects` only, as an operator might by hand.
+fn create_stream(server: &NatsServer, name: &str, subjects: &[&str]) {
+    block_on(async {
+        let jetstream = async_nats::jetstream::new(server.client().await);
+        jetstream
+            .create_stream(async_nats::jetstream::stream::Config {
+                name: name.to_string(),
+                subjects: subjects.iter().map(|subject| subject.to_string()).collect(),
+                ..Default::default()
+            })
+            .await
+            .expect("create the stream");
+    });
+}
+
+/// A stream made narrower than what lifewatch uses on it makes `lifewatch
+/// run` refuse to start, naming the stream, its subjects and a subject
+/// it does not cover, instead of refusing incidents one at a time.
+#[test]
+fn a_narrow_incidents_stream_stops_the_monitor_at_start() {
+    let server = NatsServer::start(&[]);
+    let dir = TempDir::new("narrow-incidents");
+    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
+    create_stream(&server, "INCIDENTS", &["incidents.stuck.>"]);
+    let db = dir.path().join("lifewatch.db");
+    let monitor = Monitor::start(&server.url(), &db, &config, &[]);
+    let (status, log) = monitor.wait_exit(PATIENCE);
+    assert_eq!(status.code(), Some(1), "a stream that does not cover the subjects is an error: {log}");
+    assert!(log.contains("stream INCIDENTS"), "{log}");
+    assert!(log.contains("incidents.stuck.>"), "the stream's subjects are named: {log}");
+    assert!(
+        log.contains("incidents.provisioning_failed.account.*"),
+        "the subject not covered is named: {log}"
+    );
+}
+
+/// Publishes the valid lines of `file` straight to JetStream, each to its
+/// subject with `Nats-Msg-Id` = event id, without `lifewatch publish`
+/// (which would create a missing stream itself).
+fn publish_directly(server: &NatsServer, file: &Path) {
+    let text = std::fs::read_to_string(file).expect("the events");
+    block_on(async {
+        let jetstream = async_nats::jetstream::new(server.client().await);
+        for line in text.lines() {
+            let Ok(event) = lifewatch_core::parse_event(line.as_bytes()) else { continue };
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", event.id.as_ref());
+            let ack = jetstream
+                .publish_with_headers(event.nats_subject(), headers, line.to_string().into())
+                .await
+                .expect("publish");
+            ack.await.expect("stored");
+        }
+    });
+}
+
+/// The INCIDENTS stream deleted under a running monitor is created again,
+/// and the incidents raised afterwards reach it; none is set aside for
+/// want of a stream.
+#[test]
+fn an_incidents_stream_deleted_while_the_monitor_runs_is_created_again() {
+    let server = NatsServer::start(&[]);
+    let dir = TempDir::new("deleted-incidents");
+    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
+    let parts = split(&launch_day(), 2, dir.path());
+    publish(&server.url(), &[&parts[0]], &[]);
+    let db = dir.path().join("lifewatch.db");
+    let monitor = Monitor::start(&server.url(), &db, &config, &[]);
+    wait_until_processed(&db, accepted_by_replay(&[&parts[0]], &config), &monitor);
+    let outbox_count = || -> i64 {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row("SELECT count(*) FROM outbox", [], |row| row.get(0))
+            .unwrap()
+    };
+    let before = outbox_count();
+    assert_eq!(stream_messages(&server.url(), "INCIDENTS").len() as i64, before);
+
+    block_on(async {
+        let jetstream = async_nats::jetstream::new(server.client().await);
+        jetstream.delete_stream("INCIDENTS").await.expect("delete INCIDENTS");
+    });
+    publish_directly(&server, &parts[1]);
+    wait_until_processed(&db, accepted_by_replay(&[&parts[0], &parts[1]], &config), &monitor);
+    let after = outbox_count();
+    assert!(after > before, "the second part raises incidents");
+    let log = monitor.log_text();
+    assert!(monitor.terminate().success());
+
+    assert!(set_aside(&db).is_empty(), "a deleted stream is no reason to set anything aside: {log}");
+    let messages = stream_messages(&server.url(), "INCIDENTS");
+    assert_eq!(messages.len() as i64, after - before, "every later transition reached the new stream: {log}");
+    let recreated = log.lines().filter(|line| line.contains("created it again")).count();
+    assert_eq!(recreated, 1, "the re-creation is logged once: {log}");
+}
+
+/// `lifewatch publish` to an events stream that does not take a subject
+/// stops at the first refusal, naming the subject, instead of retrying
+/// every message with backoff for minutes.
+#[test]
+fn publish_to_a_narrow_lifecycle_stream_fails_naming_the_subject() {
+    let server = NatsServer::start(&[]);
+    create_stream(&server, "LIFECYCLE", &["lifecycle.account.>"]);
+    let dir = TempDir::new("narrow-lifecycle");
+    // A file rather than a pipe, so that a chatty run cannot block on a full pipe.
+    let log = dir.path().join("publish.log");
+    let mut child = lifewatch()
+        .arg("publish")
+        .arg(launch_day())
+        .args(["--nats", &server.url()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("a log file"))
+        .spawn()
+        .expect("run lifewatch publish");
+    let status = wait_for("lifewatch publish to give up", PATIENCE, || child.try_wait().ok().flatten());
+    let stderr = std::fs::read_to_string(&log).expect("the log");
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("no stream takes subject lifecycle."), "the subject is named: {stderr}");
+    assert!(!stderr.contains("subject lifecycle.account."), "that subject has a stream: {stderr}");
+}
+
+/// The LIFECYCLE stream deleted under a running monitor is created again
+/// and read from its beginning (a new stream numbers its messages from 1),
+/// so events published to it afterwards are applied.
+#[test]
+fn a_lifecycle_stream_deleted_while_the_monitor_runs_is_created_again() {
+    let server = NatsServer::start(&[]);
+    let dir = TempDir::new("deleted-lifecycle");
+    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
+    let parts = split(&launch_day(), 2, dir.path());
+    publish(&server.url(), &[&parts[0]], &[]);
+    let db = dir.path().join("lifewatch.db");
+    let monitor = Monitor::start(&server.url(), &db, &config, &[]);
+    wait_until_processed(&db, accepted_by_replay(&[&parts[0]], &config), &monitor);
+
+    block_on(async {
+        let jetstream = async_nats::jetstream::new(server.client().await);
+        jetstream.delete_stream("LIFECYCLE").await.expect("delete LIFECYCLE");
+    });
+    wait_watching(&monitor, "the monitor to create LIFECYCLE again", || {
+        monitor.log_text().contains("events stream was deleted").then_some(())
+    });
+    publish_directly(&server, &parts[1]);
+    wait_until_processed(&db, accepted_by_replay(&[&parts[0], &parts[1]], &config), &monitor);
+    assert!(monitor.terminate().success());
+}
+
+/// With `--no-create`, an INCIDENTS stream deleted under the monitor is not
+/// created: the monitor says why once, the transitions wait in the outbox
+/// (none set aside), and they flow once the operators create it again.
+#[test]
+fn with_no_create_a_deleted_incidents_stream_is_waited_for() {
+    let server = NatsServer::start(&[]);
+    let dir = TempDir::new("no-create-incidents");
+    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
+    let parts = split(&launch_day(), 2, dir.path());
+    publish(&server.url(), &[&parts[0]], &[]);
+    let db = dir.path().join("lifewatch.db");
+    let monitor = Monitor::start(&server.url(), &db, &config, &["--no-create"]);
+    wait_until_processed(&db, accepted_by_replay(&[&parts[0]], &config), &monitor);
+
+    block_on(async {
+        let jetstream = async_nats::jetstream::new(server.client().await);
+        jetstream.delete_stream("INCIDENTS").await.expect("delete INCIDENTS");
+    });
+    publish_directly(&server, &parts[1]);
+    let events = accepted_by_replay(&[&parts[0], &parts[1]], &config);
+    wait_watching(&monitor, "the monitor to say INCIDENTS is missing, with transitions waiting", || {
+        let summary = db_summary(&db)?;
+        let said = monitor.log_text().contains("incidents stream is missing");
+        (said && summary.events == events && summary.pending_outbox > 0).then_some(())
+    });
+    assert!(set_aside(&db).is_empty(), "a missing stream is no reason to set anything aside");
+    assert!(stream_messages(&server.url(), "INCIDENTS").is_empty(), "--no-create created nothing");
+
+    create_stream(&server, "INCIDENTS", &["incidents.>"]);
+    wait_until_processed(&db, events, &monitor);
+    let log = monitor.log_text();
+    assert!(monitor.terminate().success());
+    let said = log.lines().filter(|line| line.contains("incidents stream is missing")).count();
+    assert_eq!(said, 1, "said once while it stayed missing: {log}");
+    assert!(set_aside(&db).is_empty());
+}
+
+/// With `--no-create`, a LIFECYCLE stream deleted under the monitor is not
+/// created: the monitor says why, keeps trying, and still stops cleanly on
+/// SIGTERM while it waits.
+#[test]
+fn with_no_create_a_deleted_lifecycle_stream_is_waited_for_and_shutdown_works() {
+    let server = NatsServer::start(&[]);
+    let dir = TempDir::new("no-create-lifecycle");
+    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
+    let fixture = repo_root().join("fixtures/regional_outage.jsonl");
+    publish(&server.url(), &[&fixture], &[]);
+    let db = dir.path().join("lifewatch.db");
+    let monitor = Monitor::start(&server.url(), &db, &config, &["--no-create"]);
+    wait_until_processed(&db, accepted_by_replay(&[&fixture], &config), &monitor);
+
+    block_on(async {
+        let jetstream = async_nats::jetstream::new(server.client().await);
+        jetstream.delete_stream("LIFECYCLE").await.expect("delete LIFECYCLE");
+    });
+    wait_watching(&monitor, "the monitor to say LIFECYCLE is missing", || {
+        monitor.log_text().contains("events stream is missing").then_some(())
+    });
+    let exists = block_on(async {
+        async_nats::jetstream::new(server.client().await).get_stream("LIFECYCLE").await.is_ok()
+    });
+    assert!(!exists, "--no-create created nothing");
+    assert!(monitor.terminate().success(), "a clean stop while waiting for the stream exits 0");
+}
+
+/// The rejected-messages stream deleted under the monitor is created again
+/// when a rejected message is next republished, and holds that message.
+#[test]
+fn a_rejected_stream_deleted_while_the_monitor_runs_is_created_again() {
+    let server = NatsServer::start(&[]);
+    let dir = TempDir::new("deleted-rejected");
+    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
+    let fixture = repo_root().join("fixtures/regional_outage.jsonl");
+    publish(&server.url(), &[&fixture], &[]);
+    let db = dir.path().join("lifewatch.db");
+    let monitor = Monitor::start(&server.url(), &db, &config, &[]);
+    wait_until_processed(&db, accepted_by_replay(&[&fixture], &config), &monitor);
+
+    block_on(async {
+        let jetstream = async_nats::jetstream::new(server.client().await);
+        jetstream.delete_stream("LIFEWATCH_REJECTED").await.expect("delete LIFEWATCH_REJECTED");
+        let ack = jetstream
+            .publish("lifecycle.invalid.1.malformed", "{torn".into())
+            .await
+            .expect("publish a malformed line");
+        ack.await.expect("stored");
+    });
+    let messages = wait_watching(&monitor, "the malformed line on a new LIFEWATCH_REJECTED", || {
+        let messages = stream_messages(&server.url(), "LIFEWATCH_REJECTED");
+        (!messages.is_empty()).then_some(messages)
+    });
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].payload, b"{torn");
+    assert!(monitor.log_text().contains("created it again"), "{}", monitor.log_text());
+    assert!(monitor.terminate().success());
+}

@@ -42,6 +42,28 @@ pub enum NatsError {
         /// What went wrong.
         message: String,
     },
+    /// An existing stream's subjects do not cover a subject lifewatch uses on it.
+    #[error(
+        "stream {stream} has subjects {}, which do not cover {missing} (lifewatch uses {needed} on it): \
+         add the missing subjects to the stream, or delete it so that lifewatch creates it",
+        subjects.join(" ")
+    )]
+    StreamSubjects {
+        /// The stream name.
+        stream: String,
+        /// Its configured subjects.
+        subjects: Vec<String>,
+        /// The first subject lifewatch uses that none of them covers.
+        missing: String,
+        /// The subjects lifewatch gives the stream when it creates it.
+        needed: String,
+    },
+    /// No stream takes a subject being published to.
+    #[error("no stream takes subject {subject}: the server has no stream whose subjects cover it")]
+    NoStream {
+        /// The subject.
+        subject: String,
+    },
     /// The durable consumer could not be created or bound.
     #[error("consumer {consumer} on stream {stream}")]
     Consumer {

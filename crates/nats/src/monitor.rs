@@ -18,7 +18,7 @@ use crate::error::NatsError;
 use crate::options::NatsConfig;
 use crate::outbox::{FailureKind, Outbox, Ticket};
 use crate::publish::{Outgoing, publish_one};
-use crate::streams::{self, CreateStreams};
+use crate::streams::{self, CreateStreams, Restored};
 use crate::validate::{subject_matches, wall_clock};
 
 /// What the monitor needs besides the store and the engine.
@@ -117,14 +117,18 @@ pub async fn run_monitor(
         .backpressure_on_inflight(true)
         .build(client.clone());
     let streams = streams::ensure_streams(&jetstream, settings, options.create).await?;
+    streams.check_subjects()?;
     let lateness = writer.engine().config().allowed_lateness;
     let max_future = writer.engine().config().max_future;
 
     let mut monitor = Monitor {
         jetstream,
         writer,
-        rejected_stream: settings.rejected_stream.clone(),
+        rejected_config: streams.rejected.cached_info().config.clone(),
         lifecycle_stream: settings.lifecycle_stream.clone(),
+        incidents_config: streams.incidents.cached_info().config.clone(),
+        create: options.create,
+        incidents_missing: false,
         totals: MonitorTotals::default(),
         report: Report::new(),
         checkpoint_name: format!("nats:{}", settings.lifecycle_stream),
@@ -139,7 +143,8 @@ pub async fn run_monitor(
     let checkpoint = monitor.writer.checkpoint(&monitor.checkpoint_name)?;
     monitor.next_sequence = checkpoint.map_or(0, |sequence| sequence.max(0) as u64 + 1);
     let start = (monitor.next_sequence > 0).then_some(monitor.next_sequence);
-    let mut messages = open_messages(&streams.lifecycle, settings, start).await?;
+    let mut lifecycle = Lifecycle { stream: streams.lifecycle, missing: false };
+    let mut messages = open_messages(&lifecycle.stream, settings, start).await?;
     let mut ticker = tokio::time::interval(settings.report_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline_timer = tokio::time::sleep(Duration::ZERO);
@@ -176,14 +181,24 @@ pub async fn run_monitor(
                         start,
                         "messages arrived out of order; binding the consumer again from the first missing one"
                     );
-                    messages = rebind(&streams.lifecycle, settings, start).await;
-                    monitor.fresh_consumer = true;
+                    drop(messages);
+                    let Some(rebound) =
+                        monitor.rebind(&mut lifecycle, settings, start, shutdown.as_mut()).await
+                    else {
+                        return monitor.stop(&client, settings).await;
+                    };
+                    messages = rebound;
                 }
             }
             Input::StreamEnded => {
                 tracing::warn!("message stream ended; binding the consumer again");
-                messages = rebind(&streams.lifecycle, settings, monitor.next_sequence).await;
-                monitor.fresh_consumer = true;
+                let start = monitor.next_sequence;
+                drop(messages);
+                let Some(rebound) = monitor.rebind(&mut lifecycle, settings, start, shutdown.as_mut()).await
+                else {
+                    return monitor.stop(&client, settings).await;
+                };
+                messages = rebound;
             }
             Input::Deadline => {
                 let now = wall_clock().ok_or(NatsError::Clock)?;
@@ -204,39 +219,8 @@ pub async fn run_monitor(
                 monitor.flush_outbox_marks(1)?;
             }
             Input::Shutdown => {
-                tracing::info!("shutting down: fetching stopped");
                 drop(messages);
-                let unpublished = monitor.drain_outbox(settings.outbox_drain).await?;
-                monitor.totals.unpublished = unpublished;
-                monitor.finish_acks().await;
-                if let Err(error) = client.flush().await {
-                    tracing::warn!(%error, "could not flush the last acknowledgements");
-                }
-                monitor.report_progress();
-                let totals = monitor.totals;
-                if unpublished == 0 {
-                    tracing::info!(
-                        accepted = totals.accepted,
-                        duplicates = totals.duplicates,
-                        rejected = totals.rejected,
-                        published = totals.published,
-                        set_aside = totals.set_aside,
-                        "monitor stopped cleanly; every incident transition was published"
-                    );
-                } else {
-                    tracing::warn!(
-                        accepted = totals.accepted,
-                        duplicates = totals.duplicates,
-                        rejected = totals.rejected,
-                        published = totals.published,
-                        set_aside = totals.set_aside,
-                        unpublished,
-                        drain_ms = settings.outbox_drain.as_millis() as u64,
-                        "monitor stopped with incident transitions not yet published; \
-                         they are published at the next start"
-                    );
-                }
-                return Ok(totals);
+                return monitor.stop(&client, settings).await;
             }
         }
         deadline_armed = monitor.arm_deadline(deadline_timer.as_mut(), lateness)?;
@@ -293,32 +277,28 @@ async fn open_messages(
     Ok(stream.ready_chunks(settings.batch_size))
 }
 
-/// Binds the consumer again from stream sequence `start` (0: from the
-/// beginning), with backoff, until it works.
-async fn rebind(
-    lifecycle: &jetstream::stream::Stream,
-    settings: &crate::options::StreamSettings,
-    start: u64,
-) -> Messages {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match open_messages(lifecycle, settings, (start > 0).then_some(start)).await {
-            Ok(messages) => return messages,
-            Err(error) => {
-                let pause = backoff(attempt);
-                tracing::warn!(%error, attempt, retry_in_ms = pause.as_millis() as u64, "cannot bind the consumer");
-                tokio::time::sleep(pause).await;
-            }
-        }
-    }
+/// The events stream as the monitor knows it: the handle it consumes from,
+/// whose cached information (configuration, creation time) tells a stream
+/// deleted and created again apart from the one bound.
+struct Lifecycle {
+    stream: jetstream::stream::Stream,
+    /// Whether the stream was found missing and that was logged.
+    missing: bool,
 }
 
 struct Monitor<'a> {
     jetstream: jetstream::Context,
     writer: &'a mut Writer,
-    rejected_stream: String,
+    /// The rejected stream's configuration when bound, to create it again if it is deleted.
+    rejected_config: jetstream::stream::Config,
     lifecycle_stream: String,
+    /// The incidents stream's configuration when bound, to create it again if it is deleted.
+    incidents_config: jetstream::stream::Config,
+    /// Whether deleted streams may be created again.
+    create: CreateStreams,
+    /// Whether the incidents stream was found missing and that was logged,
+    /// so that retrying does not log it again until it is back.
+    incidents_missing: bool,
     totals: MonitorTotals,
     report: Report,
     /// The store checkpoint that holds the last committed stream sequence.
@@ -372,6 +352,159 @@ struct RejectedMessage {
 }
 
 impl Monitor<'_> {
+    /// Shutdown, once fetching stopped: waits up to `outbox_drain` for the
+    /// outbox to be published (saying how many entries remain if it was
+    /// not), flushes the acknowledgements, and returns the totals.
+    async fn stop(
+        &mut self,
+        client: &async_nats::Client,
+        settings: &crate::options::StreamSettings,
+    ) -> Result<MonitorTotals, NatsError> {
+        tracing::info!("shutting down: fetching stopped");
+        let unpublished = self.drain_outbox(settings.outbox_drain).await?;
+        self.totals.unpublished = unpublished;
+        self.finish_acks().await;
+        if let Err(error) = client.flush().await {
+            tracing::warn!(%error, "could not flush the last acknowledgements");
+        }
+        self.report_progress();
+        let totals = self.totals;
+        if unpublished == 0 {
+            tracing::info!(
+                accepted = totals.accepted,
+                duplicates = totals.duplicates,
+                rejected = totals.rejected,
+                published = totals.published,
+                set_aside = totals.set_aside,
+                "monitor stopped cleanly; every incident transition was published"
+            );
+        } else {
+            tracing::warn!(
+                accepted = totals.accepted,
+                duplicates = totals.duplicates,
+                rejected = totals.rejected,
+                published = totals.published,
+                set_aside = totals.set_aside,
+                unpublished,
+                drain_ms = settings.outbox_drain.as_millis() as u64,
+                "monitor stopped with incident transitions not yet published; \
+                 they are published at the next start"
+            );
+        }
+        Ok(totals)
+    }
+
+    /// Binds the consumer again from stream sequence `start` (0: from the
+    /// beginning), with backoff, until it works, and marks the consumer
+    /// fresh; `None` when `shutdown` completes first.
+    ///
+    /// When binding fails because the events stream is gone (deleted under
+    /// the monitor), it is created again with the configuration it had,
+    /// unless `--no-create`, in which case the monitor logs why once and
+    /// keeps trying with backoff. A stream created again — by the monitor or
+    /// anyone else, told by its creation time — numbers its messages from 1,
+    /// so the monitor then reads it from its beginning: the sequences it
+    /// committed belong to the stream that was deleted.
+    async fn rebind(
+        &mut self,
+        lifecycle: &mut Lifecycle,
+        settings: &crate::options::StreamSettings,
+        start: u64,
+        mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Option<Messages> {
+        let mut start = start;
+        let mut attempt = 0;
+        self.fresh_consumer = true;
+        loop {
+            attempt += 1;
+            if self.follow_new_lifecycle(lifecycle).await {
+                start = 0;
+            }
+            match open_messages(&lifecycle.stream, settings, (start > 0).then_some(start)).await {
+                Ok(messages) => {
+                    lifecycle.missing = false;
+                    if start == 0 {
+                        self.next_sequence = 0;
+                    }
+                    return Some(messages);
+                }
+                Err(error) => {
+                    let config = lifecycle.stream.cached_info().config.clone();
+                    match streams::restore_stream(&self.jetstream, &config, self.create).await {
+                        Restored::Recreated => {
+                            tracing::warn!(
+                                stream = %config.name,
+                                "events stream was deleted while the monitor ran; created it again \
+                                 with the configuration it had, and reading it from its beginning"
+                            );
+                            continue;
+                        }
+                        Restored::Missing(reason) if !lifecycle.missing => {
+                            lifecycle.missing = true;
+                            tracing::error!(
+                                stream = %config.name,
+                                %reason,
+                                "events stream is missing; no events are read until it exists again"
+                            );
+                        }
+                        _ => {}
+                    }
+                    let pause = backoff(attempt);
+                    tracing::warn!(%error, attempt, retry_in_ms = pause.as_millis() as u64, "cannot bind the consumer");
+                    tokio::select! {
+                        () = shutdown.as_mut() => return None,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the events stream now on the server is another one than the
+    /// one bound (deleted and created again); if so, binds to it instead.
+    async fn follow_new_lifecycle(&self, lifecycle: &mut Lifecycle) -> bool {
+        let name = lifecycle.stream.cached_info().config.name.clone();
+        let Ok(current) = self.jetstream.get_stream(&name).await else { return false };
+        if current.cached_info().created == lifecycle.stream.cached_info().created {
+            return false;
+        }
+        lifecycle.stream = current;
+        true
+    }
+
+    /// After an incident publish found no stream: whether the incidents
+    /// stream itself is gone, and if so creates it again (unless
+    /// `--no-create`). Logs a re-creation once, and a stream that stays
+    /// missing once until it is back.
+    async fn restore_incidents(&mut self) -> Restored {
+        let restored = streams::restore_stream(&self.jetstream, &self.incidents_config, self.create).await;
+        let stream = &self.incidents_config.name;
+        match &restored {
+            Restored::Present => self.incidents_missing = false,
+            Restored::Recreated => {
+                self.incidents_missing = false;
+                tracing::warn!(
+                    %stream,
+                    "incidents stream was deleted while the monitor ran; created it again \
+                     with the configuration it had"
+                );
+            }
+            Restored::Missing(reason) => {
+                if !self.incidents_missing {
+                    tracing::error!(
+                        %stream,
+                        %reason,
+                        "incidents stream is missing; incident transitions wait in the outbox \
+                         and are retried until it exists again"
+                    );
+                }
+                self.incidents_missing = true;
+            }
+            Restored::Unknown(_) => {}
+        }
+        restored
+    }
+
     async fn handle_batch(
         &mut self,
         batch: Vec<PullItem>,
@@ -503,12 +636,12 @@ impl Monitor<'_> {
         }
         let jetstream = self.jetstream.clone();
         let lifecycle_stream = self.lifecycle_stream.clone();
-        let rejected_stream = self.rejected_stream.clone();
+        let rejected_config = self.rejected_config.clone();
+        let create = self.create;
         self.acking.push_back(tokio::spawn(async move {
-            futures_util::future::join_all(rejected.iter().map(|message| {
-                republish_rejected(&jetstream, &lifecycle_stream, &rejected_stream, message)
-            }))
-            .await;
+            if !rejected.is_empty() {
+                republish_all_rejected(&jetstream, &lifecycle_stream, &rejected_config, create, &rejected).await;
+            }
             for message in &messages {
                 if let Err(error) = message.ack().await {
                     tracing::warn!(%error, "acknowledgement not sent; the message will be redelivered as a duplicate");
@@ -602,12 +735,24 @@ impl Monitor<'_> {
             // A publish from before a rewind: the entry was handed out again.
             return;
         };
-        let stream = match error.kind() {
-            PublishErrorKind::StreamNotFound => self.stream_for(&subject).await,
-            _ => None,
+        // No stream answered. Either the incidents stream is gone (deleted
+        // under the monitor), which must not set every entry aside: it is
+        // created again and the entry retried; or it exists but does not
+        // take this subject, which retrying cannot fix.
+        let (stream, recreated) = match error.kind() {
+            PublishErrorKind::StreamNotFound => match self.restore_incidents().await {
+                Restored::Present => (self.stream_for(&subject).await, false),
+                Restored::Recreated => (None, true),
+                Restored::Missing(_) | Restored::Unknown(_) => (None, false),
+            },
+            _ => (None, false),
         };
         let kind = classify(&error, stream);
         self.note_failure(ticket, &subject, &error, kind);
+        if recreated {
+            // The stream is back: resend at once rather than at the next tick.
+            self.outbox.tick();
+        }
     }
 
     /// Whether a stream takes `subject`: `Some(false)` only when the server
@@ -638,7 +783,13 @@ impl Monitor<'_> {
                 "incident transition refused by the server for good; set aside (see `lifewatch outbox`)"
             );
         } else {
-            tracing::warn!(id = ticket.id, %subject, %error, "incident not published yet; will retry");
+            tracing::warn!(
+                id = ticket.id,
+                %subject,
+                stream = %self.incidents_config.name,
+                %error,
+                "incident not published yet; will retry"
+            );
         }
     }
 
@@ -762,15 +913,64 @@ fn check_message(
     crate::validate::check_future(event, now, max_future)
 }
 
+/// Publishes the rejected messages of a batch, all at once, to their
+/// stream. When no stream answered because the rejected stream itself is
+/// gone (deleted under the monitor), it is created again (unless
+/// `--no-create`) and those messages are sent once more. Failures are
+/// logged: the messages are kept in the store either way.
+async fn republish_all_rejected(
+    jetstream: &jetstream::Context,
+    lifecycle_stream: &str,
+    rejected_config: &jetstream::stream::Config,
+    create: CreateStreams,
+    messages: &[RejectedMessage],
+) {
+    let send = |message| republish_rejected(jetstream, lifecycle_stream, message);
+    let results = futures_util::future::join_all(messages.iter().map(send)).await;
+    let mut failed: Vec<(&RejectedMessage, PublishError)> = messages
+        .iter()
+        .zip(results)
+        .filter_map(|(message, result)| result.err().map(|error| (message, error)))
+        .collect();
+    if failed.iter().any(|(_, error)| error.kind() == PublishErrorKind::StreamNotFound) {
+        match streams::restore_stream(jetstream, rejected_config, create).await {
+            Restored::Recreated => {
+                tracing::warn!(
+                    stream = %rejected_config.name,
+                    "rejected-messages stream was deleted while the monitor ran; created it again \
+                     with the configuration it had"
+                );
+                let again =
+                    futures_util::future::join_all(failed.iter().map(|(message, _)| send(message))).await;
+                failed = failed
+                    .into_iter()
+                    .zip(again)
+                    .filter_map(|((message, _), result)| result.err().map(|error| (message, error)))
+                    .collect();
+            }
+            Restored::Missing(reason) => {
+                tracing::error!(stream = %rejected_config.name, %reason, "rejected-messages stream is missing");
+            }
+            Restored::Present | Restored::Unknown(_) => {}
+        }
+    }
+    for (message, error) in failed {
+        tracing::warn!(
+            subject = %streams::rejected_subject(message.reason),
+            stream = %rejected_config.name,
+            %error,
+            "rejected message kept in the store but not republished"
+        );
+    }
+}
+
 /// Publishes a rejected message unchanged to `lifewatch.rejected.<reason>`,
-/// with where it came from in headers. Failures are logged: the message
-/// is kept in the store either way.
+/// with where it came from in headers.
 async fn republish_rejected(
     jetstream: &jetstream::Context,
     lifecycle_stream: &str,
-    rejected_stream: &str,
     message: &RejectedMessage,
-) {
+) -> Result<(), PublishError> {
     let mut headers = HeaderMap::new();
     let id = format!("{}:{}", lifecycle_stream, message.sequence);
     headers.insert("Nats-Msg-Id", id.as_str());
@@ -779,19 +979,7 @@ async fn republish_rejected(
     headers.insert(streams::REJECT_DETAIL_HEADER, header_safe(&message.detail).as_str());
     headers.insert(streams::ORIGINAL_SEQUENCE_HEADER, message.sequence.to_string().as_str());
     let subject = streams::rejected_subject(message.reason);
-    let result = match jetstream.publish_with_headers(subject.clone(), headers, message.payload.clone()).await
-    {
-        Ok(ack) => ack.await,
-        Err(error) => Err(error),
-    };
-    if let Err(error) = result {
-        tracing::warn!(
-            %subject,
-            stream = %rejected_stream,
-            %error,
-            "rejected message kept in the store but not republished"
-        );
-    }
+    jetstream.publish_with_headers(subject, headers, message.payload.clone()).await?.await.map(drop)
 }
 
 fn log_pull_error(error: &jetstream::consumer::pull::MessagesError) {

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::context::{GetStreamByNameErrorKind, PublishErrorKind};
 use async_nats::jetstream::{self, context::PublishError, publish::PublishAck};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -99,6 +100,9 @@ impl Publisher {
                     }));
                     return Ok(());
                 }
+                Err(error) if self.no_stream_for(&message.subject, &error).await => {
+                    return Err(NatsError::NoStream { subject: message.subject });
+                }
                 Err(source) if attempt >= RETRIES => {
                     return Err(NatsError::Publish { subject: message.subject, source });
                 }
@@ -116,6 +120,9 @@ impl Publisher {
         match result {
             Ok(ack) if ack.duplicate => self.totals.duplicates += 1,
             Ok(_) => self.totals.stored += 1,
+            Err(error) if self.no_stream_for(&message.subject, &error).await => {
+                return Err(NatsError::NoStream { subject: message.subject });
+            }
             Err(source) if attempt >= RETRIES => {
                 return Err(NatsError::Publish { subject: message.subject, source });
             }
@@ -126,6 +133,27 @@ impl Publisher {
             }
         }
         Ok(())
+    }
+
+    /// Whether `error` means that no stream takes `subject`, which retrying
+    /// cannot fix: the first such failure ends the run, naming the subject,
+    /// instead of retrying every message with backoff for minutes. No
+    /// responders also means JetStream is not answering yet (after a server
+    /// restart), so the server is asked which stream takes the subject, and
+    /// only a clear "none" counts.
+    async fn no_stream_for(&self, subject: &str, error: &PublishError) -> bool {
+        if error.kind() != PublishErrorKind::StreamNotFound {
+            return false;
+        }
+        match self.jetstream.stream_by_subject(subject).await {
+            Ok(_) => false,
+            Err(error) => {
+                matches!(
+                    error.kind(),
+                    GetStreamByNameErrorKind::NotFound | GetStreamByNameErrorKind::InvalidSubject
+                )
+            }
+        }
     }
 }
 
