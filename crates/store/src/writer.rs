@@ -665,6 +665,7 @@ impl Writer {
 /// A fingerprint of the configuration: projections stored with another one
 /// are recomputed at open.
 fn config_fingerprint(config: &Config) -> i64 {
-    // The Debug form holds every field, in a fixed order.
-    xxhash_rust::xxh3::xxh3_64(format!("{config:?}").as_bytes()) as i64
+    // Only what the engine's results depend on, named field by field: the
+    // application's sections (`[live]`, `[nats]`) are not part of `Config`.
+    xxhash_rust::xxh3::xxh3_64(config.fingerprint_text().as_bytes()) as i64
 }
