@@ -78,7 +78,7 @@ enum Command {
     /// List the incidents stored in a database, ordered by opened_at then key.
     #[command(after_help = "Examples:\n  \
         lifewatch replay fixtures/launch-day.jsonl --db /tmp/lifewatch.db > /dev/null\n  \
-        lifewatch incidents --db /tmp/lifewatch.db --status open --kind stuck")]
+        lifewatch incidents --db /tmp/lifewatch.db --status open --format jsonl")]
     Incidents {
         /// The database.
         #[arg(long)]

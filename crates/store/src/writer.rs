@@ -171,10 +171,7 @@ impl Background {
                     }
                 }
             })
-            .map_err(|error| StoreError::BadData {
-                path,
-                detail: format!("cannot start the thread of background commits: {error}"),
-            })?;
+            .map_err(|source| StoreError::Spawn { path, thread: "background commit", source })?;
         Ok(Background { batches: Some(batches), results, in_flight: 0, thread: Some(thread) })
     }
 
@@ -194,10 +191,7 @@ impl Background {
 }
 
 fn commit_thread_stopped(path: &Path) -> StoreError {
-    StoreError::BadData {
-        path: path.to_path_buf(),
-        detail: "the thread of background commits stopped".to_string(),
-    }
+    StoreError::CommitThreadStopped { path: path.to_path_buf() }
 }
 
 impl Drop for Background {
