@@ -28,8 +28,15 @@ fn main() {
             }
         }
     }
+    // A tarball unpacked inside some other repository must not take that
+    // repository's commit: the package has to be the top of the work tree.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    let ours = git(&["rev-parse", "--show-toplevel"]).map(PathBuf::from).is_some_and(|top| {
+        let canonical = |path: &PathBuf| path.canonicalize().ok();
+        manifest_dir.as_ref().and_then(canonical).is_some_and(|manifest| canonical(&top) == Some(manifest))
+    });
     let commit = git(&["rev-parse", "--short", "HEAD"])
-        .filter(|commit| commit.bytes().all(|byte| byte.is_ascii_hexdigit()));
+        .filter(|commit| ours && commit.bytes().all(|byte| byte.is_ascii_hexdigit()));
     // Cargo sets the package version for build scripts too.
     let version = std::env::var("CARGO_PKG_VERSION").unwrap_or_default();
     let version = match commit {
