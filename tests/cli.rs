@@ -434,3 +434,11 @@ fn bad_live_and_nats_sections_exit_2_naming_the_key() {
         run.stderr
     );
 }
+
+#[test]
+fn a_rate_that_cannot_work_is_a_usage_error() {
+    // Refused before any connection is tried: nothing listens on port 1.
+    let run = lifewatch(&["simulate", "--nats", "nats://127.0.0.1:1", "--rate", "0"], None);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("--rate"), "{}", run.stderr);
+}
