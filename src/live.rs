@@ -1,16 +1,13 @@
-//! `lifewatch run` (the live monitor on NATS JetStream) and
-//! `lifewatch simulate --nats` (paced live traffic), and what they share:
-//! the connection flags, the log format, the runtime and the signals.
+//! What the NATS commands (`run`, `publish`, `simulate --nats`) share: the
+//! connection flags, the log format, the runtime and the signals.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use lifewatch_core::Config;
-use lifewatch_nats::{
-    ConnectOverrides, CreateStreams, MonitorOptions, NatsConfig, Outgoing, Publisher, Secret,
-};
+use lifewatch_nats::{ConnectOverrides, NatsConfig, Secret};
+
+use crate::error::UsageError;
 
 /// Connection flags shared by `run`, `publish` and `simulate --nats`. Each
 /// overrides the same key of the configuration's `[nats]` section.
@@ -61,10 +58,9 @@ impl NatsFlags {
         }
     }
 
-    /// The validated `[nats]` configuration with these flags applied.
-    pub fn nats_config(&self, config: &Config) -> Result<NatsConfig, String> {
-        NatsConfig::from_table(&config.nats, &self.overrides())
-            .map_err(|error| crate::error_message(&anyhow::Error::new(error)))
+    /// The validated `[nats]` table of the configuration with these flags applied.
+    pub fn nats_config(&self, table: &toml::Table) -> Result<NatsConfig, UsageError> {
+        NatsConfig::from_table(table, &self.overrides()).map_err(UsageError::Nats)
     }
 }
 
@@ -125,118 +121,5 @@ pub async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutdown requested");
-    }
-}
-
-/// `lifewatch run`.
-pub fn run(config: Config, nats: NatsConfig, db: PathBuf, no_create: bool) -> anyhow::Result<()> {
-    let options = MonitorOptions {
-        nats,
-        create: if no_create { CreateStreams::Never } else { CreateStreams::IfMissing },
-    };
-    let runtime = runtime()?;
-    runtime.block_on(async move {
-        let mut writer = tokio::task::block_in_place(|| lifewatch_store::Writer::open(&db, config))
-            .with_context(|| format!("cannot open the event store {}", db.display()))?;
-        let restored = writer.restore_stats();
-        tracing::info!(
-            db = %db.display(),
-            events = restored.events,
-            ticks = restored.ticks,
-            incidents = writer.engine().incident_count(),
-            "engine restored from the event log"
-        );
-        let client = lifewatch_nats::connect(&options.nats.connect, Duration::from_secs(30)).await?;
-        let totals = lifewatch_nats::run_monitor(client, &options, &mut writer, shutdown_signal()).await?;
-        tracing::debug!(?totals, "totals");
-        anyhow::Ok(())
-    })
-}
-
-/// `lifewatch simulate --nats`: publishes the simulator's stream at `rate`
-/// events per second for `duration`, each event timed at the wall clock when
-/// it is sent (the simulator's order, live times), with `Nats-Msg-Id` = event
-/// id. Malformed lines go to `lifecycle.invalid.<n>.malformed` so that the
-/// monitor rejects and keeps them.
-pub fn simulate(
-    nats: NatsConfig,
-    options: lifewatch_sim::SimulateOptions,
-    rate: f64,
-    duration: Duration,
-) -> anyhow::Result<()> {
-    anyhow::ensure!(rate > 0.0 && rate.is_finite(), "--rate must be a positive number of events per second");
-    let runtime = runtime()?;
-    runtime.block_on(async move {
-        let client = lifewatch_nats::connect(&nats.connect, Duration::from_secs(30)).await?;
-        let jetstream = lifewatch_nats::publishing_context(client.clone(), Duration::from_secs(10));
-        lifewatch_nats::ensure_streams(&jetstream, &nats.streams, CreateStreams::IfMissing).await?;
-        let mut publisher = Publisher::new(jetstream, 4_096);
-        let started = tokio::time::Instant::now();
-        let end = started + duration;
-        let interval = Duration::from_secs_f64(1.0 / rate);
-        let mut sent: u64 = 0;
-        let mut simulator = lifewatch_sim::Simulator::new(options);
-        let shutdown = shutdown_signal();
-        tokio::pin!(shutdown);
-        loop {
-            let due = started + interval.mul_f64(sent as f64);
-            if due >= end {
-                break;
-            }
-            tokio::select! {
-                () = &mut shutdown => break,
-                () = tokio::time::sleep_until(due) => {}
-            }
-            let Some(line) = simulator.next() else { break };
-            let now = lifewatch_nats::wall_clock().context("the system clock is out of range")?;
-            let payload = retime(&line.line, now);
-            let subject =
-                line.subject.clone().unwrap_or_else(|| format!("lifecycle.invalid.{sent}.malformed"));
-            publisher
-                .publish(Outgoing { subject, message_id: line.id.clone(), payload: payload.into() })
-                .await?;
-            sent += 1;
-        }
-        let totals = publisher.finish().await?;
-        let seconds = started.elapsed().as_secs_f64();
-        eprintln!(
-            "simulate: {sent} messages in {seconds:.1}s ({:.0}/s): {} stored, {} duplicates",
-            sent as f64 / seconds.max(1e-9),
-            totals.stored,
-            totals.duplicates
-        );
-        anyhow::Ok(())
-    })
-}
-
-/// The line with its `"time":"..."` value replaced by `now` (RFC 3339 UTC,
-/// milliseconds). Lines without a time are returned unchanged.
-fn retime(line: &str, now: lifewatch_core::Timestamp) -> String {
-    const KEY: &str = "\"time\":\"";
-    let Some(start) = line.find(KEY).map(|index| index + KEY.len()) else { return line.to_string() };
-    let Some(length) = line[start..].find('"') else { return line.to_string() };
-    format!("{}{}{}", &line[..start], format_millis(now), &line[start + length..])
-}
-
-fn format_millis(time: lifewatch_core::Timestamp) -> String {
-    let text = time.to_string();
-    // Timestamp prints RFC 3339 UTC with as many fractional digits as needed;
-    // trim to milliseconds for tidy events.
-    match (text.find('.'), text.strip_suffix('Z')) {
-        (Some(dot), Some(body)) if body.len() > dot + 4 => format!("{}Z", &body[..dot + 4]),
-        _ => text,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retime_replaces_only_the_time() {
-        let now = lifewatch_core::Timestamp::parse_rfc3339("2026-11-27T12:00:00.123456Z").unwrap();
-        let line = r#"{"id":"a","time":"2020-01-01T00:00:00Z","data":{}}"#;
-        assert_eq!(retime(line, now), r#"{"id":"a","time":"2026-11-27T12:00:00.123Z","data":{}}"#);
-        assert_eq!(retime(r#"{"id":"a"}"#, now), r#"{"id":"a"}"#);
     }
 }

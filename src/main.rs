@@ -1,21 +1,22 @@
 //! lifewatch: watches the lifecycle of cloud accounts, projects and billing
 //! disputes, and raises routed incidents when something goes wrong.
 //!
-//! Exit status: 0 success; 1 the work failed (unreadable input, a check that
-//! found problems); 2 bad usage or a bad configuration.
+//! This file holds the command line (clap) and the dispatch to
+//! `commands::<command>::run`. Exit status: 0 success; 1 the work failed
+//! (unreadable input, a check that found problems); 2 bad usage or a bad
+//! configuration (a [`error::UsageError`] in the error's chain).
 
-mod check;
 mod commands;
+mod config;
+mod error;
 mod input;
 mod live;
 mod output;
 mod pipeline;
-mod publish;
-mod replay;
 
 /// jemalloc rather than glibc's malloc, whose bookkeeping (`malloc_consolidate`,
 /// `_int_free`) was a sixth of the monitor's CPU: async-nats allocates several
-/// times per message. See README "NATS benchmark".
+/// times per message. See docs/benchmarks.md.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -28,30 +29,35 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub static _rjem_malloc_conf: &[u8] = b"dirty_decay_ms:30000,muzzy_decay_ms:30000\0";
 
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use lifewatch_core::{Config, Engine, Timestamp};
+use lifewatch_core::Timestamp;
 
+use crate::commands::{parse_kind, parse_reason, parse_time};
+use crate::config::AppConfig;
+use crate::error::UsageError;
 use crate::output::Format;
 
 /// Exit status for bad usage or a bad configuration.
 const EXIT_USAGE: u8 = 2;
 
+/// The version, with the git commit it was built from when known (build.rs).
+const VERSION: &str = env!("LIFEWATCH_VERSION");
+
 #[derive(Parser)]
 #[command(
     name = "lifewatch",
-    version,
+    version = VERSION,
     about = "Lifecycle monitor for cloud accounts, projects and billing disputes",
     long_about = "lifewatch folds CloudEvents lifecycle events (JSON Lines) through typed state machines \
 and raises incidents routed to the owning team with a runbook: stuck entities, illegal transitions, \
 provisioning and onboarding failures, quota breaches, billing disputes and regional outages.\n\n\
 Start with:  lifewatch replay fixtures/launch-day.jsonl --format table"
 )]
-struct Cli {
+pub struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -63,30 +69,12 @@ enum Command {
     /// The files are read in order as one stream (`-` or no file: standard input).
     /// Rejected lines are listed on standard error with their line numbers and reasons;
     /// they do not change the exit status.
-    Replay {
-        /// Event files (JSON Lines, one CloudEvent per line); `-` for standard input.
-        files: Vec<PathBuf>,
-        /// The instant the replay ends at (RFC 3339); visits still open are judged
-        /// against it. Default: the latest time of an accepted event.
-        #[arg(long, value_parser = parse_time)]
-        now: Option<Timestamp>,
-        /// Configuration file (default: the shipped ops/lifewatch.toml, built in).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Output format: jsonl for tools, table for people.
-        #[arg(long, value_enum, default_value = "jsonl")]
-        format: Format,
-        /// Persist to this SQLite database as the replay goes (created if missing):
-        /// events already in it are duplicates, so a second file continues the first.
-        #[arg(long)]
-        db: Option<PathBuf>,
-        /// With --db: input lines per transaction. Larger batches write
-        /// faster (fewer rewrites of the same pages) and hold more memory
-        /// (about 250 bytes per line, twice); a crash redoes at most two.
-        #[arg(long, default_value_t = commands::replay_db::BATCH_LINES, value_parser = clap::value_parser!(u64).range(1..), requires = "db")]
-        batch_lines: u64,
-    },
+    #[command(after_help = commands::replay::EXAMPLES)]
+    Replay(commands::replay::ReplayArgs),
     /// List the incidents stored in a database, ordered by opened_at then key.
+    #[command(after_help = "Examples:\n  \
+        lifewatch replay fixtures/launch-day.jsonl --db /tmp/lifewatch.db > /dev/null\n  \
+        lifewatch incidents --db /tmp/lifewatch.db --status open --format jsonl")]
     Incidents {
         /// The database.
         #[arg(long)]
@@ -109,6 +97,9 @@ enum Command {
     },
     /// Show an entity's timeline: every event, the state it moved to and how long it
     /// stayed, the incidents raised, and rejected events for that subject.
+    #[command(after_help = "Examples:\n  \
+        lifewatch replay fixtures/stuck.jsonl --db /tmp/lifewatch-stuck.db > /dev/null\n  \
+        lifewatch show --db /tmp/lifewatch-stuck.db dsp_late")]
     Show {
         /// The database.
         #[arg(long)]
@@ -120,12 +111,19 @@ enum Command {
         format: Format,
     },
     /// On-call reports over a database.
+    #[command(after_help = "Examples:\n  \
+        lifewatch replay fixtures/launch-day.jsonl --db /tmp/lifewatch.db > /dev/null\n  \
+        lifewatch report stuck --db /tmp/lifewatch.db")]
     Report {
         #[command(subcommand)]
         report: ReportCommand,
     },
     /// Recompute every projection and incident from the event log alone and compare
     /// with what is stored. Exit 1 if they differ.
+    #[command(after_help = "Examples:\n  \
+        lifewatch replay fixtures/launch-day.jsonl --db /tmp/lifewatch.db > /dev/null\n  \
+        lifewatch rebuild --db /tmp/lifewatch.db\n  \
+        lifewatch rebuild --db /tmp/lifewatch.db --repair")]
     Rebuild {
         /// The database.
         #[arg(long)]
@@ -138,6 +136,9 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// List the rejected events kept in a database.
+    #[command(after_help = "Examples:\n  \
+        lifewatch replay fixtures/bad-input.jsonl --db /tmp/lifewatch-bad.db > /dev/null\n  \
+        lifewatch rejected --db /tmp/lifewatch-bad.db --reason malformed_json")]
     Rejected {
         /// The database.
         #[arg(long)]
@@ -155,6 +156,10 @@ enum Command {
     /// List the incident transitions set aside: the NATS server refused them for
     /// good (payload too large, invalid subject, no stream for the subject), so the
     /// monitor stopped retrying them and published the others.
+    #[command(after_help = "Examples:\n  \
+        lifewatch replay fixtures/launch-day.jsonl --db /tmp/lifewatch.db > /dev/null\n  \
+        lifewatch outbox --db /tmp/lifewatch.db\n  \
+        lifewatch outbox --db /tmp/lifewatch.db --format jsonl")]
     Outbox {
         /// The database.
         #[arg(long)]
@@ -164,6 +169,9 @@ enum Command {
         format: Format,
     },
     /// Feed rejected events through validation again; accepted ones join the log.
+    #[command(after_help = "Examples:\n  \
+        lifewatch replay fixtures/bad-input.jsonl --db /tmp/lifewatch-bad.db > /dev/null\n  \
+        lifewatch redrive --db /tmp/lifewatch-bad.db --reason unknown_type")]
     Redrive {
         /// The database.
         #[arg(long)]
@@ -179,91 +187,28 @@ enum Command {
     /// reaches an owner, every runbook named exists.
     ///
     /// Prints the routing table; exits 1 with one line per problem.
-    Check {
-        /// Configuration file (default: the shipped ops/lifewatch.toml, built in).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Directory that runbook paths are relative to.
-        #[arg(long, default_value = ".")]
-        root: PathBuf,
-    },
+    #[command(after_help = commands::check::EXAMPLES)]
+    Check(commands::check::CheckArgs),
     /// Generate a realistic, time-ordered event stream (JSON Lines).
     ///
     /// The same seed always gives the same stream. With --faults it also contains
     /// every kind of trouble lifewatch detects, plus duplicates and malformed lines.
-    Simulate {
-        /// Seed of the pseudo-random generator.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// How many accounts to simulate (about 10 events each).
-        #[arg(long, default_value_t = 100)]
-        accounts: u64,
-        /// Inject faults: stuck entities, failures, illegal transitions, quota
-        /// breaches, outages, duplicates and malformed lines.
-        #[arg(long)]
-        faults: bool,
-        /// Write to this file instead of standard output.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Time of the first event (RFC 3339; default 2026-11-27T00:00:00Z).
-        #[arg(long, value_parser = parse_time)]
-        start: Option<Timestamp>,
-        /// Publish live traffic to NATS instead of writing a file: the simulator's
-        /// events in order, each timed at the wall clock when sent.
-        #[command(flatten)]
-        nats: live::NatsFlags,
-        /// With --nats: events per second.
-        #[arg(long, value_name = "EVENTS_PER_S", default_value_t = 100.0)]
-        rate: f64,
-        /// With --nats: how long to publish (e.g. 30s, 5m).
-        #[arg(long, value_name = "D", default_value = "1m", value_parser = parse_duration)]
-        duration: std::time::Duration,
-        /// With --nats: configuration file whose `[nats]` section gives connection options.
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
+    #[command(after_help = commands::simulate::EXAMPLES)]
+    Simulate(commands::simulate::SimulateArgs),
     /// Run the live monitor: consume events from NATS JetStream, store them,
     /// detect incidents in real time and publish them to the INCIDENTS stream.
     ///
     /// Stops cleanly on SIGINT or SIGTERM (exit 0). Exit 1 when NATS refuses the
     /// credentials or the store fails; 2 for a bad configuration.
-    Run {
-        #[command(flatten)]
-        nats: live::NatsFlags,
-        /// The SQLite event store (created if missing).
-        #[arg(long)]
-        db: PathBuf,
-        /// Configuration file (default: the shipped ops/lifewatch.toml, built in).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Only bind to existing streams; never create them.
-        #[arg(long)]
-        no_create: bool,
-        /// Log format on standard error.
-        #[arg(long, value_enum, default_value = "human")]
-        log_format: live::LogFormat,
-    },
+    #[command(after_help = commands::run::EXAMPLES)]
+    Run(commands::run::RunArgs),
     /// Publish event files to NATS JetStream, each event to its subject with
     /// Nats-Msg-Id = its id; report how many were stored and how many were duplicates.
-    Publish {
-        /// Event files (JSON Lines); `-` for standard input.
-        files: Vec<PathBuf>,
-        #[command(flatten)]
-        nats: live::NatsFlags,
-        /// Publish invalid lines too, unchanged (they are skipped and reported otherwise).
-        #[arg(long)]
-        raw: bool,
-        /// Configuration file whose `[nats]` section gives connection options.
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
-}
-
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let duration = lifewatch_core::Duration::parse_human(text)?;
-    u64::try_from(duration.as_nanos())
-        .map(std::time::Duration::from_nanos)
-        .map_err(|_| format!("{text:?} is negative"))
+    #[command(after_help = commands::publish::EXAMPLES)]
+    Publish(commands::publish::PublishArgs),
+    /// Print a shell completion script to standard output.
+    #[command(after_help = commands::completions::EXAMPLES)]
+    Completions(commands::completions::CompletionsArgs),
 }
 
 /// `lifewatch report` reports.
@@ -271,6 +216,9 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 enum ReportCommand {
     /// What is stuck now, grouped by owner and state, oldest first, with how long
     /// past its deadline each one is.
+    #[command(after_help = "Examples:\n  \
+        lifewatch replay fixtures/launch-day.jsonl --db /tmp/lifewatch.db > /dev/null\n  \
+        lifewatch report stuck --db /tmp/lifewatch.db --now 2026-11-28T00:00:00Z --format jsonl")]
     Stuck {
         /// The database.
         #[arg(long)]
@@ -294,32 +242,6 @@ enum StatusArg {
     Resolved,
 }
 
-fn parse_kind(text: &str) -> Result<lifewatch_core::IncidentKind, String> {
-    lifewatch_core::IncidentKind::parse(text).ok_or_else(|| format!("{text:?} is not an incident kind"))
-}
-
-fn parse_reason(text: &str) -> Result<lifewatch_core::RejectReason, String> {
-    lifewatch_core::RejectReason::parse(text).ok_or_else(|| format!("{text:?} is not a rejection reason"))
-}
-
-fn parse_time(text: &str) -> Result<Timestamp, String> {
-    Timestamp::parse_rfc3339(text)
-        .ok_or_else(|| format!("{text:?} is not an RFC 3339 time with an offset, e.g. 2026-11-27T12:00:00Z"))
-}
-
-/// Reads and validates the configuration, or the built-in default.
-pub fn load_config(path: Option<&Path>) -> Result<Config, String> {
-    match path {
-        None => Config::from_toml(lifewatch_core::DEFAULT_CONFIG_TOML)
-            .map_err(|error| format!("built-in configuration: {error}")),
-        Some(path) => {
-            let text =
-                std::fs::read_to_string(path).map_err(|error| format!("{}: {error}", path.display()))?;
-            Config::from_toml(&text).map_err(|error| format!("{}: {error}", path.display()))
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -327,6 +249,10 @@ fn main() -> ExitCode {
         Err(error) => {
             if error.chain().any(is_broken_pipe) {
                 return ExitCode::SUCCESS;
+            }
+            if error.chain().any(|cause| cause.is::<UsageError>()) {
+                eprintln!("lifewatch: {}", error_message(&error));
+                return ExitCode::from(EXIT_USAGE);
             }
             eprintln!("lifewatch: error: {}", error_message(&error));
             ExitCode::FAILURE
@@ -352,38 +278,14 @@ fn is_broken_pipe(error: &(dyn std::error::Error + 'static)) -> bool {
     error.downcast_ref::<io::Error>().is_some_and(|error| error.kind() == io::ErrorKind::BrokenPipe)
 }
 
-fn usage_error(message: &str) -> ExitCode {
-    eprintln!("lifewatch: {message}");
-    ExitCode::from(EXIT_USAGE)
-}
-
-fn config_or_exit(path: Option<&Path>) -> Result<Config, ExitCode> {
-    load_config(path).map_err(|message| {
-        eprintln!("lifewatch: bad configuration: {message}");
-        ExitCode::from(EXIT_USAGE)
-    })
-}
-
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Replay { files, now, config, format, db, batch_lines } => {
-            let config = match config_or_exit(config.as_deref()) {
-                Ok(config) => config,
-                Err(code) => return Ok(code),
-            };
-            if let Some(db) = db {
-                commands::replay_db::run(&db, &files, now, config, format, batch_lines)?;
-                return Ok(ExitCode::SUCCESS);
-            }
-            let mut engine = Engine::new(config);
-            let mut totals = replay::feed(&mut engine, &files)?;
-            replay::finish(&mut engine, now);
-            totals.entities = engine.entity_count();
-            let order = engine.sorted_incidents();
-            output::print_record_stream(order.into_iter().filter_map(|index| engine.record(index)), format)?;
-            replay::report(&totals)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Replay(args) => commands::replay::run(args),
+        Command::Check(args) => commands::check::run(args),
+        Command::Simulate(args) => commands::simulate::run(args),
+        Command::Run(args) => commands::run::run(args),
+        Command::Publish(args) => commands::publish::run(args),
+        Command::Completions(args) => commands::completions::run(args),
         Command::Incidents { db, status, owner, kind, since, format } => {
             let status = status.map(|status| match status {
                 StatusArg::Open => lifewatch_core::Status::Open,
@@ -396,19 +298,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Show { db, entity_id, format } => commands::show::run(&db, &entity_id, format),
         Command::Report { report: ReportCommand::Stuck { db, now, config, format } } => {
-            let config = match config_or_exit(config.as_deref()) {
-                Ok(config) => config,
-                Err(code) => return Ok(code),
-            };
-            commands::report::stuck(&db, now, &config, format)?;
+            let config = AppConfig::load(config.as_deref())?;
+            commands::report::stuck(&db, now, &config.engine, format)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Rebuild { db, repair, config } => {
-            let config = match config_or_exit(config.as_deref()) {
-                Ok(config) => config,
-                Err(code) => return Ok(code),
-            };
-            commands::rebuild::run(&db, config, repair)
+            let config = AppConfig::load(config.as_deref())?;
+            commands::rebuild::run(&db, config.engine, repair)
         }
         Command::Rejected { db, reason, all, format } => {
             let filter =
@@ -421,89 +317,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Redrive { db, reason, config } => {
-            let config = match config_or_exit(config.as_deref()) {
-                Ok(config) => config,
-                Err(code) => return Ok(code),
-            };
-            commands::redrive::run(&db, reason, config)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Check { config, root } => {
-            let config = match config_or_exit(config.as_deref()) {
-                Ok(config) => config,
-                Err(code) => return Ok(code),
-            };
-            let problems = check::check(&config, &root, &mut io::stdout().lock())?;
-            for problem in &problems {
-                eprintln!("lifewatch check: {problem}");
-            }
-            Ok(if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-        }
-        Command::Run { nats, db, config, no_create, log_format } => {
-            let config = match config_or_exit(config.as_deref()) {
-                Ok(config) => config,
-                Err(code) => return Ok(code),
-            };
-            let nats = match nats.nats_config(&config) {
-                Ok(nats) => nats,
-                Err(message) => return Ok(usage_error(&message)),
-            };
-            live::init_logging(log_format);
-            live::run(config, nats, db, no_create)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Publish { files, nats, raw, config } => {
-            let config = match config_or_exit(config.as_deref()) {
-                Ok(config) => config,
-                Err(code) => return Ok(code),
-            };
-            let nats = match nats.nats_config(&config) {
-                Ok(nats) => nats,
-                Err(message) => return Ok(usage_error(&message)),
-            };
-            publish::publish(nats, files, raw)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Simulate { seed, accounts, faults, out, start, nats, rate, duration, config } => {
-            let mut options = lifewatch_sim::SimulateOptions { seed, accounts, faults, ..Default::default() };
-            if let Some(start) = start {
-                options.start = start.unix_nanos().div_euclid(1_000_000_000);
-            }
-            if nats.url.is_some() {
-                let config = match config_or_exit(config.as_deref()) {
-                    Ok(config) => config,
-                    Err(code) => return Ok(code),
-                };
-                let nats = match nats.nats_config(&config) {
-                    Ok(nats) => nats,
-                    Err(message) => return Ok(usage_error(&message)),
-                };
-                live::init_logging(live::LogFormat::Human);
-                // Live traffic needs more accounts than a file: enough for the whole run.
-                options.accounts = options.accounts.max((rate * duration.as_secs_f64() / 10.0) as u64 + 10);
-                live::simulate(nats, options, rate, duration)?;
-                return Ok(ExitCode::SUCCESS);
-            }
-            let stats = match out {
-                Some(path) => {
-                    let file = std::fs::File::create(&path)
-                        .with_context(|| format!("cannot create {}", path.display()))?;
-                    let mut writer = io::BufWriter::with_capacity(256 * 1024, file);
-                    let stats = lifewatch_sim::generate(options, &mut writer)?;
-                    writer.flush().with_context(|| format!("cannot write {}", path.display()))?;
-                    stats
-                }
-                None => {
-                    let mut writer = io::BufWriter::with_capacity(256 * 1024, io::stdout().lock());
-                    let stats = lifewatch_sim::generate(options, &mut writer)?;
-                    writer.flush()?;
-                    stats
-                }
-            };
-            eprintln!(
-                "simulate: {} events, {} duplicates, {} malformed lines",
-                stats.events, stats.duplicates, stats.malformed
-            );
+            let config = AppConfig::load(config.as_deref())?;
+            commands::redrive::run(&db, reason, config.engine)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,12 +1,46 @@
-//! One module per command over a database: each reads through
-//! `lifewatch_store` (the typed answers of `lifewatch_store::query`) and
-//! renders with `crate::output`.
+//! One module per command, each with its clap arguments (where it has its
+//! own), its `Examples:` help section and a `run` function. The commands
+//! over a database read through `lifewatch_store` (the typed answers of
+//! `lifewatch_store::query`) and render with `crate::output`.
 
+pub mod check;
+pub mod completions;
 pub mod incidents;
 pub mod outbox;
+pub mod publish;
 pub mod rebuild;
 pub mod redrive;
 pub mod rejected;
+pub mod replay;
 pub mod replay_db;
 pub mod report;
+pub mod run;
 pub mod show;
+pub mod simulate;
+
+use anyhow::anyhow;
+use lifewatch_core::{IncidentKind, RejectReason, Timestamp};
+
+/// `--kind` values.
+pub fn parse_kind(text: &str) -> anyhow::Result<IncidentKind> {
+    IncidentKind::parse(text).ok_or_else(|| anyhow!("{text:?} is not an incident kind"))
+}
+
+/// `--reason` values.
+pub fn parse_reason(text: &str) -> anyhow::Result<RejectReason> {
+    RejectReason::parse(text).ok_or_else(|| anyhow!("{text:?} is not a rejection reason"))
+}
+
+/// RFC 3339 times (`--now`, `--since`, `--start`).
+pub fn parse_time(text: &str) -> anyhow::Result<Timestamp> {
+    Timestamp::parse_rfc3339(text)
+        .ok_or_else(|| anyhow!("{text:?} is not an RFC 3339 time with an offset, e.g. 2026-11-27T12:00:00Z"))
+}
+
+/// Human durations (`--duration 5m`).
+pub fn parse_duration(text: &str) -> anyhow::Result<std::time::Duration> {
+    let duration = lifewatch_core::Duration::parse_human(text).map_err(|message| anyhow!(message))?;
+    u64::try_from(duration.as_nanos())
+        .map(std::time::Duration::from_nanos)
+        .map_err(|_| anyhow!("{text:?} is negative"))
+}

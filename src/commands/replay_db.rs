@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use lifewatch_core::{Config, Timestamp};
 use lifewatch_store::{Durability, Fed, Writer, WriterOptions};
 
+use crate::commands::replay::{RejectedLine, ReplayTotals};
 use crate::output::{self, Format};
 use crate::pipeline::for_each_parsed;
-use crate::replay::{RejectedLine, ReplayTotals};
 
 /// Lines per transaction in `replay --db`. Each batch rewrites every page of
 /// the projections it touches (entity rows, incidents), so larger batches
@@ -97,6 +97,6 @@ pub fn run(
     totals.entities = engine.entity_count();
     let order = engine.sorted_incidents();
     output::print_record_stream(order.into_iter().filter_map(|index| engine.record(index)), format)?;
-    crate::replay::report(&totals)?;
+    crate::commands::replay::report(&totals)?;
     Ok(())
 }

@@ -360,3 +360,83 @@ fn one_core_and_two_threads_give_the_same_replay() {
     assert_eq!(output.stdout, threaded.stdout, "records differ between one core and two threads");
     assert_eq!(String::from_utf8_lossy(&output.stderr), threaded.stderr, "rejected-line summaries differ");
 }
+
+/// The subcommands listed in a `--help` text (its `Commands:` section), but `help`.
+fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|line| !line.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|line| line.starts_with("  "))
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_subcommand_help_ends_with_examples() {
+    let top = lifewatch(&["--help"], None);
+    top.assert_success();
+    let mut commands: Vec<Vec<String>> =
+        subcommands(&top.stdout_text()).into_iter().map(|name| vec![name]).collect();
+    assert!(commands.len() >= 12, "{}", top.stdout_text());
+    let mut index = 0;
+    while index < commands.len() {
+        let mut args: Vec<&str> = commands[index].iter().map(String::as_str).collect();
+        args.push("--help");
+        let run = lifewatch(&args, None);
+        run.assert_success();
+        let help = run.stdout_text();
+        assert!(help.contains("\nExamples:\n  lifewatch "), "{args:?} has no examples:\n{help}");
+        // Nested commands (`report stuck`) are checked too.
+        for nested in subcommands(&help) {
+            let mut path = commands[index].clone();
+            path.push(nested);
+            commands.push(path);
+        }
+        index += 1;
+    }
+    assert!(commands.iter().any(|path| path == &["report", "stuck"]), "{commands:?}");
+}
+
+#[test]
+fn version_and_completions() {
+    let version = lifewatch(&["--version"], None);
+    version.assert_success();
+    let text = version.stdout_text();
+    assert!(text.starts_with(&format!("lifewatch {}", env!("CARGO_PKG_VERSION"))), "{text}");
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let run = lifewatch(&["completions", shell], None);
+        run.assert_success();
+        assert!(run.stdout_text().contains("lifewatch"), "{shell}: {}", run.stdout_text());
+        assert!(run.stdout_text().contains("replay"), "{shell}: no subcommands");
+    }
+    let unknown = lifewatch(&["completions", "tcsh"], None);
+    assert_eq!(unknown.code, Some(2), "{}", unknown.stderr);
+}
+
+#[test]
+fn bad_live_and_nats_sections_exit_2_naming_the_key() {
+    let dir = TempDir::new("config-app");
+    let config =
+        config_with(&dir, |text| text.replace("allowed_lateness = \"30s\"", "allowed_lateness = \"soon\""));
+    let run = lifewatch(&["check", "--config", &config], None);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("live.allowed_lateness"), "{}", run.stderr);
+    let missing = dir.join("missing.toml");
+    let run = lifewatch(&["replay", "fixtures/stuck.jsonl", "--config", missing.to_str().unwrap()], None);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("bad configuration") && run.stderr.contains("missing.toml"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_rate_that_cannot_work_is_a_usage_error() {
+    // Refused before any connection is tried: nothing listens on port 1.
+    let run = lifewatch(&["simulate", "--nats", "nats://127.0.0.1:1", "--rate", "0"], None);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("--rate"), "{}", run.stderr);
+}

@@ -459,10 +459,7 @@ fn report_stuck_never_gives_a_false_all_clear_before_the_clock_is_set() {
     let run = lifewatch(&["report", "stuck", "--db", path_str(&db)], None);
     let text = run.assert_success().stdout_text();
     assert!(text.contains("prj_a"), "{text}");
-    assert!(
-        text.contains("stuck at 2026-11-27T10:20:00Z (the latest committed event): 1 entity"),
-        "{text}"
-    );
+    assert!(text.contains("stuck at 2026-11-27T10:20:00Z (the latest committed event): 1 entity"), "{text}");
     assert!(run.stderr.contains("the store's clock has not been set"), "{}", run.stderr);
     assert!(!run.stderr.contains("nothing is stuck"), "{}", run.stderr);
     let lines = lifewatch(&["report", "stuck", "--db", path_str(&db), "--format", "jsonl"], None);

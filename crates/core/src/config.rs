@@ -60,11 +60,6 @@ pub struct RawConfig {
     /// Runbook path per incident kind; kinds not listed get `ops/runbooks/<kind>.md`.
     #[serde(default)]
     pub runbooks: BTreeMap<String, String>,
-    /// Options of the live monitor.
-    #[serde(default)]
-    pub live: RawLive,
-    /// Options read by the NATS adapter (connection, streams); opaque here.
-    pub nats: Option<toml::Table>,
 }
 
 /// One plan.
@@ -99,18 +94,6 @@ pub struct RawOwnerRule {
     pub entities: Option<Vec<String>>,
     /// The team that owns matching incidents.
     pub owner: String,
-}
-
-/// Options of the live monitor.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawLive {
-    /// How long after a deadline falls due the live monitor waits for late
-    /// events before it declares the entity stuck (default `30s`).
-    pub allowed_lateness: Option<String>,
-    /// How far ahead of the wall clock an event may be timed before it is
-    /// rejected as `time_in_future` (default `5m`).
-    pub max_future: Option<String>,
 }
 
 /// A compiled owner rule.
@@ -148,26 +131,44 @@ pub struct Config {
     severity_overrides: Vec<SeverityOverride>,
     owner_rules: Vec<OwnerRule>,
     runbooks: [String; IncidentKind::ALL.len()],
-    /// Live mode: wait this long past a deadline before declaring stuck.
-    pub allowed_lateness: Duration,
-    /// Live mode: reject events timed further than this ahead of the wall clock.
-    pub max_future: Duration,
-    /// The `[nats]` table, for the NATS adapter to validate.
-    pub nats: toml::Table,
 }
 
+/// The top-level sections of the shipped file that belong to the application
+/// (the live monitor, the NATS adapter) rather than to the engine.
+const APPLICATION_SECTIONS: [&str; 2] = ["live", "nats"];
+
 impl Config {
-    /// Parses and validates a TOML configuration.
+    /// Parses and validates a TOML configuration that holds only the engine's
+    /// keys.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError::Syntax(error.to_string()))?;
         Config::from_raw(raw)
     }
 
+    /// Validates the engine's part of a parsed configuration file: a table
+    /// from which the application has taken its own sections. Unknown keys
+    /// are refused.
+    pub fn from_table(table: toml::Table) -> Result<Config, ConfigError> {
+        let raw: RawConfig = table
+            .try_into()
+            .map_err(|error: toml::de::Error| ConfigError::Syntax(error.message().to_string()))?;
+        Config::from_raw(raw)
+    }
+
     /// The shipped defaults.
     pub fn shipped() -> Config {
+        // The shipped file is the application's: it also holds sections the
+        // engine does not read, which are left out here.
+        let engine_part = toml::from_str::<toml::Table>(DEFAULT_CONFIG_TOML).map(|mut table| {
+            for section in APPLICATION_SECTIONS {
+                table.remove(section);
+            }
+            table
+        });
         // The shipped file is checked by a test; falling back to an empty
         // configuration would only drop deadlines, so there is none.
-        match Config::from_toml(DEFAULT_CONFIG_TOML) {
+        match engine_part.map_err(|error| ConfigError::Syntax(error.to_string())).and_then(Config::from_table)
+        {
             Ok(config) => config,
             Err(error) => panic!("the built-in ops/lifewatch.toml is invalid: {error}"),
         }
@@ -292,15 +293,6 @@ impl Config {
             runbooks[kind as usize] = path.clone();
         }
 
-        let duration = |key: &str, value: &Option<String>, default: i64| -> Result<Duration, ConfigError> {
-            match value {
-                None => Ok(Duration::from_seconds(default)),
-                Some(text) => Duration::parse_human(text).map_err(|message| invalid(key, message)),
-            }
-        };
-        let allowed_lateness = duration("live.allowed_lateness", &raw.live.allowed_lateness, 30)?;
-        let max_future = duration("live.max_future", &raw.live.max_future, 300)?;
-
         Ok(Config {
             deadlines,
             plans,
@@ -309,10 +301,57 @@ impl Config {
             severity_overrides,
             owner_rules,
             runbooks,
-            allowed_lateness,
-            max_future,
-            nats: raw.nats.unwrap_or_default(),
         })
+    }
+
+    /// A canonical description of everything the engine's results depend on,
+    /// each field named, in a fixed order. The store hashes it to tell whether
+    /// stored projections were computed under another configuration; it is
+    /// written out field by field (not a Debug print) so that adding a field
+    /// that does not change results does not force a recomputation, and so
+    /// that nothing else (such as a secret) can slip into it.
+    pub fn fingerprint_text(&self) -> String {
+        use std::fmt::Write;
+        let mut text = String::from("lifewatch engine configuration v1\n");
+        // Writing to a String cannot fail.
+        let mut line = |args: std::fmt::Arguments<'_>| {
+            let _ = text.write_fmt(args);
+            text.push('\n');
+        };
+        line(format_args!("outage_threshold={}", self.outage_threshold));
+        for state in State::all() {
+            if let Some(deadline) = self.deadline(state) {
+                line(format_args!("deadline {}.{state}={}ns", state.entity_type(), deadline.as_nanos()));
+            }
+        }
+        for (name, max_projects) in &self.plans {
+            line(format_args!("plan {name:?} max_projects={max_projects}"));
+        }
+        for kind in IncidentKind::ALL {
+            line(format_args!("severity {kind}={}", self.severities[kind as usize]));
+        }
+        for rule in &self.severity_overrides {
+            line(format_args!(
+                "severity_override kind={} entity={:?} state={:?} severity={}",
+                rule.kind,
+                rule.entity.map(SubjectType::as_str),
+                rule.state.map(|state| state.to_string()),
+                rule.severity
+            ));
+        }
+        for rule in &self.owner_rules {
+            let kinds =
+                rule.kinds.as_ref().map(|kinds| kinds.iter().map(|kind| kind.as_str()).collect::<Vec<_>>());
+            let entities = rule
+                .entities
+                .as_ref()
+                .map(|entities| entities.iter().map(|entity| entity.as_str()).collect::<Vec<_>>());
+            line(format_args!("owner kinds={kinds:?} entities={entities:?} owner={:?}", rule.owner));
+        }
+        for kind in IncidentKind::ALL {
+            line(format_args!("runbook {kind}={:?}", self.runbooks[kind as usize]));
+        }
+        text
     }
 
     /// The deadline of a state, if it has one.
@@ -446,5 +485,21 @@ mod tests {
         }
         let unknown = Config::from_toml("outage_treshold = 3\n").unwrap_err().to_string();
         assert!(unknown.contains("outage_treshold"), "{unknown}");
+        // The application's sections are not the engine's: left in, they are refused.
+        let mut table: toml::Table = toml::from_str("outage_threshold = 3\n").unwrap();
+        table.insert("live".into(), toml::Table::new().into());
+        let unknown = Config::from_table(table).unwrap_err().to_string();
+        assert!(unknown.contains("unknown field `live`"), "{unknown}");
+    }
+
+    #[test]
+    fn the_fingerprint_text_follows_what_the_engine_uses() {
+        let shipped = Config::shipped().fingerprint_text();
+        assert_eq!(shipped, Config::shipped().fingerprint_text());
+        assert!(shipped.contains("deadline project.provisioning=900000000000ns"), "{shipped}");
+        let edited = DEFAULT_CONFIG_TOML.replace("outage_threshold = 5", "outage_threshold = 6");
+        let mut table: toml::Table = toml::from_str(&edited).unwrap();
+        table.remove("live");
+        assert_ne!(Config::from_table(table).unwrap().fingerprint_text(), shipped);
     }
 }

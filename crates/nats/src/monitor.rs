@@ -28,6 +28,12 @@ pub struct MonitorOptions {
     pub nats: NatsConfig,
     /// Whether missing streams are created.
     pub create: CreateStreams,
+    /// How long past a deadline the monitor waits for late events before it
+    /// declares an entity stuck (`live.allowed_lateness`).
+    pub allowed_lateness: lifewatch_core::Duration,
+    /// How far ahead of the wall clock an event may be timed before it is
+    /// rejected as `time_in_future` (`live.max_future`).
+    pub max_future: lifewatch_core::Duration,
 }
 
 /// Counts of one run of the monitor, for the final log line and for tests.
@@ -118,8 +124,8 @@ pub async fn run_monitor(
         .build(client.clone());
     let streams = streams::ensure_streams(&jetstream, settings, options.create).await?;
     streams.check_subjects()?;
-    let lateness = writer.engine().config().allowed_lateness;
-    let max_future = writer.engine().config().max_future;
+    let lateness = options.allowed_lateness;
+    let max_future = options.max_future;
 
     let mut monitor = Monitor {
         jetstream,

@@ -291,17 +291,14 @@ impl Batch {
             blocks.insert(connection, path)?;
             return Ok(committed);
         }
-        let panicked = |what: &str| StoreError::BadData {
-            path: path.to_path_buf(),
-            detail: format!("the thread {what} panicked"),
-        };
+        let panicked = |thread: &'static str| StoreError::ThreadPanicked { path: path.to_path_buf(), thread };
         std::thread::scope(|scope| {
             let compressing = scope.spawn(|| blocks.compress(path, events));
             let serializing = scope.spawn(|| self.incident_json(path));
             let mut committed = self.write_entities(connection, path)?;
-            let json = serializing.join().unwrap_or_else(|_| Err(panicked("making incident JSON")))?;
+            let json = serializing.join().unwrap_or_else(|_| Err(panicked("incident JSON")))?;
             committed += self.write_incidents(connection, path, &json)?;
-            compressing.join().unwrap_or_else(|_| Err(panicked("compressing the log")))?;
+            compressing.join().unwrap_or_else(|_| Err(panicked("log compression")))?;
             Ok::<_, StoreError>(committed)
         })
         .and_then(|committed| {
@@ -315,10 +312,8 @@ impl Batch {
         self.incidents
             .iter()
             .map(|incident| {
-                serde_json::to_string(&incident.record).map_err(|error| StoreError::BadData {
-                    path: path.to_path_buf(),
-                    detail: error.to_string(),
-                })
+                serde_json::to_string(&incident.record)
+                    .map_err(|source| StoreError::Encode { path: path.to_path_buf(), source })
             })
             .collect()
     }

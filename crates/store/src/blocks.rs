@@ -44,10 +44,11 @@ pub(crate) struct BlockWriter {
 
 impl BlockWriter {
     pub(crate) fn new(path: &Path) -> Result<BlockWriter, StoreError> {
-        let mut compressor = zstd::bulk::Compressor::new(LEVEL).map_err(|error| compression(path, &error))?;
+        let mut compressor = zstd::bulk::Compressor::new(LEVEL)
+            .map_err(|error| compression(path, "start a compressor", error))?;
         compressor
             .set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
-            .map_err(|error| compression(path, &error))?;
+            .map_err(|error| compression(path, "turn checksums on", error))?;
         Ok(BlockWriter {
             compressor,
             raw: Vec::new(),
@@ -106,7 +107,7 @@ impl BlockWriter {
         self.frame.reserve(zstd::zstd_safe::compress_bound(self.raw.len()));
         self.compressor
             .compress_to_buffer(&self.raw, &mut self.frame)
-            .map_err(|error| compression(path, &error))?;
+            .map_err(|error| compression(path, "compress a block of the log", error))?;
         let start = self.compressed.len();
         self.compressed.extend_from_slice(&self.frame);
         self.blocks.push((first, count, self.raw.len() as i64, start..self.compressed.len()));
@@ -129,8 +130,8 @@ impl BlockWriter {
     }
 }
 
-fn compression(path: &Path, error: &std::io::Error) -> StoreError {
-    StoreError::BadData { path: path.to_path_buf(), detail: format!("zstd: {error}") }
+fn compression(path: &Path, context: &'static str, source: std::io::Error) -> StoreError {
+    StoreError::Compression { path: path.to_path_buf(), context, source }
 }
 
 /// A decompressed block.
@@ -213,7 +214,8 @@ pub(crate) struct BlockReader {
 
 impl BlockReader {
     pub(crate) fn new(path: &Path) -> Result<BlockReader, StoreError> {
-        let decompressor = zstd::bulk::Decompressor::new().map_err(|error| compression(path, &error))?;
+        let decompressor = zstd::bulk::Decompressor::new()
+            .map_err(|error| compression(path, "start a decompressor", error))?;
         Ok(BlockReader { decompressor })
     }
 

@@ -80,10 +80,7 @@ impl Checkpointer {
                     let _ = connection.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE);
                 }
             })
-            .map_err(|error| StoreError::BadData {
-                path: path.to_path_buf(),
-                detail: format!("cannot start the checkpoint thread: {error}"),
-            })?;
+            .map_err(|source| StoreError::Spawn { path: path.to_path_buf(), thread: "checkpoint", source })?;
         let hook_requests = requests.clone();
         // The WAL length when a checkpoint was last asked for; a shorter WAL
         // means that it started over.

@@ -96,13 +96,69 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
-    /// A stored value could not be decoded (an incident record, a time).
+    /// A stored value could not be decoded (a block of the log, an entity,
+    /// a list of events).
     #[error("{path}: stored data cannot be read back: {detail}")]
     BadData {
         /// The database.
         path: PathBuf,
         /// What was wrong.
         detail: String,
+    },
+    /// A stored incident record is not the JSON of a record.
+    #[error("{path}: a stored incident record cannot be read back: {source}")]
+    BadRecord {
+        /// The database.
+        path: PathBuf,
+        /// Why it cannot be decoded.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An incident record could not be made JSON.
+    #[error("{path}: cannot encode an incident record as JSON: {source}")]
+    Encode {
+        /// The database.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// zstd failed on a block of the event log.
+    #[error("{path}: zstd cannot {context}: {source}")]
+    Compression {
+        /// The database.
+        path: PathBuf,
+        /// What was being done.
+        context: &'static str,
+        /// zstd's report.
+        #[source]
+        source: io::Error,
+    },
+    /// A thread of the store could not be started.
+    #[error("{path}: cannot start the {thread} thread: {source}")]
+    Spawn {
+        /// The database.
+        path: PathBuf,
+        /// Which thread.
+        thread: &'static str,
+        /// The system's report.
+        #[source]
+        source: io::Error,
+    },
+    /// A thread of the store panicked; the batch it worked on was not stored.
+    #[error("{path}: the {thread} thread panicked")]
+    ThreadPanicked {
+        /// The database.
+        path: PathBuf,
+        /// Which thread.
+        thread: &'static str,
+    },
+    /// The thread of background commits is gone, so the batches it was
+    /// given have no result.
+    #[error("{path}: the thread of background commits stopped")]
+    CommitThreadStopped {
+        /// The database.
+        path: PathBuf,
     },
     /// An earlier commit failed, so the engine holds changes the database does
     /// not: the writer must be reopened, which restores the engine from the log.
@@ -138,5 +194,42 @@ pub(crate) trait Context<T> {
 impl<T> Context<T> for Result<T, rusqlite::Error> {
     fn context(self, path: &Path, context: &'static str) -> Result<T, StoreError> {
         self.map_err(|error| StoreError::sqlite(path, context, error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// A damaged incident record is reported as such, with serde's report
+    /// kept as the cause (it used to be flattened into a `BadData` string).
+    #[test]
+    fn a_damaged_incident_record_keeps_its_cause() {
+        let directory = std::env::temp_dir().join(format!("lifewatch-store-error-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&directory);
+        std::fs::create_dir_all(&directory).unwrap();
+        let path = directory.join("lifewatch.db");
+        let mut writer = crate::Writer::open(&path, lifewatch_core::Config::shipped()).unwrap();
+        let failed = serde_json::json!({"specversion": "1.0", "id": "e1", "source": "test/store",
+            "type": "account.onboarding_failed", "subject": "acc_1", "time": "2026-11-27T10:00:00Z",
+            "data": {"reason": "kyc"}});
+        assert_eq!(writer.feed(failed.to_string().as_bytes(), "input:1"), crate::Fed::Accepted);
+        writer.commit().unwrap();
+        drop(writer);
+        let connection = rusqlite::Connection::open(&path).unwrap();
+        assert!(connection.execute("UPDATE incident_records SET record = '{torn'", []).unwrap() >= 1);
+        drop(connection);
+        let store = crate::Store::open_read_only(&path).unwrap();
+        match store.incidents(&crate::IncidentFilter::default()) {
+            Err(error @ StoreError::BadRecord { .. }) => {
+                assert!(error.source().is_some_and(|source| source.is::<serde_json::Error>()), "{error}");
+                assert!(error.to_string().contains("incident record"), "{error}");
+            }
+            other => panic!("expected BadRecord, got {other:?}"),
+        }
+        drop(store);
+        std::fs::remove_dir_all(&directory).unwrap();
     }
 }

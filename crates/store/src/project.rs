@@ -381,7 +381,7 @@ fn expected(engine: &Engine, path: &Path, lists: &HashMap<i64, Vec<i64>>) -> Res
         }
         let Some(record) = engine.record(slot) else { continue };
         let json = serde_json::to_string(&record)
-            .map_err(|error| StoreError::BadData { path: path.to_path_buf(), detail: error.to_string() })?;
+            .map_err(|source| StoreError::Encode { path: path.to_path_buf(), source })?;
         incidents.insert(record.id.clone(), (slot, record, json));
     }
     let mut entities = BTreeMap::new();

@@ -181,10 +181,8 @@ impl Store {
         while let Some(row) = rows.next().context(path, "read incidents")? {
             let json =
                 row.get_ref(0).and_then(|value| Ok(value.as_str()?)).context(path, "read incidents")?;
-            let record = serde_json::from_str(json).map_err(|error| StoreError::BadData {
-                path: path.clone(),
-                detail: format!("an incident record is not valid: {error}"),
-            })?;
+            let record = serde_json::from_str(json)
+                .map_err(|source| StoreError::BadRecord { path: path.clone(), source })?;
             records.push((record, rest(row).context(path, "read incidents")?));
         }
         Ok(records)

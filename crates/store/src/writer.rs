@@ -191,10 +191,7 @@ impl Background {
                     }
                 }
             })
-            .map_err(|error| StoreError::BadData {
-                path,
-                detail: format!("cannot start the thread of background commits: {error}"),
-            })?;
+            .map_err(|source| StoreError::Spawn { path, thread: "background commit", source })?;
         Ok(Background { batches: Some(batches), results, in_flight: 0, thread: Some(thread) })
     }
 
@@ -214,10 +211,7 @@ impl Background {
 }
 
 fn commit_thread_stopped(path: &Path) -> StoreError {
-    StoreError::BadData {
-        path: path.to_path_buf(),
-        detail: "the thread of background commits stopped".to_string(),
-    }
+    StoreError::CommitThreadStopped { path: path.to_path_buf() }
 }
 
 impl Drop for Background {
@@ -723,8 +717,9 @@ impl Writer {
 /// A fingerprint of the configuration: projections stored with another one
 /// are recomputed at open.
 fn config_fingerprint(config: &Config) -> i64 {
-    // The Debug form holds every field, in a fixed order.
-    xxhash_rust::xxh3::xxh3_64(format!("{config:?}").as_bytes()) as i64
+    // Only what the engine's results depend on, named field by field: the
+    // application's sections (`[live]`, `[nats]`) are not part of `Config`.
+    xxhash_rust::xxh3::xxh3_64(config.fingerprint_text().as_bytes()) as i64
 }
 
 /// The wall clock in nanoseconds since 1970 (0 before it).

@@ -4,13 +4,45 @@
 //! duplicates.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::Args;
 use lifewatch_core::{MAX_LINE_BYTES, parse_event};
 use lifewatch_nats::{CreateStreams, NatsConfig, Outgoing, Publisher};
 
+use crate::config::AppConfig;
 use crate::input::{Input, Line, for_each_line, is_blank};
+use crate::live::NatsFlags;
+
+/// The `Examples:` section of `lifewatch publish --help`.
+pub const EXAMPLES: &str = "Examples:
+  lifewatch publish --nats nats://127.0.0.1:4222 fixtures/launch-day.jsonl
+  lifewatch publish --nats nats://127.0.0.1:4222 --raw fixtures/bad-input.jsonl";
+
+/// `lifewatch publish` arguments.
+#[derive(Args)]
+pub struct PublishArgs {
+    /// Event files (JSON Lines); `-` for standard input.
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    nats: NatsFlags,
+    /// Publish invalid lines too, unchanged (they are skipped and reported otherwise).
+    #[arg(long)]
+    raw: bool,
+    /// Configuration file whose `[nats]` section gives connection options.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// `lifewatch publish`.
+pub fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
+    let config = AppConfig::load(args.config.as_deref())?;
+    let nats = args.nats.nats_config(&config.nats)?;
+    publish(nats, args.files, args.raw)?;
+    Ok(ExitCode::SUCCESS)
+}
 
 /// Pending acknowledgements at most; enough to keep the server busy.
 const MAX_IN_FLIGHT: usize = 8_192;
@@ -26,7 +58,7 @@ enum Prepared {
 /// (to test how a monitor rejects them): to the subject their `type` and
 /// `subject` attributes name when they have them, else to
 /// `lifecycle.invalid.<line>.malformed`.
-pub fn publish(nats: NatsConfig, files: Vec<PathBuf>, raw: bool) -> anyhow::Result<()> {
+fn publish(nats: NatsConfig, files: Vec<PathBuf>, raw: bool) -> anyhow::Result<()> {
     let files = if files.is_empty() { vec![PathBuf::from("-")] } else { files };
     let runtime = crate::live::runtime()?;
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<Prepared>(16_384);

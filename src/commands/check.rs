@@ -1,9 +1,39 @@
 //! `lifewatch check`: the configuration and the operations package agree.
 
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
+use clap::Args;
 use lifewatch_core::{Config, IncidentKind, State, SubjectType};
+
+use crate::config::AppConfig;
+
+/// The `Examples:` section of `lifewatch check --help`.
+pub const EXAMPLES: &str = "Examples:
+  lifewatch check
+  lifewatch check --config ops/lifewatch.toml --root .";
+
+/// `lifewatch check` arguments.
+#[derive(Args)]
+pub struct CheckArgs {
+    /// Configuration file (default: the shipped ops/lifewatch.toml, built in).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Directory that runbook paths are relative to.
+    #[arg(long, default_value = ".")]
+    root: PathBuf,
+}
+
+/// `lifewatch check`: exit 1 when there is a problem.
+pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let config = AppConfig::load(args.config.as_deref())?;
+    let problems = check(&config.engine, &args.root, &mut io::stdout().lock())?;
+    for problem in &problems {
+        eprintln!("lifewatch check: {problem}");
+    }
+    Ok(if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
 
 /// The entity types each kind of incident can be about.
 pub fn subjects_of(kind: IncidentKind) -> &'static [SubjectType] {

@@ -1,0 +1,162 @@
+//! The application configuration: one TOML file (`ops/lifewatch.toml` by
+//! default) read once, split into the engine's part (core's [`Config`]) and
+//! the sections the binary and its adapters own: `[live]` for the live
+//! monitor and `[nats]` for the NATS adapter.
+
+use std::path::Path;
+
+use lifewatch_core::{Config, Duration};
+use serde::Deserialize;
+
+use crate::error::UsageError;
+
+/// What is wrong with a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read it")]
+    Read(#[source] std::io::Error),
+    /// The file is not valid TOML.
+    #[error("{0}")]
+    Syntax(toml::de::Error),
+    /// The engine's part is invalid (an unknown key, a bad deadline…).
+    #[error(transparent)]
+    Engine(#[from] lifewatch_core::ConfigError),
+    /// A key of an application section (`[live]`, `[nats]`) is invalid.
+    #[error("`{key}`: {message}")]
+    Invalid {
+        /// The dotted key.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// Options of the live monitor (`[live]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiveConfig {
+    /// Wait this long past a deadline before declaring an entity stuck.
+    pub allowed_lateness: Duration,
+    /// Reject events timed further than this ahead of the wall clock.
+    pub max_future: Duration,
+}
+
+/// `[live]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLive {
+    allowed_lateness: Option<String>,
+    max_future: Option<String>,
+}
+
+/// The whole configuration file, validated (except `[nats]`, which is
+/// validated with the command-line flags that override it).
+#[derive(Debug)]
+pub struct AppConfig {
+    /// What the engine runs on.
+    pub engine: Config,
+    /// `[live]`.
+    pub live: LiveConfig,
+    /// The `[nats]` table, for `lifewatch_nats::NatsConfig::from_table`.
+    pub nats: toml::Table,
+}
+
+impl AppConfig {
+    /// Reads and validates the configuration file, or the built-in default.
+    /// Every failure is a [`UsageError`] naming the file.
+    pub fn load(path: Option<&Path>) -> Result<AppConfig, UsageError> {
+        match path {
+            None => AppConfig::from_toml(lifewatch_core::DEFAULT_CONFIG_TOML)
+                .map_err(|source| UsageError::Config { origin: "built-in configuration".into(), source }),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|error| UsageError::unreadable(path.to_path_buf(), error))?;
+                AppConfig::from_toml(&text)
+                    .map_err(|source| UsageError::Config { origin: path.display().to_string(), source })
+            }
+        }
+    }
+
+    /// Parses and validates a configuration text.
+    pub fn from_toml(text: &str) -> Result<AppConfig, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text).map_err(ConfigError::Syntax)?;
+        let live = match table.remove("live") {
+            None => RawLive::default(),
+            Some(toml::Value::Table(live)) => live.try_into().map_err(|error: toml::de::Error| {
+                ConfigError::Invalid { key: "live".into(), message: error.message().to_string() }
+            })?,
+            Some(_) => {
+                return Err(ConfigError::Invalid { key: "live".into(), message: "must be a table".into() });
+            }
+        };
+        let nats = match table.remove("nats") {
+            None => toml::Table::new(),
+            Some(toml::Value::Table(nats)) => nats,
+            Some(_) => {
+                return Err(ConfigError::Invalid { key: "nats".into(), message: "must be a table".into() });
+            }
+        };
+        let engine = Config::from_table(table)?;
+        let duration = |key: &str, value: Option<String>, default: i64| match value {
+            None => Ok(Duration::from_seconds(default)),
+            Some(text) => Duration::parse_human(&text)
+                .map_err(|message| ConfigError::Invalid { key: key.into(), message: message.to_string() }),
+        };
+        let live = LiveConfig {
+            allowed_lateness: duration("live.allowed_lateness", live.allowed_lateness, 30)?,
+            max_future: duration("live.max_future", live.max_future, 300)?,
+        };
+        Ok(AppConfig { engine, live, nats })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_file_splits_into_its_parts() {
+        let config = AppConfig::from_toml(lifewatch_core::DEFAULT_CONFIG_TOML).unwrap();
+        assert_eq!(config.live.allowed_lateness, Duration::from_seconds(30));
+        assert_eq!(config.live.max_future, Duration::from_seconds(300));
+        assert_eq!(config.engine.fingerprint_text(), Config::shipped().fingerprint_text());
+    }
+
+    /// The store recomputes every projection when the fingerprint changes:
+    /// editing what only the live monitor or the NATS adapter reads must not
+    /// cause that, nor may a password reach the fingerprint.
+    #[test]
+    fn the_fingerprint_covers_the_engine_only() {
+        let shipped = lifewatch_core::DEFAULT_CONFIG_TOML;
+        let fingerprint = |text: &str| AppConfig::from_toml(text).unwrap().engine.fingerprint_text();
+        let base = fingerprint(shipped);
+        let with_nats =
+            format!("{shipped}\n[nats]\nurl = \"nats://x:4222\"\npassword = \"hunter2-secret\"\n");
+        assert_eq!(fingerprint(&with_nats), base);
+        assert!(!fingerprint(&with_nats).contains("hunter2"));
+        let later = shipped.replace("allowed_lateness = \"30s\"", "allowed_lateness = \"2m\"");
+        assert_ne!(later, shipped);
+        assert_eq!(fingerprint(&later), base);
+        let deadline = shipped.replace("pending = \"15m\"", "pending = \"16m\"");
+        assert_ne!(deadline, shipped);
+        assert_ne!(fingerprint(&deadline), base);
+    }
+
+    #[test]
+    fn bad_sections_name_the_key() {
+        let shipped = lifewatch_core::DEFAULT_CONFIG_TOML;
+        let cases = [
+            (
+                shipped.replace("allowed_lateness = \"30s\"", "allowed_lateness = \"soon\""),
+                "live.allowed_lateness",
+            ),
+            (format!("{shipped}\nmax_futur = \"1m\"\n"), "max_futur"),
+            (shipped.replace("outage_threshold = 5", "outage_treshold = 5"), "outage_treshold"),
+            (format!("nats = 3\n{shipped}"), "nats"),
+        ];
+        for (text, key) in cases {
+            let message = AppConfig::from_toml(&text).unwrap_err().to_string();
+            assert!(message.contains(key), "{key}: {message}");
+        }
+    }
+}
