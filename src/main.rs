@@ -137,6 +137,29 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Check a database for damage without writing: SQLite's integrity check, every
+    /// block of the event log, the stored projections against the log (as rebuild),
+    /// and the log's end against the checkpoints. Exit 1 naming each problem.
+    Verify {
+        /// The database.
+        #[arg(long)]
+        db: PathBuf,
+        /// Configuration file (default: the shipped ops/lifewatch.toml, built in).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Output format: table for people, jsonl for tools.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Copy a database to a new file, safely while a writer runs (SQLite's VACUUM INTO).
+    Backup {
+        /// The database.
+        #[arg(long)]
+        db: PathBuf,
+        /// The copy to write; it must not exist.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// List the rejected events kept in a database.
     Rejected {
         /// The database.
@@ -410,6 +433,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             commands::rebuild::run(&db, config, repair)
         }
+        Command::Verify { db, config, format } => {
+            let config = match config_or_exit(config.as_deref()) {
+                Ok(config) => config,
+                Err(code) => return Ok(code),
+            };
+            commands::verify::run(&db, config, format)
+        }
+        Command::Backup { db, out } => commands::backup::run(&db, &out),
         Command::Rejected { db, reason, all, format } => {
             let filter =
                 lifewatch_store::query::RejectedFilter { reason, subject: None, include_redriven: all };

@@ -2,6 +2,7 @@
 //! `lifewatch_store` (the typed answers of `lifewatch_store::query`) and
 //! renders with `crate::output`.
 
+pub mod backup;
 pub mod incidents;
 pub mod outbox;
 pub mod rebuild;
@@ -10,3 +11,4 @@ pub mod rejected;
 pub mod replay_db;
 pub mod report;
 pub mod show;
+pub mod verify;

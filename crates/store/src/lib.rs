@@ -47,6 +47,7 @@
 //! [`Writer`], so the log holds exactly what the engine saw, and refolding it
 //! gives the same state.
 
+mod backup;
 mod batch;
 mod blocks;
 mod checkpoint;
@@ -58,6 +59,7 @@ pub mod query;
 mod read;
 mod schema;
 mod seqs;
+mod verify;
 mod writer;
 
 pub use error::StoreError;
@@ -65,6 +67,7 @@ pub use log::RestoreStats;
 pub use project::{Difference, StoredEntity};
 pub use read::{IncidentFilter, Store, StoreSummary, StoredEvent, StoredRejection};
 pub use schema::Durability;
+pub use verify::{Check, Verification};
 pub use writer::{
     Committed, Fed, OutboxEntry, RedriveSummary, SetAsideEntry, Writer, WriterOptions, set_aside_outbox,
 };
