@@ -212,3 +212,39 @@ fn a_checkpoint_past_the_end_of_the_log_is_reported_by_verify() {
         "{report}"
     );
 }
+
+#[test]
+fn a_damaged_log_block_and_a_missing_one_are_named_by_verify() {
+    let dir = TempDir::new("verify-log");
+    let db = launch_day(&dir);
+    let (damaged, missing) = {
+        let connection = rusqlite::Connection::open(&db).unwrap();
+        let blocks: Vec<(i64, i64, Vec<u8>)> = connection
+            .prepare("SELECT first_seq, count, data FROM event_blocks ORDER BY first_seq")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(blocks.len() >= 4, "the fixture fills several blocks");
+        // One byte flipped in the middle of the second block's frame.
+        let (first, _, mut data) = blocks[1].clone();
+        let middle = data.len() / 2;
+        data[middle] ^= 0x10;
+        connection
+            .execute("UPDATE event_blocks SET data = ?1 WHERE first_seq = ?2", rusqlite::params![data, first])
+            .unwrap();
+        // The third block gone.
+        let (gone, count, _) = blocks[2];
+        connection.execute("DELETE FROM event_blocks WHERE first_seq = ?1", [gone]).unwrap();
+        (first, (gone, gone + count - 1))
+    };
+    let run = verify(&db);
+    let report = run.stdout_text();
+    assert_eq!(run.code, Some(1), "{report}");
+    let failed = |text: &str| {
+        report.lines().any(|line| line.starts_with("FAIL") && line.contains("log ") && line.contains(text))
+    };
+    assert!(failed(&format!("the block of events from {damaged}")), "{report}");
+    assert!(failed(&format!("events {} to {} are missing from the log", missing.0, missing.1)), "{report}");
+}
