@@ -88,8 +88,14 @@ fn a_flipped_owner_in_an_incident_row_is_reported_by_rebuild_and_verify() {
     );
     assert!(report.lines().any(|line| line.starts_with("ok") && line.contains("integrity")), "{report}");
 
+    let outbox = |db: &Path| -> i64 {
+        let connection = rusqlite::Connection::open(db).unwrap();
+        connection.query_row("SELECT count(*) FROM outbox", [], |row| row.get(0)).unwrap()
+    };
+    let queued = outbox(&db);
     let repair = lifewatch(&["rebuild", "--db", path_str(&db), "--repair"], None);
     assert_eq!(repair.code, Some(1), "repair reports what it replaced");
+    assert_eq!(outbox(&db), queued, "the record subscribers were sent is right: nothing to publish");
     verify(&db).assert_success();
     let listed =
         lifewatch(&["incidents", "--db", path_str(&db), "--owner", &owner, "--format", "jsonl"], None);
@@ -123,6 +129,7 @@ fn a_damaged_index_page_is_reported_by_verify_and_a_writer_refuses_the_database(
     let damaged = std::fs::read(&db).unwrap();
 
     let run = verify(&db);
+    assert_eq!(std::fs::read(&db).unwrap(), damaged, "verify wrote into the database");
     let report = run.stdout_text();
     assert_eq!(run.code, Some(1), "{report}");
     assert!(
