@@ -12,6 +12,12 @@
 //! (incidents by page, an incident's history, an entity's timeline, the
 //! stuck report, rejected inputs), which the web API serves as they are.
 //!
+//! Damage never goes unnoticed: [`Store::verify`] runs every check (SQLite's
+//! integrity check, the log's blocks, the projections against the log, the
+//! log's end against the checkpoints) without writing, a [`Writer`] refuses
+//! to open a file whose quick check fails ([`StoreError::Damaged`]), and
+//! [`Store::backup`] copies a database safely while a writer runs.
+//!
 //! # The driver loop
 //!
 //! ```no_run
