@@ -3,6 +3,7 @@
 //! over a database read through `lifewatch_store` (the typed answers of
 //! `lifewatch_store::query`) and render with `crate::output`.
 
+pub mod backup;
 pub mod check;
 pub mod completions;
 pub mod incidents;
@@ -17,6 +18,7 @@ pub mod report;
 pub mod run;
 pub mod show;
 pub mod simulate;
+pub mod verify;
 
 use anyhow::anyhow;
 use lifewatch_core::{IncidentKind, RejectReason, Timestamp};

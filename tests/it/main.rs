@@ -16,3 +16,4 @@ mod snapshots;
 mod store;
 mod store_query;
 mod store_writer;
+mod verify;

@@ -356,10 +356,10 @@ impl Batch {
         for (name, position) in &pending.checkpoints {
             connection
                 .prepare_cached(
-                    "INSERT INTO checkpoints(name, position) VALUES (?1, ?2)
-                     ON CONFLICT(name) DO UPDATE SET position = excluded.position",
+                    "INSERT INTO checkpoints(name, position, log_seq) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(name) DO UPDATE SET position = excluded.position, log_seq = excluded.log_seq",
                 )
-                .and_then(|mut statement| statement.execute(params![name, position]))
+                .and_then(|mut statement| statement.execute(params![name, position, self.last_seq]))
                 .context(path, "store a checkpoint")?;
         }
         {

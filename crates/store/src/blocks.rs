@@ -296,6 +296,83 @@ impl BlockReader {
     }
 }
 
+/// What [`check_log`] found in a log that holds what its rows announce.
+#[derive(Clone, Copy, Default, Debug)]
+pub(crate) struct LogExtent {
+    /// Blocks read.
+    pub(crate) blocks: u64,
+    /// Events read.
+    pub(crate) events: u64,
+    /// The seq of the last event (0 when the log is empty).
+    pub(crate) last_seq: i64,
+}
+
+/// Reads every block of the log: each must decompress (zstd checks the
+/// frame's checksum), hold exactly the events and bytes its row announces,
+/// and follow the block before it without a gap or an overlap (seqs run
+/// from 1). Each problem goes to `problem`, and the check goes on with the
+/// next block; a row SQLite cannot read ends it.
+pub(crate) fn check_log(
+    connection: &Connection,
+    path: &Path,
+    mut problem: impl FnMut(String),
+) -> Result<LogExtent, StoreError> {
+    let mut reader = BlockReader::new(path)?;
+    let mut extent = LogExtent::default();
+    let mut statement = connection
+        .prepare("SELECT first_seq, count, size, data FROM event_blocks ORDER BY first_seq")
+        .context(path, "read the event log")?;
+    let mut rows = statement.query([]).context(path, "read the event log")?;
+    let mut block = Block::default();
+    loop {
+        let row = match rows.next() {
+            Ok(Some(row)) => row,
+            Ok(None) => break,
+            Err(error) => {
+                problem(format!("the log cannot be read past event {}: {error}", extent.last_seq));
+                break;
+            }
+        };
+        let columns = match columns(row) {
+            Ok(columns) => columns,
+            Err(error) => {
+                problem(format!("a block of events after event {} cannot be read: {error}", extent.last_seq));
+                continue;
+            }
+        };
+        let (first_seq, count, _, _) = columns;
+        extent.blocks += 1;
+        let expected = extent.last_seq + 1;
+        if first_seq > expected {
+            problem(format!("events {expected} to {} are missing from the log", first_seq - 1));
+        } else if first_seq < expected {
+            problem(format!(
+                "the block of events from {first_seq} overlaps the one before it, which ends at event {}",
+                extent.last_seq
+            ));
+        }
+        if count <= 0 {
+            problem(format!("the block of events from {first_seq} announces {count} events"));
+            continue;
+        }
+        extent.last_seq = extent.last_seq.max(first_seq + count - 1);
+        if let Err(error) = reader.decode(path, columns, &mut block) {
+            problem(match error {
+                StoreError::BadData { detail, .. } => detail,
+                error => error.to_string(),
+            });
+            continue;
+        }
+        for event in block.events() {
+            match event {
+                Ok(_) => extent.events += 1,
+                Err(detail) => problem(detail),
+            }
+        }
+    }
+    Ok(extent)
+}
+
 /// The columns of a row of `SELECT first_seq, count, size, data FROM event_blocks`.
 fn columns<'a>(row: &'a rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, i64, &'a [u8])> {
     Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get_ref(3)?.as_blob()?))

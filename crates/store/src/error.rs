@@ -96,6 +96,25 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// SQLite's `PRAGMA quick_check` found the file damaged when a writer
+    /// opened it: writing on would spread the damage, so the writer refuses.
+    #[error(
+        "{path} is corrupt, quick_check says: {detail}; nothing was written: run \
+         `lifewatch verify --db {path}` to see what is wrong, and restore the database from a backup \
+         (docs/operations.md)"
+    )]
+    Damaged {
+        /// The database.
+        path: PathBuf,
+        /// What quick_check reported (its first lines).
+        detail: String,
+    },
+    /// A backup was asked to write over a file that exists.
+    #[error("{path} exists already; a backup never overwrites a file, choose a new name")]
+    Exists {
+        /// The file asked for.
+        path: PathBuf,
+    },
     /// A stored value could not be decoded (a block of the log, an entity,
     /// a list of events).
     #[error("{path}: stored data cannot be read back: {detail}")]

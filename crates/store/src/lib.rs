@@ -12,6 +12,12 @@
 //! (incidents by page, an incident's history, an entity's timeline, the
 //! stuck report, rejected inputs), which the web API serves as they are.
 //!
+//! Damage never goes unnoticed: [`Store::verify`] runs every check (SQLite's
+//! integrity check, the log's blocks, the projections against the log, the
+//! log's end against the checkpoints) without writing, a [`Writer`] refuses
+//! to open a file whose quick check fails ([`StoreError::Damaged`]), and
+//! [`Store::backup`] copies a database safely while a writer runs.
+//!
 //! # The driver loop
 //!
 //! ```no_run
@@ -47,6 +53,7 @@
 //! [`Writer`], so the log holds exactly what the engine saw, and refolding it
 //! gives the same state.
 
+mod backup;
 mod batch;
 mod blocks;
 mod checkpoint;
@@ -58,6 +65,7 @@ pub mod query;
 mod read;
 mod schema;
 mod seqs;
+mod verify;
 mod writer;
 
 pub use error::StoreError;
@@ -65,6 +73,7 @@ pub use log::RestoreStats;
 pub use project::{Difference, StoredEntity};
 pub use read::{IncidentFilter, Store, StoreSummary, StoredEvent, StoredRejection};
 pub use schema::Durability;
+pub use verify::{Check, Verification};
 pub use writer::{
     Committed, Fed, OutboxEntry, RedriveSummary, SetAsideEntry, Writer, WriterOptions, set_aside_outbox,
 };

@@ -79,6 +79,16 @@ pub enum Difference {
         /// The record members that differ.
         fields: Vec<String>,
     },
+    /// An incident's row holds other values in the columns that filters read
+    /// (owner, status, kind, times) than its record as the log gives it. The
+    /// row is rewritten by a repair; subscribers are not told, as the record
+    /// they were sent is right.
+    IncidentRowDiffers {
+        /// Its id.
+        id: String,
+        /// The columns that differ, with the stored and the recomputed value.
+        fields: Vec<String>,
+    },
     /// The log gives an entity that is not stored.
     EntityMissing {
         /// Its type.
@@ -118,6 +128,9 @@ impl fmt::Display for Difference {
             Difference::IncidentExtra { id } => write!(f, "incident {id}: stored, not in the log"),
             Difference::IncidentDiffers { id, fields } => {
                 write!(f, "incident {id}: stored {} differ from the log", fields.join(", "))
+            }
+            Difference::IncidentRowDiffers { id, fields } => {
+                write!(f, "incident {id}: its stored row differs from the log: {}", fields.join(", "))
             }
             Difference::EntityMissing { entity_type, id } => {
                 write!(f, "{entity_type} {id}: in the log, not stored")
@@ -397,27 +410,105 @@ fn expected(engine: &Engine, path: &Path, lists: &HashMap<i64, Vec<i64>>) -> Res
     Ok(Expected { incidents, entities })
 }
 
-/// The stored incidents by id: the id of each one's record, and its JSON
-/// (empty if the record is missing).
+/// An incident as stored: its row's columns (text read leniently, so that a
+/// damaged byte is a difference rather than an error), the id of its record,
+/// and the record's JSON (empty if the record is missing).
+struct StoredIncident {
+    slot: i64,
+    key: String,
+    kind: String,
+    status: String,
+    owner: String,
+    entity_type: String,
+    entity_id: String,
+    opened_at: Option<i64>,
+    resolved_at: Option<i64>,
+    record_id: i64,
+    record: String,
+}
+
+/// A column as text: a value that is not valid UTF-8 (a damaged byte) is
+/// shown with replacement characters, and a value of another type as SQLite
+/// would print it, so that either compares unequal to what the log gives.
+fn lenient_text(value: rusqlite::types::ValueRef<'_>) -> String {
+    use rusqlite::types::ValueRef;
+    match value {
+        ValueRef::Null => String::new(),
+        ValueRef::Integer(number) => number.to_string(),
+        ValueRef::Real(number) => number.to_string(),
+        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
+/// The stored incidents by id.
 fn stored_incidents(
     connection: &Connection,
     path: &Path,
-) -> Result<HashMap<String, (i64, String)>, StoreError> {
+) -> Result<HashMap<String, StoredIncident>, StoreError> {
     let mut stored = HashMap::new();
     let mut statement = connection
         .prepare(
-            "SELECT incidents.id, record_id, coalesce(incident_records.record, '')
+            "SELECT incidents.id, slot, key, kind, status, owner, entity_type, entity_id, opened_at,
+                 resolved_at, record_id, coalesce(incident_records.record, '')
              FROM incidents LEFT JOIN incident_records ON incident_records.id = incidents.record_id",
         )
         .context(path, "read incidents")?;
     let mut rows = statement.query([]).context(path, "read incidents")?;
     while let Some(row) = rows.next().context(path, "read incidents")? {
-        let id: String = row.get(0).context(path, "read incidents")?;
-        let record_id: i64 = row.get(1).context(path, "read incidents")?;
-        let record: String = row.get(2).context(path, "read incidents")?;
-        stored.insert(id, (record_id, record));
+        let text = |index: usize| row.get_ref(index).map(lenient_text);
+        let integer = |index: usize| -> rusqlite::Result<Option<i64>> {
+            Ok(match row.get_ref(index)? {
+                rusqlite::types::ValueRef::Integer(number) => Some(number),
+                _ => None,
+            })
+        };
+        let incident = (|| {
+            Ok::<_, rusqlite::Error>((
+                text(0)?,
+                StoredIncident {
+                    slot: row.get(1)?,
+                    key: text(2)?,
+                    kind: text(3)?,
+                    status: text(4)?,
+                    owner: text(5)?,
+                    entity_type: text(6)?,
+                    entity_id: text(7)?,
+                    opened_at: integer(8)?,
+                    resolved_at: integer(9)?,
+                    record_id: row.get(10)?,
+                    record: text(11)?,
+                },
+            ))
+        })()
+        .context(path, "read incidents")?;
+        stored.insert(incident.0, incident.1);
     }
     Ok(stored)
+}
+
+/// The columns of an incident's row that differ from what `record` (the
+/// log's) and `slot` give: filters read these columns, not the record, so a
+/// damaged owner would silently drop the incident from `incidents --owner`.
+fn row_fields(stored: &StoredIncident, slot: u32, record: &IncidentRecord) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut check = |name: &str, stored: String, expected: String| {
+        if stored != expected {
+            fields.push(format!("{name} {stored:?} stored, {expected:?} from the log"));
+        }
+    };
+    let time = |time: Option<i64>| {
+        time.map_or("none".to_string(), |nanos| Timestamp::from_unix_nanos(nanos).to_string())
+    };
+    check("slot", stored.slot.to_string(), slot.to_string());
+    check("key", stored.key.clone(), record.key.clone());
+    check("kind", stored.kind.clone(), record.kind.as_str().to_string());
+    check("status", stored.status.clone(), record.status.as_str().to_string());
+    check("owner", stored.owner.clone(), record.owner.to_string());
+    check("entity_type", stored.entity_type.clone(), record.entity.entity_type.as_str().to_string());
+    check("entity_id", stored.entity_id.clone(), record.entity.id.to_string());
+    check("opened_at", time(stored.opened_at), time(Some(record.opened_at.unix_nanos())));
+    check("resolved_at", time(stored.resolved_at), time(record.resolved_at.map(Timestamp::unix_nanos)));
+    fields
 }
 
 /// Compares the stored projections with `engine` (refolded from the log),
@@ -432,12 +523,20 @@ pub(crate) fn compare(
     let mut differences = Vec::new();
 
     let mut stored_records = stored_incidents(connection, path)?;
-    for (id, (_, _, json)) in &expected.incidents {
-        match stored_records.remove(id).map(|(_, record)| record) {
-            None => differences.push(Difference::IncidentMissing { id: id.clone() }),
-            Some(stored) if stored != *json => differences
-                .push(Difference::IncidentDiffers { id: id.clone(), fields: json_fields(&stored, json) }),
-            Some(_) => {}
+    for (id, (slot, record, json)) in &expected.incidents {
+        let Some(stored) = stored_records.remove(id) else {
+            differences.push(Difference::IncidentMissing { id: id.clone() });
+            continue;
+        };
+        if stored.record != *json {
+            differences.push(Difference::IncidentDiffers {
+                id: id.clone(),
+                fields: json_fields(&stored.record, json),
+            });
+        }
+        let fields = row_fields(&stored, *slot, record);
+        if !fields.is_empty() {
+            differences.push(Difference::IncidentRowDiffers { id: id.clone(), fields });
         }
     }
     let mut extra: Vec<String> = stored_records.into_keys().collect();
@@ -516,7 +615,7 @@ pub(crate) fn rewrite(
     // The record each incident's row will point at: a new one for those
     // that changed, the stored one for the others.
     let mut record_ids: HashMap<&str, i64> =
-        stored.iter().map(|(id, (record_id, _))| (id.as_str(), *record_id)).collect();
+        stored.iter().map(|(id, incident)| (id.as_str(), incident.record_id)).collect();
     for difference in differences {
         match difference {
             Difference::IncidentMissing { id } | Difference::IncidentDiffers { id, .. } => {
@@ -532,11 +631,11 @@ pub(crate) fn rewrite(
                 }
             }
             Difference::IncidentExtra { id } => {
-                if let Some((record_id, json)) = stored.get(id)
-                    && let Ok(record) = serde_json::from_str::<IncidentRecord>(json)
+                if let Some(incident) = stored.get(id)
+                    && let Ok(record) = serde_json::from_str::<IncidentRecord>(&incident.record)
                 {
                     let transition = Transition::Retracted.as_str();
-                    note_transition(connection, path, &record, *record_id, transition, after_seq)?;
+                    note_transition(connection, path, &record, incident.record_id, transition, after_seq)?;
                 }
             }
             _ => {}

@@ -19,7 +19,7 @@ use crate::error::{Context, StoreError};
 pub(crate) const APPLICATION_ID: i64 = 0x4c57_4154;
 
 /// The newest schema version this build writes.
-pub(crate) const CURRENT_VERSION: i64 = 9;
+pub(crate) const CURRENT_VERSION: i64 = 10;
 
 /// Migration `n` (from 0) takes the schema from version `n` to `n + 1`.
 /// Migrations are history: a released one is never edited, a later one
@@ -221,6 +221,15 @@ const MIGRATIONS: [&str; CURRENT_VERSION as usize] = [
     ",
     // 9: the read side's indexes.
     READ_SIDE_INDEXES,
+    // 10: where the log ended when each checkpoint was written.
+    "
+    -- A checkpoint is written in the same transaction as the batch whose
+    -- input it acknowledges, so the log then ends at log_seq (the batch's
+    -- last event). A log that ends before it lost committed batches (a
+    -- database file copied without its WAL, a truncated WAL): `verify`
+    -- reports it. NULL for checkpoints written before this version.
+    ALTER TABLE checkpoints ADD COLUMN log_seq INTEGER;
+    ",
 ];
 
 /// Migration 9: the indexes of the read side's queries (`query.rs`).

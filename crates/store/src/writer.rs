@@ -254,6 +254,9 @@ impl Writer {
             });
         }
         let mut connection = schema::connect(path, Access::ReadWrite, options.durability)?;
+        // Before anything is written: a writer that goes on writing into a
+        // damaged B-tree spreads the damage, and its commits may be lost.
+        crate::verify::quick_check(&connection, path)?;
         if let Some(pages) = options.max_page_count {
             connection
                 .pragma_update(None, "max_page_count", pages)
