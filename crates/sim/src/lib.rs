@@ -67,6 +67,8 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::{self, Write};
 
+use chrono::{DateTime, Datelike, Timelike, Utc};
+
 const SEC: i64 = 1_000;
 const MIN: i64 = 60 * SEC;
 const HOUR: i64 = 60 * MIN;
@@ -326,20 +328,20 @@ fn scramble(n: u64, salt: u64) -> u64 {
 }
 
 /// RFC 3339 UTC, with milliseconds only when the instant has some.
+///
+/// chrono does the calendar arithmetic; the digits are written here rather
+/// than with chrono's `format`, which interprets a format string per call and
+/// would slow the million-event streams the benches generate. An instant
+/// beyond chrono's range (about 262,000 years either side of the epoch, only
+/// reachable through an absurd `start`) is written as the nearest one chrono
+/// can represent, so that generation never panics.
 fn fmt_time(ms: i64) -> String {
-    let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
-    let (days, tod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let (hh, mm, ss) = (tod / 3600, tod / 60 % 60, tod % 60);
+    let ms =
+        ms.clamp(DateTime::<Utc>::MIN_UTC.timestamp_millis(), DateTime::<Utc>::MAX_UTC.timestamp_millis());
+    let at = DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let (y, m, d) = (at.year(), at.month(), at.day());
+    let (hh, mm, ss) = (at.hour(), at.minute(), at.second());
+    let milli = ms.rem_euclid(1000);
     let frac = if milli == 0 { String::new() } else { format!(".{milli:03}") };
     format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}{frac}Z")
 }

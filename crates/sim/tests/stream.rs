@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use chrono::NaiveDate;
 use lifewatch_sim::{SimLine, SimStats, SimulateOptions, Simulator, generate};
 use serde_json::{Map, Value};
 
@@ -13,17 +14,9 @@ fn run(seed: u64, accounts: u64, faults: bool) -> (Vec<SimLine>, SimStats) {
     (lines, *sim.stats())
 }
 
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468
-}
-
 /// `YYYY-MM-DDTHH:MM:SS[.mmm]Z` (the only shape the simulator writes) to unix milliseconds.
 fn parse_time(s: &str) -> Option<i64> {
-    let n = |a: usize, b: usize| s.get(a..b)?.parse::<i64>().ok();
+    let n = |a: usize, b: usize| s.get(a..b)?.parse::<u32>().ok();
     let b = s.as_bytes();
     let shape =
         b.len() >= 20 && b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[13] == b':' && b[16] == b':';
@@ -33,11 +26,10 @@ fn parse_time(s: &str) -> Option<i64> {
         _ => return None,
     };
     let (y, mo, d, h, mi, se) = (n(0, 4)?, n(5, 7)?, n(8, 10)?, n(11, 13)?, n(14, 16)?, n(17, 19)?);
-    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
-    let mdays = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    let ok = shape && (1..=12).contains(&mo) && d >= 1 && d <= mdays[(mo - 1).clamp(0, 11) as usize];
-    (ok && h < 24 && mi < 60 && se < 60)
-        .then(|| ((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60_000 + se * 1000 + ms)
+    // chrono checks the calendar; `from_hms_milli_opt` would also take a leap
+    // second, which the simulator never writes, hence `se < 60`.
+    let at = NaiveDate::from_ymd_opt(i32::try_from(y).ok()?, mo, d)?.and_hms_milli_opt(h, mi, se, ms)?;
+    (shape && se < 60).then(|| at.and_utc().timestamp_millis())
 }
 
 /// (type, states it may arrive in ("" = missing), target state ("=" = unchanged), data fields:

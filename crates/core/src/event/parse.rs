@@ -416,12 +416,7 @@ impl<'a> Scratch<'a> {
             ));
         }
         let time_text = string_attribute(time, "time")?;
-        let time = Timestamp::parse_rfc3339(&time_text).ok_or_else(|| {
-            invalid(
-                "time",
-                format_args!("{time_text:?} is not an RFC 3339 time with an offset (Z or ±hh:mm)"),
-            )
-        })?;
+        let time = Timestamp::parse_rfc3339_with_reason(&time_text).map_err(|why| invalid("time", why))?;
         match datacontenttype {
             None => {}
             Some(Field::Str(content_type)) if content_type == "application/json" => {}

@@ -1,0 +1,76 @@
+//! RFC 3339 parsing (criterion): lifewatch's `Timestamp::parse_rfc3339`
+//! against chrono and jiff on the `time` attributes of a simulated `--faults`
+//! stream, and, for scale, the whole per-event cost (`parse_event` +
+//! `handle_event`) of the same stream, so that the share of time parsing can
+//! be read off. `parse_rfc3339` was hand-written when this bench was added
+//! and is now chrono plus SPEC's checks; the figures that decided the switch
+//! are at the top of `crates/core/src/time.rs`.
+//!
+//! `cargo bench --bench time -- --warm-up-time 1 --measurement-time 3`;
+//! compare the medians: the `time` group parses one string per event, the
+//! `event` group does all of an event's work.
+
+use std::str::FromStr;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use lifewatch_core::{Config, Engine, Timestamp, parse_event};
+use lifewatch_sim::{SimulateOptions, Simulator};
+
+/// About 270,000 lines, malformed ones included: a replay-sized stream.
+fn lines() -> Vec<String> {
+    let options = SimulateOptions { seed: 7, accounts: 25_000, faults: true, ..Default::default() };
+    Simulator::new(options).map(|line| line.line).collect()
+}
+
+/// The `time` attribute of every line that is a JSON object with one, as the
+/// consumer sees it (including the malformed times the simulator injects).
+fn times(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).ok()?;
+            Some(value.get("time")?.as_str()?.to_owned())
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let lines = lines();
+    let times = times(&lines);
+
+    let mut group = c.benchmark_group("time");
+    group.throughput(Throughput::Elements(times.len() as u64));
+    group.sample_size(20);
+    group.bench_function("lifewatch_parse_rfc3339", |b| {
+        b.iter(|| times.iter().filter_map(|text| Timestamp::parse_rfc3339(text)).count())
+    });
+    group.bench_function("chrono_parse_from_rfc3339", |b| {
+        b.iter(|| times.iter().filter_map(|text| chrono::DateTime::parse_from_rfc3339(text).ok()).count())
+    });
+    group.bench_function("jiff_timestamp_from_str", |b| {
+        b.iter(|| times.iter().filter_map(|text| jiff::Timestamp::from_str(text).ok()).count())
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("event");
+    group.throughput(Throughput::Elements(lines.len() as u64));
+    group.sample_size(20);
+    group.bench_function("lifewatch_parse_and_apply", |b| {
+        b.iter_batched(
+            || Engine::new(Config::shipped()),
+            |mut engine| {
+                for line in &lines {
+                    if let Ok(event) = parse_event(line.as_bytes()) {
+                        engine.handle_event(&event);
+                    }
+                }
+                engine
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
