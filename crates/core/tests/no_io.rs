@@ -21,6 +21,7 @@ const ALLOWED_DEPENDENCIES: &[(&str, &str)] = &[
     ("hashbrown", "hash tables, built without default features"),
     ("schemars", "JSON Schema generation from types, behind the `schema` feature"),
     ("strum", "derives of enum names"),
+    ("chrono", "RFC 3339 parsing and calendar arithmetic, without default features: no clock, no time zones"),
 ];
 
 /// Crates that do IO (or exist to): none may be anywhere in core's
@@ -106,30 +107,55 @@ fn dependency_problems(manifest: &toml::Table) -> Vec<String> {
         .collect()
 }
 
-/// Every package `root` depends on in a lock file, transitively.
-fn dependency_closure(lock: &toml::Table, root: &str) -> BTreeSet<String> {
-    let packages: Vec<&toml::Table> = lock
-        .get("package")
-        .and_then(toml::Value::as_array)
-        .map(|packages| packages.iter().filter_map(toml::Value::as_table).collect())
+/// Every package `root` needs to build and run, transitively, from `cargo
+/// metadata`'s resolve (normal dependencies only: dev-dependencies serve the
+/// tests and build dependencies run at build time; a lock file cannot tell
+/// them apart). Features are as the workspace unifies them, so a package that
+/// turns on a feature of a shared crate is seen here too.
+fn dependency_closure(metadata: &serde_json::Value, root: &str) -> BTreeSet<String> {
+    let empty = Vec::new();
+    let packages = metadata["packages"].as_array().unwrap_or(&empty);
+    let name_of = |id: &str| {
+        packages.iter().find(|package| package["id"] == id).and_then(|package| package["name"].as_str())
+    };
+    let nodes = metadata["resolve"]["nodes"].as_array().unwrap_or(&empty);
+    let root_id = packages
+        .iter()
+        .find(|package| package["name"] == root)
+        .and_then(|package| package["id"].as_str())
         .unwrap_or_default();
     let mut closure = BTreeSet::new();
-    let mut pending = vec![root.to_string()];
-    while let Some(name) = pending.pop() {
-        if !closure.insert(name.clone()) {
+    let mut seen = BTreeSet::new();
+    let mut pending = vec![root_id.to_string()];
+    while let Some(id) = pending.pop() {
+        if !seen.insert(id.clone()) {
             continue;
         }
-        for package in
-            packages.iter().filter(|package| package.get("name").and_then(toml::Value::as_str) == Some(&name))
-        {
-            let dependencies = package.get("dependencies").and_then(toml::Value::as_array);
-            for dependency in dependencies.into_iter().flatten().filter_map(toml::Value::as_str) {
-                // "name" or "name version" when several versions are locked.
-                pending.extend(dependency.split(' ').next().map(str::to_string));
+        closure.extend(name_of(&id).map(str::to_string));
+        let Some(node) = nodes.iter().find(|node| node["id"] == id.as_str()) else { continue };
+        for dependency in node["deps"].as_array().unwrap_or(&empty) {
+            let normal = dependency["dep_kinds"]
+                .as_array()
+                .unwrap_or(&empty)
+                .iter()
+                .any(|kind| kind["kind"].is_null());
+            if normal && let Some(package) = dependency["pkg"].as_str() {
+                pending.push(package.to_string());
             }
         }
     }
     closure
+}
+
+/// `cargo metadata` of the workspace, as JSON.
+fn cargo_metadata() -> serde_json::Value {
+    let output = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--manifest-path"])
+        .arg(core_dir().join("Cargo.toml"))
+        .output()
+        .expect("run cargo metadata");
+    assert!(output.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON")
 }
 
 /// The code of a Rust source file with comments and the contents of string
@@ -260,10 +286,8 @@ fn core_depends_only_on_crates_that_do_no_io() {
 
 #[test]
 fn nothing_core_depends_on_does_io() {
-    let lock_path = core_dir().join("../../Cargo.lock");
-    let lock: toml::Table = read(&lock_path).parse().expect("Cargo.lock is TOML");
-    let closure = dependency_closure(&lock, "lifewatch-core");
-    assert!(closure.contains("serde_json"), "the lock file's dependency tree was read: {closure:?}");
+    let closure = dependency_closure(&cargo_metadata(), "lifewatch-core");
+    assert!(closure.contains("serde_json"), "the dependency tree was read: {closure:?}");
     let found: Vec<&str> = IO_CRATES.iter().copied().filter(|name| closure.contains(*name)).collect();
     assert!(
         found.is_empty(),
@@ -297,19 +321,26 @@ fn the_checks_find_what_they_forbid() {
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(problems[0].contains("`tokio`"));
 
-    let lock: toml::Table = r#"
-        [[package]]
-        name = "lifewatch-core"
-        dependencies = ["toml"]
-        [[package]]
-        name = "toml"
-        dependencies = ["mio 1.0.0"]
-        [[package]]
-        name = "mio"
-    "#
-    .parse()
-    .expect("TOML");
-    assert!(dependency_closure(&lock, "lifewatch-core").contains("mio"));
+    let metadata = serde_json::json!({
+        "packages": [
+            {"name": "lifewatch-core", "id": "core"},
+            {"name": "toml", "id": "toml"},
+            {"name": "mio", "id": "mio"},
+            {"name": "proptest", "id": "proptest"},
+            {"name": "getrandom", "id": "getrandom"},
+        ],
+        "resolve": {"nodes": [
+            {"id": "core", "deps": [
+                {"pkg": "toml", "dep_kinds": [{"kind": null}]},
+                {"pkg": "proptest", "dep_kinds": [{"kind": "dev"}]},
+            ]},
+            {"id": "toml", "deps": [{"pkg": "mio", "dep_kinds": [{"kind": null}]}]},
+            {"id": "proptest", "deps": [{"pkg": "getrandom", "dep_kinds": [{"kind": null}]}]},
+        ]},
+    });
+    let closure = dependency_closure(&metadata, "lifewatch-core");
+    assert!(closure.contains("mio"), "{closure:?}");
+    assert!(!closure.contains("getrandom"), "a dev-dependency's tree counted: {closure:?}");
 
     let cases = [
         "use std::fs::File;",
