@@ -169,6 +169,7 @@ impl Engine {
             EventType::Project(project_event) => self.apply_project(event, project_event),
             EventType::Dispute(dispute_event) => self.apply_dispute(event, dispute_event),
         }
+        self.ledger.settle(&self.entities);
         Outcome::Accepted
     }
 
@@ -192,6 +193,7 @@ impl Engine {
             let Some(deadline) = self.deadlines.pop_due(now, visits::is_current(entities)) else { break };
             self.deadline_passed(deadline);
         }
+        self.ledger.settle(&self.entities);
     }
 
     /// The earliest deadline of a visit that has not ended and is not stuck
@@ -233,12 +235,16 @@ impl Engine {
 
     /// Whether an incident was retracted: a regional outage merged into
     /// another, or a stuck incident the clock opened before a late event
-    /// showed the visit ended by its deadline.
+    /// showed the visit ended by its deadline. A retracted incident gives its
+    /// ordinal back: the next incident of its key gets its id.
     pub fn is_retracted(&self, index: u32) -> bool {
         self.ledger.is_retracted(IncidentIndex::new(index))
     }
 
-    /// The record of one incident.
+    /// The record of one incident. Its `account_id` and `region` are the
+    /// entity's after the event (or clock step) that last changed the
+    /// incident, so that it is the record the store and INCIDENTS got with
+    /// that change (docs/contract.md section 7).
     pub fn record(&self, index: u32) -> Option<IncidentRecord> {
         self.ledger.record(IncidentIndex::new(index), &self.entities, &self.config)
     }
@@ -359,6 +365,38 @@ mod tests {
             .drain_changes()
             .any(|change| matches!(change, Change::Incident { index: 0, transition: Transition::Retracted }));
         assert!(retracted, "consumers are told to drop it");
+    }
+
+    /// Account acc_1 pending from 10:00 (deadline 10:15), failed at 10:10 (the
+    /// event arrives late), pending again from 10:20 and still pending at 10:40.
+    fn pending_twice(engine: &mut Engine, early_clock: bool) {
+        feed(engine, "1", "account.created", "acc_1", "2026-11-27T10:00:00Z", r#"{"plan":"free"}"#);
+        if early_clock {
+            engine.handle_time(at("2026-11-27T10:16:00Z"));
+        }
+        feed(engine, "2", "account.onboarding_failed", "acc_1", "2026-11-27T10:10:00Z", r#"{"reason":"x"}"#);
+        feed(engine, "3", "account.onboarding_retried", "acc_1", "2026-11-27T10:20:00Z", "{}");
+        engine.handle_time(at("2026-11-27T10:40:00Z"));
+    }
+
+    #[test]
+    fn a_retracted_incident_gives_its_ordinal_back() {
+        let mut live = Engine::new(Config::shipped());
+        pending_twice(&mut live, true);
+        assert!(live.is_retracted(0), "the clock's stuck incident of the first visit was retracted");
+        let mut replay = Engine::new(Config::shipped());
+        pending_twice(&mut replay, false);
+        let stuck = |engine: &Engine| {
+            engine
+                .records()
+                .into_iter()
+                .filter(|record| record.kind == IncidentKind::Stuck)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(stuck(&replay).len(), 1, "the second visit is stuck");
+        assert_eq!(stuck(&live), stuck(&replay), "same record, same id");
+        let retracted = live.record(0).map(|record| record.id);
+        assert_eq!(retracted, Some(stuck(&replay)[0].id.clone()), "the retracted one had that id");
     }
 
     #[test]
