@@ -400,6 +400,26 @@ mod tests {
     }
 
     #[test]
+    fn a_record_keeps_the_account_and_region_of_its_last_change() {
+        let mut engine = Engine::new(Config::shipped());
+        let quota = r#"{"resource":"cpu","limit":4,"used":5}"#;
+        let requested = r#"{"account_id":"acc_1","region":"eu-west-1"}"#;
+        // Illegal: prj_1 does not exist, so it is created without data.
+        feed(&mut engine, "1", "project.quota_exceeded", "prj_1", "2026-11-27T10:00:00Z", quota);
+        feed(&mut engine, "2", "project.requested", "prj_1", "2026-11-27T10:01:00Z", requested);
+        let illegal = |engine: &Engine| {
+            let records = engine.records();
+            let record = records.into_iter().find(|record| record.kind == IncidentKind::IllegalTransition);
+            record.map(|record| (record.count, record.account_id, record.region))
+        };
+        assert_eq!(illegal(&engine), Some((1, None, None)), "it last changed before prj_1 had them");
+        // Another illegal event changes it: now it takes them.
+        feed(&mut engine, "3", "project.provisioned", "prj_1", "2026-11-27T10:02:00Z", "{}");
+        let known = Some((2, Some("acc_1".to_string()), Some("eu-west-1".to_string())));
+        assert_eq!(illegal(&engine), known);
+    }
+
+    #[test]
     fn a_late_event_after_the_deadline_still_resolves_the_stuck_incident() {
         let mut live = Engine::new(Config::shipped());
         feed(&mut live, "1", "account.created", "acc_1", "2026-11-27T10:00:00Z", r#"{"plan":"free"}"#);
