@@ -508,3 +508,65 @@ fn splitting_launch_day_over_three_files_changes_nothing() {
     assert!(!together.is_empty());
     assert!(split == together, "replaying launch-day split over three files printed different records");
 }
+
+/// The record of each incident in the last outbox entry about it, by id.
+fn last_outbox_records(db: &std::path::Path) -> std::collections::BTreeMap<String, Value> {
+    let connection =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let count: u32 = connection.query_row("SELECT count(*) FROM outbox", [], |row| row.get(0)).unwrap();
+    drop(connection);
+    let writer = crate::store::open_writer(db);
+    let entries = writer.pending_outbox(0, count as usize + 1).unwrap();
+    assert_eq!(entries.len(), count as usize, "nothing was delivered");
+    let mut records = std::collections::BTreeMap::new();
+    for entry in entries {
+        let mut message: Value = serde_json::from_str(&entry.payload).unwrap();
+        assert_eq!(message["incident"]["id"], entry.incident_id.as_str());
+        records.insert(entry.incident_id, message["incident"].take());
+    }
+    records
+}
+
+proptest! {
+    // Each case writes a few small databases: fewer cases.
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Whatever the batches and wherever the input is split over two
+    /// `replay --db` calls, the records replay prints are the ones
+    /// `incidents --db` prints, byte for byte, and the ones last published
+    /// on INCIDENTS; and they are those of one call in one batch.
+    #[test]
+    fn records_do_not_depend_on_batches_or_calls(
+        lines in plausible_stream(),
+        batch in 1usize..9,
+        cut in any::<usize>(),
+    ) {
+        use crate::store::{replay_call, stored_records};
+        let lines: Vec<&[u8]> = lines.iter().map(String::as_bytes).collect();
+        let dir = crate::common::TempDir::new("records-batches");
+        let whole = replay_call(&dir.join("whole.db"), &lines, usize::MAX);
+        let printed = replay_call(&dir.join("batched.db"), &lines, batch);
+        prop_assert_eq!(&printed, &whole, "batches of {}", batch);
+        let stored = stored_records(&dir.join("batched.db"));
+        prop_assert_eq!(&stored, &printed, "batches of {}: stored", batch);
+        let published = last_outbox_records(&dir.join("batched.db"));
+        for line in stored.lines() {
+            let record: Value = serde_json::from_str(line).unwrap();
+            let id = record["id"].as_str().unwrap();
+            prop_assert_eq!(published.get(id), Some(&record), "batches of {}: published", batch);
+        }
+
+        let cut = cut % (lines.len() + 1);
+        let split = dir.join("split.db");
+        replay_call(&split, &lines[..cut], batch);
+        let printed = replay_call(&split, &lines[cut..], batch);
+        prop_assert_eq!(&printed, &whole, "split after line {}, batches of {}", cut, batch);
+        prop_assert_eq!(&stored_records(&split), &whole, "split after line {}: stored", cut);
+        let published = last_outbox_records(&split);
+        for line in whole.lines() {
+            let record: Value = serde_json::from_str(line).unwrap();
+            let id = record["id"].as_str().unwrap();
+            prop_assert_eq!(published.get(id), Some(&record), "split after line {}: published", cut);
+        }
+    }
+}

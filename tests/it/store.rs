@@ -489,3 +489,285 @@ fn read_and_repair_commands_refuse_a_missing_database() {
         assert!(!db.exists(), "{args:?} created {}", db.display());
     }
 }
+
+// ---------------------------------------------------------------------------
+// Incident ids and records do not depend on how the input was split over
+// `replay --db` calls or batches (docs/contract.md section 7, "ids and
+// retraction" and "when `account_id` and `region` are taken").
+
+/// One `replay --db` call, in-process as `src/commands/replay_db.rs` does
+/// it: `lines` fed through a [`Writer`](lifewatch_store::Writer) on `db`,
+/// committed every `batch` lines, then the clock ticked to the latest event
+/// time and committed. Returns the records the call prints, one JSON line each.
+pub(crate) fn replay_call(db: &Path, lines: &[&[u8]], batch: usize) -> String {
+    let mut writer = open_writer(db);
+    for (index, line) in lines.iter().enumerate() {
+        writer.feed(line, &format!("input:{}", index + 1));
+        if (index + 1) % batch == 0 {
+            writer.commit().unwrap_or_else(|error| panic!("cannot commit to {}: {error:?}", db.display()));
+        }
+    }
+    if let Some(now) = writer.engine().latest_event_time() {
+        writer.tick(now);
+    }
+    writer.commit().unwrap_or_else(|error| panic!("cannot commit to {}: {error:?}", db.display()));
+    let engine = writer.engine();
+    engine.sorted_incidents().into_iter().filter_map(|index| engine.record(index)).map(json_line).collect()
+}
+
+/// Opens a writer on `db` as `replay --db` does, right after the previous
+/// writer on it was dropped. The other tests of this binary start child
+/// processes all the time, and a child between its fork and its exec holds
+/// a copy of every descriptor of this process, the writer lock's included:
+/// for that moment the lock outlives the writer, so a `Locked` is retried
+/// until a deadline.
+pub(crate) fn open_writer(db: &Path) -> lifewatch_store::Writer {
+    use lifewatch_store::{Durability, StoreError, Writer, WriterOptions};
+    let options = WriterOptions { durability: Durability::Normal, ..WriterOptions::default() };
+    let mut opened = None;
+    wait_for(Duration::from_secs(30), || {
+        match Writer::open_with(db, lifewatch_core::Config::shipped(), options) {
+            Ok(writer) => opened = Some(writer),
+            Err(StoreError::Locked { .. }) => {}
+            Err(error) => panic!("cannot open {}: {error:?}", db.display()),
+        }
+        opened.is_some()
+    });
+    opened.expect("wait_for returns once the writer is open")
+}
+
+fn json_line(record: lifewatch_core::IncidentRecord) -> String {
+    serde_json::to_string(&record).unwrap() + "\n"
+}
+
+/// What `incidents --db DB --format jsonl` prints, read in-process.
+pub(crate) fn stored_records(db: &Path) -> String {
+    let store = Store::open_read_only(db).unwrap();
+    let page = lifewatch_store::query::incidents(&store, &Default::default()).unwrap();
+    page.incidents.into_iter().map(json_line).collect()
+}
+
+/// Replays `lines` in one call, then split in two calls at each of `cuts`,
+/// each into a fresh database, and checks that the split replay prints and
+/// stores the same records as the whole one. Returns how many incidents the
+/// split replays retracted, all cuts together.
+fn assert_split_changes_nothing(name: &str, lines: &[&[u8]], cuts: impl IntoIterator<Item = usize>) -> u64 {
+    let mut retracted = 0;
+    let dir = TempDir::new(&format!("split-{name}"));
+    let whole_db = dir.join("whole.db");
+    let whole = replay_call(&whole_db, lines, usize::MAX);
+    assert_eq!(stored_records(&whole_db), whole, "{name}: one call stores what it prints");
+    for cut in cuts {
+        let db = dir.join(format!("split-{cut}.db"));
+        replay_call(&db, &lines[..cut], usize::MAX);
+        let printed = replay_call(&db, &lines[cut..], usize::MAX);
+        assert!(
+            printed == whole,
+            "{name} split after line {cut}: the second call printed\n{printed}\nnot\n{whole}"
+        );
+        let stored = stored_records(&db);
+        assert!(stored == whole, "{name} split after line {cut}: the database holds\n{stored}\nnot\n{whole}");
+        retracted += retractions(&db);
+    }
+    retracted
+}
+
+/// How many `retracted` transitions a database holds.
+fn retractions(db: &Path) -> u64 {
+    let connection =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    connection
+        .query_row("SELECT count(*) FROM incident_transitions WHERE transition = 'retracted'", [], |row| {
+            row.get::<_, u32>(0)
+        })
+        .map(u64::from)
+        .unwrap()
+}
+
+/// A small deterministic generator (SplitMix64): `count` numbers below `bound`.
+fn random_below(seed: u64, count: usize, bound: u64) -> Vec<u64> {
+    let mut state = seed;
+    (0..count)
+        .map(|_| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) % bound
+        })
+        .collect()
+}
+
+/// `count` random line boundaries of a stream of `len` lines.
+fn split_points(seed: u64, count: usize, len: usize) -> Vec<usize> {
+    random_below(seed, count, len as u64 + 1).into_iter().map(|point| point as usize).collect()
+}
+
+/// A simulated stream with faults, delivered partly out of time order as
+/// several producers would deliver it: one line in eight arrives up to 600
+/// lines late (minutes, so past the deadlines of the visits it ends). That
+/// is what lets the clock of a first call open stuck incidents that the
+/// second call's events retract.
+fn simulated(seed: u64, accounts: u64) -> Vec<String> {
+    let options = lifewatch_sim::SimulateOptions { seed, accounts, faults: true, ..Default::default() };
+    let lines: Vec<String> = lifewatch_sim::Simulator::new(options).map(|line| line.line).collect();
+    let delays = random_below(seed, 2 * lines.len(), 4_800);
+    let mut arrival: Vec<(u64, String)> = lines
+        .into_iter()
+        .enumerate()
+        .map(|(index, line)| {
+            let late = delays[2 * index].is_multiple_of(8);
+            let delay = if late { delays[2 * index + 1] / 8 } else { 0 };
+            (index as u64 + delay, line)
+        })
+        .collect();
+    arrival.sort_by_key(|(at, _)| *at);
+    arrival.into_iter().map(|(_, line)| line).collect()
+}
+
+#[test]
+fn splitting_the_input_over_two_calls_at_any_line_changes_no_id_or_record() {
+    let mut fixtures: Vec<_> = std::fs::read_dir(repo_root().join("fixtures"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "jsonl"))
+        .collect();
+    fixtures.sort();
+    assert!(fixtures.len() >= 10, "{fixtures:?}");
+    for path in fixtures {
+        let input = std::fs::read(&path).unwrap();
+        let lines: Vec<&[u8]> =
+            crate::common::split_lines(&input).into_iter().map(|(_, line)| line).collect();
+        let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+        // Every line boundary of the small fixtures; launch day at random ones.
+        if lines.len() <= 200 {
+            assert_split_changes_nothing(&name, &lines, 0..=lines.len());
+        } else {
+            assert_split_changes_nothing(&name, &lines, split_points(7, 8, lines.len()));
+        }
+    }
+    // The fixtures are in time order, so a first call's clock retracts
+    // little in them; this stream is the issue's case.
+    let lines = retracted_then_real();
+    let lines: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+    let retracted = assert_split_changes_nothing("retracted-then-real", &lines, 0..=lines.len());
+    assert!(retracted > 0, "no split retracted anything");
+}
+
+#[test]
+fn splitting_a_simulated_stream_with_faults_over_two_calls_changes_no_id_or_record() {
+    let small = simulated(3, 6);
+    let small: Vec<&[u8]> = small.iter().map(|line| line.as_bytes()).collect();
+    let retracted = assert_split_changes_nothing("small-sim", &small, 0..=small.len());
+    assert!(retracted > 0, "the late lines retract nothing: the test would prove little");
+
+    let large = simulated(11, 300);
+    assert!(large.len() > 3000, "{} lines", large.len());
+    let large: Vec<&[u8]> = large.iter().map(|line| line.as_bytes()).collect();
+    let retracted = assert_split_changes_nothing("large-sim", &large, split_points(11, 8, large.len()));
+    assert!(retracted > 0, "the late lines retract nothing: the test would prove little");
+}
+
+/// The issue's case: the first call's clock (its latest event, 10:20) opens
+/// stuck incidents for visits that the second call's late events show ended
+/// in time (10:10), and a regional outage from them; both are retracted.
+/// Later the same keys have real incidents: a project stuck again in
+/// provisioning after a retry, and another outage in the region. They must
+/// get the ids one call gives them, the retracted ones' ordinals given back.
+fn retracted_then_real() -> Vec<Vec<u8>> {
+    use crate::common::event;
+    use serde_json::json;
+    let at = |time: &str| format!("2026-11-27T{time}:00Z");
+    let region = json!({"account_id": "acc_1", "region": "eu-west-1"});
+    let mut lines = vec![
+        event("a1", "account.created", "acc_1", &at("09:00"), json!({"plan": "enterprise"})),
+        event("a2", "account.activated", "acc_1", &at("09:01"), json!({})),
+    ];
+    for n in 1..=5 {
+        let project = format!("prj_{n}");
+        lines.push(event(&format!("r{n}"), "project.requested", &project, &at("10:00"), region.clone()));
+        lines.push(event(
+            &format!("s{n}"),
+            "project.provisioning_started",
+            &project,
+            &at("10:01"),
+            json!({}),
+        ));
+    }
+    // The first call ends here: its clock is 10:20, past the 10:16 deadlines.
+    lines.push(event("p1", "account.plan_changed", "acc_1", &at("10:20"), json!({"plan": "team"})));
+    lines.push(event("f1", "project.provisioning_failed", "prj_1", &at("10:10"), json!({"error": "x"})));
+    for n in 2..=5 {
+        let project = format!("prj_{n}");
+        lines.push(event(&format!("d{n}"), "project.provisioned", &project, &at("10:10"), json!({})));
+    }
+    lines.push(event("t1", "project.provisioning_started", "prj_1", &at("10:30"), json!({})));
+    for n in 6..=10 {
+        let project = format!("prj_{n}");
+        lines.push(event(&format!("r{n}"), "project.requested", &project, &at("10:30"), region.clone()));
+    }
+    lines.push(event("p2", "account.plan_changed", "acc_1", &at("11:00"), json!({"plan": "enterprise"})));
+    lines
+}
+
+#[test]
+fn the_issue_stream_has_a_real_stuck_incident_and_outage_after_the_retracted_ones() {
+    let lines = retracted_then_real();
+    let lines: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+    let dir = TempDir::new("retracted-then-real");
+    let whole = replay_call(&dir.join("whole.db"), &lines, usize::MAX);
+    let records: Vec<serde_json::Value> =
+        whole.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let stuck_prj_1 = records.iter().find(|record| record["key"] == "stuck:project:prj_1:provisioning");
+    assert!(stuck_prj_1.is_some_and(|record| record["status"] == "open"), "{whole}");
+    assert!(records.iter().any(|record| record["kind"] == "regional_outage"), "{whole}");
+    // Split after the 10:20 event: the first call's clock opens what the
+    // second retracts; the database still agrees with its log.
+    let db = dir.join("split.db");
+    replay_call(&db, &lines[..13], usize::MAX);
+    assert_eq!(replay_call(&db, &lines[13..], usize::MAX), whole);
+    assert!(retractions(&db) >= 6, "five stuck incidents and an outage were retracted");
+    let rebuild = lifewatch(&["rebuild", "--db", path_str(&db)], None);
+    assert!(rebuild.assert_success().stdout_text().contains("identical"), "{}", rebuild.stdout_text());
+}
+
+/// The issue's example: `project.quota_exceeded p` (illegal: p does not
+/// exist, so it has no account yet), then `project.requested p`. The
+/// illegal_transition incident last changed before p had an account or a
+/// region: every path shows them `null` (docs/contract.md, "Record fields").
+#[test]
+fn a_record_keeps_the_account_and_region_of_its_last_change_in_every_path() {
+    use crate::common::event;
+    use serde_json::json;
+    let dir = TempDir::new("stale-fields");
+    let input = dir.join("input.jsonl");
+    let quota = json!({"resource": "cpu", "limit": 4, "used": 5});
+    let lines = [
+        event("1", "project.quota_exceeded", "p", "2026-11-27T10:00:00Z", quota),
+        event(
+            "2",
+            "project.requested",
+            "p",
+            "2026-11-27T10:01:00Z",
+            json!({"account_id": "a", "region": "r"}),
+        ),
+    ];
+    std::fs::write(
+        &input,
+        lines.iter().flat_map(|line| [line.as_slice(), b"\n"].concat()).collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let input = path_str(&input);
+    let memory = replay_memory(&[input]);
+    let illegal: serde_json::Value = serde_json::from_str(memory.lines().next().unwrap()).unwrap();
+    assert_eq!(illegal["kind"], "illegal_transition", "{memory}");
+    assert_eq!((&illegal["account_id"], &illegal["region"]), (&json!(null), &json!(null)), "{memory}");
+    for batch in ["1", "2"] {
+        let db = dir.join(format!("batch-{batch}.db"));
+        let args = ["replay", "--db", path_str(&db), "--batch-lines", batch, "--format", "jsonl", input];
+        assert_eq!(lifewatch(&args, None).assert_success().stdout_text(), memory, "batches of {batch}");
+        assert_eq!(stored_incidents(&db), memory, "batches of {batch}");
+        let rebuild = lifewatch(&["rebuild", "--db", path_str(&db)], None);
+        assert!(rebuild.assert_success().stdout_text().contains("identical"), "{}", rebuild.stdout_text());
+    }
+}

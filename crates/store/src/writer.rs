@@ -717,12 +717,22 @@ impl Writer {
     }
 }
 
-/// A fingerprint of the configuration: projections stored with another one
-/// are recomputed at open.
+/// Which rules of the engine derived the stored projections. Bumped when the
+/// same log and configuration give other incidents: projections stored by
+/// an older build are then recomputed at open, like those of another
+/// configuration. 2: a retracted incident gives its ordinal back, and a
+/// record's account and region are taken when the incident changes
+/// (docs/contract.md section 7).
+const DERIVATION: u32 = 2;
+
+/// A fingerprint of the configuration and of [`DERIVATION`]: projections
+/// stored with another one are recomputed at open.
 fn config_fingerprint(config: &Config) -> i64 {
-    // Only what the engine's results depend on, named field by field: the
-    // application's sections (`[live]`, `[nats]`) are not part of `Config`.
-    xxhash_rust::xxh3::xxh3_64(config.fingerprint_text().as_bytes()) as i64
+    // Only what the engine's results depend on, named field by field (the
+    // application's sections, `[live]` and `[nats]`, are not part of
+    // `Config`), and the rules that derived them.
+    let text = format!("derivation {DERIVATION}\n{}", config.fingerprint_text());
+    xxhash_rust::xxh3::xxh3_64(text.as_bytes()) as i64
 }
 
 /// The wall clock in nanoseconds since 1970 (0 before it).
@@ -849,6 +859,28 @@ mod tests {
         drop(writer);
         let writer = Writer::open(&path, Config::shipped()).unwrap();
         assert_eq!(writer.pending_outbox_count().unwrap(), total - 2);
+        drop(writer);
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[test]
+    fn projections_of_an_older_derivation_are_recomputed_at_open() {
+        let (path, directory) = temp_db("derivation");
+        drop(fed_writer(&path, &outage_in("eu-west-1")));
+        {
+            // What a build of derivation 1 left: the fingerprint of the
+            // configuration alone, and records its rules made otherwise.
+            let connection = rusqlite::Connection::open(&path).unwrap();
+            let derivation_1 =
+                xxhash_rust::xxh3::xxh3_64(format!("{:?}", Config::shipped()).as_bytes()) as i64;
+            let sql = "UPDATE meta SET value = ?1 WHERE name = 'config_fingerprint'";
+            assert_eq!(connection.execute(sql, [derivation_1]).unwrap(), 1);
+            let sql = "UPDATE incident_records SET record = replace(record, '\"count\":1,', '\"count\":7,')";
+            assert!(connection.execute(sql, []).unwrap() > 0);
+        }
+        let mut writer = Writer::open(&path, Config::shipped()).unwrap();
+        let differences = writer.repair().unwrap();
+        assert!(differences.is_empty(), "not recomputed at open: {differences:?}");
         drop(writer);
         std::fs::remove_dir_all(&directory).unwrap();
     }

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::arena::{AccountSlot, DisputeSlot, Entities, Name, ProjectSlot};
+use super::arena::{AccountSlot, DisputeSlot, Entities, Name, Packed, ProjectSlot};
 use super::{ChangeLog, EntityRef};
 use crate::config::Config;
 use crate::event::EntityType;
@@ -83,7 +83,8 @@ impl IncidentKey {
     }
 }
 
-/// Per key: its open incident, and how many it has had.
+/// Per key: its open incident, and the highest ordinal of its incidents
+/// that are not retracted.
 #[derive(Clone, Copy, Default, Debug)]
 struct KeySlot {
     open: Option<IncidentIndex>,
@@ -94,7 +95,9 @@ struct KeySlot {
 #[derive(Clone, Debug)]
 pub(super) struct Incident {
     key: IncidentKey,
-    /// The how-manieth incident of this key, from 1: makes the id stable.
+    /// The how-manieth incident of this key, from 1, counting only incidents
+    /// that are not retracted: makes the id stable, and independent of
+    /// where the input was split (see [`Ledger::retract`]).
     ordinal: u32,
     state: Option<State>,
     pub(super) opened_at: Timestamp,
@@ -103,9 +106,23 @@ pub(super) struct Incident {
     events: Vec<Box<str>>,
     summary: String,
     retracted: bool,
+    /// The account and region of the record, taken from the entity after
+    /// each event or clock step that changed the incident ([`Ledger::settle`],
+    /// docs/contract.md), so that the record replay prints is the one the
+    /// store and INCIDENTS got with the last change, whatever the entity
+    /// learned since.
+    account: Packed<AccountSlot>,
+    region: Packed<Name>,
 }
 
 impl Incident {
+    /// Takes the record's account and region from the entity as it stands now.
+    fn take_fields(&mut self, entities: &Entities) {
+        let Some(fields) = self.key.entity().and_then(|entity| entities.fields(entity)) else { return };
+        self.account = Packed::new(fields.account);
+        self.region = Packed::new(fields.region);
+    }
+
     fn note_event(&mut self, event_id: &str) {
         if self.events.len() < MAX_RECORD_EVENTS {
             self.events.push(event_id.into());
@@ -121,6 +138,14 @@ pub(super) struct Ledger {
     /// The open quota breaches of each project, so that deleting a project
     /// resolves them without a scan of every key.
     open_project_quotas: BTreeSet<ProjectQuota>,
+    /// Per key, the ordinals below its highest that retracted incidents
+    /// gave back, for the next incidents of the key. Only a regional outage
+    /// can be retracted while a later incident of its key exists, so this
+    /// is nearly always empty.
+    released: HashMap<IncidentKey, BTreeSet<u32>, foldhash::fast::RandomState>,
+    /// The incidents changed since the last [`Ledger::settle`]; the buffer
+    /// is kept, so that settling allocates nothing.
+    unsettled: Vec<IncidentIndex>,
 }
 
 impl Ledger {
@@ -154,9 +179,12 @@ impl Ledger {
     ) -> IncidentIndex {
         let index = IncidentIndex(self.incidents.len() as u32);
         let slot = self.keys.entry(key).or_default();
-        slot.opened += 1;
         slot.open = Some(index);
-        let ordinal = slot.opened;
+        let released = if self.released.is_empty() { None } else { take_lowest(&mut self.released, key) };
+        let ordinal = released.unwrap_or_else(|| {
+            slot.opened += 1;
+            slot.opened
+        });
         self.incidents.push(Incident {
             key,
             ordinal,
@@ -167,8 +195,10 @@ impl Ledger {
             events: event_id.map(Box::from).into_iter().collect(),
             summary,
             retracted: false,
+            account: Packed::new(None),
+            region: Packed::new(None),
         });
-        changes.incident(index, Transition::Opened);
+        self.changed(index, Transition::Opened, changes);
         index
     }
 
@@ -189,7 +219,7 @@ impl Ledger {
                 incident.count += 1;
                 incident.note_event(event_id);
                 incident.summary = summary(incident.count);
-                changes.incident(index, Transition::Updated);
+                self.changed(index, Transition::Updated, changes);
                 index
             }
             None => self.open(key, state, at, Some(event_id), summary(1), changes),
@@ -210,7 +240,7 @@ impl Ledger {
         if let Some(event_id) = event_id {
             incident.note_event(event_id);
         }
-        changes.incident(index, Transition::Resolved);
+        self.changed(index, Transition::Resolved, changes);
         Some(index)
     }
 
@@ -243,20 +273,64 @@ impl Ledger {
         } else if slot.open == Some(index) {
             slot.open = None;
         }
-        changes.incident(index, transition);
+        self.changed(index, transition, changes);
         Some(previous_start)
     }
 
-    /// Retracts an incident: it no longer exists, and consumers are told to drop it.
+    /// Reports a change of an incident, and notes it for [`Ledger::settle`].
+    fn changed(&mut self, index: IncidentIndex, transition: Transition, changes: &mut ChangeLog) {
+        self.unsettled.push(index);
+        changes.incident(index, transition);
+    }
+
+    /// Takes the account and region of every incident changed since the
+    /// last call from its entity, as the entity stands now. The engine calls
+    /// it after each event and each clock step, so that a record's fields
+    /// are those of the entity after the last event (or clock step) that
+    /// changed the incident: an event never both changes an incident and
+    /// gives its entity an account or region before the change (only a
+    /// legal creation gives them, and it raises nothing before), so this is
+    /// the entity as it stood at the change itself.
+    pub(super) fn settle(&mut self, entities: &Entities) {
+        for index in self.unsettled.drain(..) {
+            if let Some(incident) = self.incidents.get_mut(index.0 as usize) {
+                incident.take_fields(entities);
+            }
+        }
+    }
+
+    /// Retracts an incident: it no longer exists, and consumers are told to
+    /// drop it. It gives its ordinal back: the next incident of its key gets
+    /// it, and with it the retracted incident's id. So the incidents of a key
+    /// that exist are always numbered 1 to n, whether or not the clock opened
+    /// (and a later event retracted) incidents in between, which is what
+    /// makes ids independent of where the input was split
+    /// (docs/contract.md). The retraction is published and stored under the
+    /// id before the id is used again, so a consumer that drops the incident
+    /// on `retracted` then sees the new one open under it.
     pub(super) fn retract(&mut self, index: IncidentIndex, changes: &mut ChangeLog) {
         let Some(incident) = self.incidents.get_mut(index.0 as usize) else { return };
-        incident.retracted = true;
-        if let Some(slot) = self.keys.get_mut(&incident.key)
-            && slot.open == Some(index)
-        {
-            slot.open = None;
+        if incident.retracted {
+            return;
         }
-        changes.incident(index, Transition::Retracted);
+        incident.retracted = true;
+        let (key, ordinal) = (incident.key, incident.ordinal);
+        if let Some(slot) = self.keys.get_mut(&key) {
+            if slot.open == Some(index) {
+                slot.open = None;
+            }
+            if ordinal == slot.opened {
+                slot.opened -= 1;
+                // Ordinals given back earlier just below it are now the
+                // highest: they go too, so that what is left is 1 to n.
+                while slot.opened > 0 && take_exact(&mut self.released, key, slot.opened) {
+                    slot.opened -= 1;
+                }
+            } else {
+                self.released.entry(key).or_default().insert(ordinal);
+            }
+        }
+        self.changed(index, Transition::Retracted, changes);
     }
 
     /// Retracts an open incident whose condition never held: it lasts no
@@ -316,11 +390,13 @@ impl Ledger {
         let (subject_type, entity_id, account_id, region) = match incident.key.entity() {
             Some(entity) => {
                 let fields = entities.fields(entity)?;
+                // The account and region as they stood when the incident last
+                // changed, not as the entity stands now (docs/contract.md).
                 let account_id = match entity.entity_type {
                     EntityType::Account => Some(fields.id.to_string()),
-                    _ => fields.account.map(|account| entities.accounts[account].id().to_string()),
+                    _ => incident.account.get().map(|account| entities.accounts[account].id().to_string()),
                 };
-                let region = fields.region.map(|region| entities.names.get(region).to_string());
+                let region = incident.region.get().map(|region| entities.names.get(region).to_string());
                 (SubjectType::from(entity.entity_type), fields.id.to_string(), account_id, region)
             }
             None => {
@@ -372,6 +448,33 @@ impl Ledger {
         order.sort_unstable();
         order.into_iter().map(|(_, _, _, index)| index).collect()
     }
+}
+
+/// Takes the lowest ordinal `key`'s retracted incidents gave back, if any.
+fn take_lowest(
+    released: &mut HashMap<IncidentKey, BTreeSet<u32>, foldhash::fast::RandomState>,
+    key: IncidentKey,
+) -> Option<u32> {
+    let ordinals = released.get_mut(&key)?;
+    let lowest = ordinals.pop_first();
+    if ordinals.is_empty() {
+        released.remove(&key);
+    }
+    lowest
+}
+
+/// Takes `ordinal` from those `key`'s retracted incidents gave back; whether it was there.
+fn take_exact(
+    released: &mut HashMap<IncidentKey, BTreeSet<u32>, foldhash::fast::RandomState>,
+    key: IncidentKey,
+    ordinal: u32,
+) -> bool {
+    let Some(ordinals) = released.get_mut(&key) else { return false };
+    let taken = ordinals.remove(&ordinal);
+    if ordinals.is_empty() {
+        released.remove(&key);
+    }
+    taken
 }
 
 /// The dedup key of SPEC.md section 4: kind, subject type, id, and the

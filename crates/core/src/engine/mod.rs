@@ -169,6 +169,7 @@ impl Engine {
             EventType::Project(project_event) => self.apply_project(event, project_event),
             EventType::Dispute(dispute_event) => self.apply_dispute(event, dispute_event),
         }
+        self.ledger.settle(&self.entities);
         Outcome::Accepted
     }
 
@@ -192,6 +193,7 @@ impl Engine {
             let Some(deadline) = self.deadlines.pop_due(now, visits::is_current(entities)) else { break };
             self.deadline_passed(deadline);
         }
+        self.ledger.settle(&self.entities);
     }
 
     /// The earliest deadline of a visit that has not ended and is not stuck
@@ -233,12 +235,16 @@ impl Engine {
 
     /// Whether an incident was retracted: a regional outage merged into
     /// another, or a stuck incident the clock opened before a late event
-    /// showed the visit ended by its deadline.
+    /// showed the visit ended by its deadline. A retracted incident gives its
+    /// ordinal back: the next incident of its key gets its id.
     pub fn is_retracted(&self, index: u32) -> bool {
         self.ledger.is_retracted(IncidentIndex::new(index))
     }
 
-    /// The record of one incident.
+    /// The record of one incident. Its `account_id` and `region` are the
+    /// entity's after the event (or clock step) that last changed the
+    /// incident, so that it is the record the store and INCIDENTS got with
+    /// that change (docs/contract.md section 7).
     pub fn record(&self, index: u32) -> Option<IncidentRecord> {
         self.ledger.record(IncidentIndex::new(index), &self.entities, &self.config)
     }
@@ -359,6 +365,58 @@ mod tests {
             .drain_changes()
             .any(|change| matches!(change, Change::Incident { index: 0, transition: Transition::Retracted }));
         assert!(retracted, "consumers are told to drop it");
+    }
+
+    /// Account acc_1 pending from 10:00 (deadline 10:15), failed at 10:10 (the
+    /// event arrives late), pending again from 10:20 and still pending at 10:40.
+    fn pending_twice(engine: &mut Engine, early_clock: bool) {
+        feed(engine, "1", "account.created", "acc_1", "2026-11-27T10:00:00Z", r#"{"plan":"free"}"#);
+        if early_clock {
+            engine.handle_time(at("2026-11-27T10:16:00Z"));
+        }
+        feed(engine, "2", "account.onboarding_failed", "acc_1", "2026-11-27T10:10:00Z", r#"{"reason":"x"}"#);
+        feed(engine, "3", "account.onboarding_retried", "acc_1", "2026-11-27T10:20:00Z", "{}");
+        engine.handle_time(at("2026-11-27T10:40:00Z"));
+    }
+
+    #[test]
+    fn a_retracted_incident_gives_its_ordinal_back() {
+        let mut live = Engine::new(Config::shipped());
+        pending_twice(&mut live, true);
+        assert!(live.is_retracted(0), "the clock's stuck incident of the first visit was retracted");
+        let mut replay = Engine::new(Config::shipped());
+        pending_twice(&mut replay, false);
+        let stuck = |engine: &Engine| {
+            engine
+                .records()
+                .into_iter()
+                .filter(|record| record.kind == IncidentKind::Stuck)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(stuck(&replay).len(), 1, "the second visit is stuck");
+        assert_eq!(stuck(&live), stuck(&replay), "same record, same id");
+        let retracted = live.record(0).map(|record| record.id);
+        assert_eq!(retracted, Some(stuck(&replay)[0].id.clone()), "the retracted one had that id");
+    }
+
+    #[test]
+    fn a_record_keeps_the_account_and_region_of_its_last_change() {
+        let mut engine = Engine::new(Config::shipped());
+        let quota = r#"{"resource":"cpu","limit":4,"used":5}"#;
+        let requested = r#"{"account_id":"acc_1","region":"eu-west-1"}"#;
+        // Illegal: prj_1 does not exist, so it is created without data.
+        feed(&mut engine, "1", "project.quota_exceeded", "prj_1", "2026-11-27T10:00:00Z", quota);
+        feed(&mut engine, "2", "project.requested", "prj_1", "2026-11-27T10:01:00Z", requested);
+        let illegal = |engine: &Engine| {
+            let records = engine.records();
+            let record = records.into_iter().find(|record| record.kind == IncidentKind::IllegalTransition);
+            record.map(|record| (record.count, record.account_id, record.region))
+        };
+        assert_eq!(illegal(&engine), Some((1, None, None)), "it last changed before prj_1 had them");
+        // Another illegal event changes it: now it takes them.
+        feed(&mut engine, "3", "project.provisioned", "prj_1", "2026-11-27T10:02:00Z", "{}");
+        let known = Some((2, Some("acc_1".to_string()), Some("eu-west-1".to_string())));
+        assert_eq!(illegal(&engine), known);
     }
 
     #[test]
