@@ -803,7 +803,8 @@ fn a_rejected_stream_deleted_while_the_monitor_runs_is_created_again() {
 /// consumer` name refuses to start, naming the setting and the first
 /// monitor, and leaves the consumer alone: the first keeps consuming without
 /// ever losing its consumer. A restart of the first monitor (same database)
-/// takes its consumer back as before.
+/// takes its consumer back as before, and once it stopped cleanly the
+/// second may take the consumer over.
 #[test]
 fn a_second_monitor_on_the_same_consumer_refuses_and_leaves_the_first_alone() {
     let server = NatsServer::start(&[]);
@@ -834,11 +835,16 @@ fn a_second_monitor_on_the_same_consumer_refuses_and_leaves_the_first_alone() {
     );
 
     publish(&server.url(), &[&parts[2]], &[]);
+    let everything = accepted_by_replay(&[&parts[0], &parts[1], &parts[2]], &config);
     let restarted = Monitor::start(&server.url(), &first_db, &config, &[]);
-    wait_until_processed(
-        &first_db,
-        accepted_by_replay(&[&parts[0], &parts[1], &parts[2]], &config),
-        &restarted,
-    );
+    wait_until_processed(&first_db, everything, &restarted);
     assert!(restarted.terminate().success());
+
+    // A monitor that stopped cleanly released the consumer: the second
+    // database's monitor may take it over at once.
+    let second = Monitor::start(&server.url(), &second_db, &config, &[]);
+    wait_until_processed(&second_db, everything, &second);
+    let second_log = second.log_text();
+    assert!(second.terminate().success());
+    assert!(second_log.contains("another monitor released"), "{second_log}");
 }

@@ -372,6 +372,8 @@ impl Monitor<'_> {
         if let Err(error) = client.flush().await {
             tracing::warn!(%error, "could not flush the last acknowledgements");
         }
+        streams::release_consumer(&self.jetstream, &self.lifecycle_stream, &settings.consumer, &self.owner)
+            .await;
         self.report_progress();
         let totals = self.totals;
         if unpublished == 0 {

@@ -262,6 +262,8 @@ const OWNER_DATABASE: &str = "lifewatch.database";
 const OWNER_HOST: &str = "lifewatch.host";
 const OWNER_PID: &str = "lifewatch.pid";
 const OWNER_STARTED: &str = "lifewatch.started";
+/// Set when the owner stopped cleanly: the consumer is free at once.
+const OWNER_RELEASED: &str = "lifewatch.released";
 
 /// The monitor that binds the durable consumer: written into the consumer's
 /// metadata when lifewatch creates it, and compared with the owner written
@@ -331,6 +333,9 @@ fn host_name() -> String {
 enum Claim {
     /// This monitor's own consumer, or an earlier run's on the same database.
     Own,
+    /// Another monitor's, released when it stopped cleanly: taken over. The
+    /// owner, for the log.
+    Released(String),
     /// Another monitor's (or one of unknown owner), idle for longer than
     /// [`OWNER_IDLE_LIMIT`]: taken over. The owner, for the log.
     Idle(String),
@@ -352,7 +357,8 @@ struct Seen<'a> {
 /// Decides whether `seen` may be taken by `me` at `now` (Unix nanoseconds).
 ///
 /// The rule: a consumer whose metadata names this database on this host, or
-/// that this process created, is this monitor's own. Any other consumer
+/// that this process created, is this monitor's own. One whose owner
+/// released it when it stopped cleanly is free. Any other consumer
 /// (another owner, or no owner when an older lifewatch created it) is in
 /// use when a pull request waits on it or something was delivered or
 /// acknowledged within [`OWNER_IDLE_LIMIT`]; otherwise it is idle and
@@ -376,6 +382,9 @@ fn judge(seen: &Seen<'_>, me: &ConsumerOwner, now: i128) -> Claim {
         ),
         (None, _) => "an unknown owner (the consumer has no lifewatch owner metadata)".to_string(),
     };
+    if let Some(released) = field(OWNER_RELEASED) {
+        return Claim::Released(format!("{owner}, stopped {released}"));
+    }
     if seen.waiting > 0 {
         return Claim::InUse { owner, activity: format!("{} pull request(s) waiting on it", seen.waiting) };
     }
@@ -426,6 +435,9 @@ pub async fn bind_consumer(
     match lifecycle.consumer_info(&settings.consumer).await {
         Ok(info) => match judge(&seen(&info), owner, now_nanos()) {
             Claim::Own => {}
+            Claim::Released(other) => {
+                tracing::info!(consumer = %settings.consumer, owner = %other, "taking over a consumer another monitor released")
+            }
             Claim::Idle(other) => tracing::warn!(
                 consumer = %settings.consumer,
                 owner = %other,
@@ -470,7 +482,7 @@ pub async fn bind_consumer(
             // Another monitor created it after this one deleted it.
             let other = match lifecycle.consumer_info(&settings.consumer).await {
                 Ok(info) => match judge(&seen(&info), owner, now_nanos()) {
-                    Claim::InUse { owner, .. } | Claim::Idle(owner) => owner,
+                    Claim::InUse { owner, .. } | Claim::Idle(owner) | Claim::Released(owner) => owner,
                     Claim::Own => "this monitor's database".to_string(),
                 },
                 Err(_) => "another monitor".to_string(),
@@ -478,6 +490,49 @@ pub async fn bind_consumer(
             Err(in_use(other, "created by it while this monitor was binding".to_string()))
         }
         Err(error) => Err(consumer_error(Box::new(error))),
+    }
+}
+
+/// How long a stopping monitor waits for the server to release its consumer.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Marks the consumer this process created as released (`lifewatch.released`
+/// in its metadata, the only change), when its monitor stops cleanly: it
+/// sends no pull request any more, so another monitor may take the consumer
+/// at once rather than after [`OWNER_IDLE_LIMIT`]. Nothing is done when
+/// the consumer on the server is not the one this process created (it was
+/// taken over, or deleted). A failure is only logged: the consumer is then
+/// free once it has been idle for [`OWNER_IDLE_LIMIT`].
+pub(crate) async fn release_consumer(
+    jetstream: &jetstream::Context,
+    stream_name: &str,
+    consumer_name: &str,
+    owner: &ConsumerOwner,
+) {
+    let Some(created) = owner.created else { return };
+    let release = async {
+        let stream = jetstream.get_stream(stream_name).await?;
+        let info = stream.consumer_info(consumer_name).await?;
+        if info.created.unix_timestamp_nanos() != created {
+            return Ok(false);
+        }
+        let mut config = info.config;
+        let released = crate::validate::wall_clock()
+            .map_or_else(|| "at an unknown time".to_string(), |now| format!("at {now}"));
+        config.metadata.insert(OWNER_RELEASED.to_string(), released);
+        stream.update_consumer(config).await?;
+        Ok::<bool, Box<dyn std::error::Error + Send + Sync>>(true)
+    };
+    match tokio::time::timeout(RELEASE_WAIT, release).await {
+        Ok(Ok(true)) => tracing::info!(consumer = consumer_name, "consumer released for another monitor"),
+        Ok(Ok(false)) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(consumer = consumer_name, %error, "could not release the consumer; it is free once idle")
+        }
+        Err(_) => tracing::warn!(
+            consumer = consumer_name,
+            "the server did not answer in time to release the consumer; it is free once idle"
+        ),
     }
 }
 
@@ -565,6 +620,17 @@ mod tests {
             assert!(matches!(judge(&seen(&metadata, 0, Some(61)), &me, NOW), Claim::Idle(_)));
             assert!(matches!(judge(&seen(&metadata, 0, None), &me, NOW), Claim::Idle(_)));
         }
+    }
+
+    #[test]
+    fn a_consumer_released_by_another_owner_is_free_at_once() {
+        let me = owner("/data/a.db", "h1");
+        let mut metadata = owner("/data/b.db", "h1").metadata();
+        metadata.insert(OWNER_RELEASED.to_string(), "at 2026-12-04T21:00:00Z".to_string());
+        let Claim::Released(other) = judge(&seen(&metadata, 1, Some(0)), &me, NOW) else {
+            panic!("released")
+        };
+        assert!(other.contains("/data/b.db") && other.contains("stopped at"), "{other}");
     }
 
     #[test]
