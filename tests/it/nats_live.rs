@@ -798,3 +798,53 @@ fn a_rejected_stream_deleted_while_the_monitor_runs_is_created_again() {
     assert!(monitor.log_text().contains("created it again"), "{}", monitor.log_text());
     assert!(monitor.terminate().success());
 }
+
+/// A second monitor started with another database but the same `[nats]
+/// consumer` name refuses to start, naming the setting and the first
+/// monitor, and leaves the consumer alone: the first keeps consuming without
+/// ever losing its consumer. A restart of the first monitor (same database)
+/// takes its consumer back as before, and once it stopped cleanly the
+/// second may take the consumer over.
+#[test]
+fn a_second_monitor_on_the_same_consumer_refuses_and_leaves_the_first_alone() {
+    let server = NatsServer::start(&[]);
+    let dir = TempDir::new("second-monitor");
+    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
+    let parts = split(&launch_day(), 3, dir.path());
+    publish(&server.url(), &[&parts[0]], &[]);
+    let first_db = dir.path().join("first.db");
+    let first = Monitor::start(&server.url(), &first_db, &config, &[]);
+    wait_until_processed(&first_db, accepted_by_replay(&[&parts[0]], &config), &first);
+
+    let second_db = dir.path().join("second.db");
+    let second = Monitor::start(&server.url(), &second_db, &config, &[]);
+    let (status, log) = second.wait_exit(PATIENCE);
+    assert_eq!(status.code(), Some(1), "a consumer in use by another monitor is an error: {log}");
+    assert!(log.contains("[nats] consumer"), "the setting to change is named: {log}");
+    let first_path = std::fs::canonicalize(&first_db).expect("the first database");
+    assert!(log.contains(&first_path.display().to_string()), "the other owner is named: {log}");
+
+    publish(&server.url(), &[&parts[1]], &[]);
+    wait_until_processed(&first_db, accepted_by_replay(&[&parts[0], &parts[1]], &config), &first);
+    let first_log = first.log_text();
+    assert!(first.terminate().success());
+    assert!(!first_log.contains("consumer deleted"), "the first monitor kept its consumer: {first_log}");
+    assert!(
+        !first_log.contains("binding the consumer again"),
+        "the first monitor never rebound: {first_log}"
+    );
+
+    publish(&server.url(), &[&parts[2]], &[]);
+    let everything = accepted_by_replay(&[&parts[0], &parts[1], &parts[2]], &config);
+    let restarted = Monitor::start(&server.url(), &first_db, &config, &[]);
+    wait_until_processed(&first_db, everything, &restarted);
+    assert!(restarted.terminate().success());
+
+    // A monitor that stopped cleanly released the consumer: the second
+    // database's monitor may take it over at once.
+    let second = Monitor::start(&server.url(), &second_db, &config, &[]);
+    wait_until_processed(&second_db, everything, &second);
+    let second_log = second.log_text();
+    assert!(second.terminate().success());
+    assert!(second_log.contains("another monitor released"), "{second_log}");
+}

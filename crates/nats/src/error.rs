@@ -75,6 +75,24 @@ pub enum NatsError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The durable consumer belongs to another monitor that is running; it
+    /// was left as it was.
+    #[error(
+        "consumer {consumer} on stream {stream} is in use by another monitor: {owner} ({activity}); \
+         give each monitor its own `[nats] consumer` name (and its own database), or stop the other \
+         monitor (a consumer idle for {idle_s} s is taken over); the consumer was left untouched",
+        idle_s = crate::streams::OWNER_IDLE_LIMIT.as_secs()
+    )]
+    ConsumerInUse {
+        /// The stream name.
+        stream: String,
+        /// The consumer name.
+        consumer: String,
+        /// Who owns it, as its metadata says.
+        owner: String,
+        /// What shows that it is in use.
+        activity: String,
+    },
     /// Publishing failed for good (after the retries the caller allows).
     #[error("publishing to {subject}")]
     Publish {

@@ -36,9 +36,9 @@ pub use options::{
 pub use outbox::{FailureKind, Outbox, Ticket};
 pub use publish::{Outgoing, PublishTotals, Publisher, publish_one, publishing_context};
 pub use streams::{
-    CreateStreams, INCIDENTS_SUBJECTS, LIFECYCLE_SUBJECTS, ORIGINAL_SEQUENCE_HEADER, ORIGINAL_SUBJECT_HEADER,
-    REJECT_DETAIL_HEADER, REJECT_REASON_HEADER, REJECTED_SUBJECTS, Streams, bind_consumer, ensure_streams,
-    rejected_subject, stream_config, subject_token,
+    ConsumerOwner, CreateStreams, INCIDENTS_SUBJECTS, LIFECYCLE_SUBJECTS, ORIGINAL_SEQUENCE_HEADER,
+    ORIGINAL_SUBJECT_HEADER, OWNER_IDLE_LIMIT, REJECT_DETAIL_HEADER, REJECT_REASON_HEADER, REJECTED_SUBJECTS,
+    Streams, bind_consumer, ensure_streams, rejected_subject, stream_config, subject_token,
 };
 pub use validate::{check_future, subject_matches, validate_message, wall_clock};
 

@@ -18,7 +18,7 @@ use crate::error::NatsError;
 use crate::options::NatsConfig;
 use crate::outbox::{FailureKind, Outbox, Ticket};
 use crate::publish::{Outgoing, publish_one};
-use crate::streams::{self, CreateStreams, Restored};
+use crate::streams::{self, ConsumerOwner, CreateStreams, Restored};
 use crate::validate::{subject_matches, wall_clock};
 
 /// What the monitor needs besides the store and the engine.
@@ -125,6 +125,7 @@ pub async fn run_monitor(
     let streams = streams::ensure_streams(&jetstream, settings, options.create).await?;
     streams.check_subjects()?;
     let lateness = options.allowed_lateness;
+    let owner = ConsumerOwner::this_process(writer.path());
     let max_future = options.max_future;
 
     let mut monitor = Monitor {
@@ -140,6 +141,7 @@ pub async fn run_monitor(
         checkpoint_name: format!("nats:{}", settings.lifecycle_stream),
         next_sequence: 0,
         fresh_consumer: true,
+        owner,
         outbox: Outbox::new(OUTBOX_CHUNK, OUTBOX_IN_FLIGHT),
         in_flight: futures_util::stream::FuturesUnordered::new(),
         acking: std::collections::VecDeque::new(),
@@ -150,7 +152,7 @@ pub async fn run_monitor(
     monitor.next_sequence = checkpoint.map_or(0, |sequence| sequence.max(0) as u64 + 1);
     let start = (monitor.next_sequence > 0).then_some(monitor.next_sequence);
     let mut lifecycle = Lifecycle { stream: streams.lifecycle, missing: false };
-    let mut messages = open_messages(&lifecycle.stream, settings, start).await?;
+    let mut messages = open_messages(&lifecycle.stream, settings, start, &mut monitor.owner).await?;
     let mut ticker = tokio::time::interval(settings.report_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline_timer = tokio::time::sleep(Duration::ZERO);
@@ -188,23 +190,22 @@ pub async fn run_monitor(
                         "messages arrived out of order; binding the consumer again from the first missing one"
                     );
                     drop(messages);
-                    let Some(rebound) =
-                        monitor.rebind(&mut lifecycle, settings, start, shutdown.as_mut()).await
-                    else {
-                        return monitor.stop(&client, settings).await;
-                    };
-                    messages = rebound;
+                    match monitor.rebind(&mut lifecycle, settings, start, shutdown.as_mut()).await {
+                        Ok(Some(rebound)) => messages = rebound,
+                        Ok(None) => return monitor.stop(&client, settings).await,
+                        Err(error) => return monitor.stop(&client, settings).await.and(Err(error)),
+                    }
                 }
             }
             Input::StreamEnded => {
                 tracing::warn!("message stream ended; binding the consumer again");
                 let start = monitor.next_sequence;
                 drop(messages);
-                let Some(rebound) = monitor.rebind(&mut lifecycle, settings, start, shutdown.as_mut()).await
-                else {
-                    return monitor.stop(&client, settings).await;
-                };
-                messages = rebound;
+                match monitor.rebind(&mut lifecycle, settings, start, shutdown.as_mut()).await {
+                    Ok(Some(rebound)) => messages = rebound,
+                    Ok(None) => return monitor.stop(&client, settings).await,
+                    Err(error) => return monitor.stop(&client, settings).await.and(Err(error)),
+                }
             }
             Input::Deadline => {
                 let now = wall_clock().ok_or(NatsError::Clock)?;
@@ -266,13 +267,15 @@ async fn open_messages(
     lifecycle: &jetstream::stream::Stream,
     settings: &crate::options::StreamSettings,
     start: Option<u64>,
+    owner: &mut ConsumerOwner,
 ) -> Result<Messages, NatsError> {
-    let consumer = streams::bind_consumer(lifecycle, &settings.lifecycle_stream, settings, start).await?;
+    let consumer =
+        streams::bind_consumer(lifecycle, &settings.lifecycle_stream, settings, start, owner).await?;
     let stream = consumer
         .stream()
         .max_messages_per_batch(settings.batch_size)
         .heartbeat(settings.heartbeat)
-        .expires(Duration::from_secs(30))
+        .expires(streams::PULL_EXPIRY)
         .messages()
         .await
         .map_err(|error| NatsError::Consumer {
@@ -314,6 +317,8 @@ struct Monitor<'a> {
     /// Whether the consumer was just bound: its first message may skip
     /// sequences that no longer exist (retention removed them).
     fresh_consumer: bool,
+    /// This monitor as the owner of the durable consumer.
+    owner: ConsumerOwner,
     /// The outbox publisher: what to read, send, mark delivered or set aside
     /// (at most one message per incident subject in flight, see [`Outbox`]).
     outbox: Outbox,
@@ -373,6 +378,8 @@ impl Monitor<'_> {
         if let Err(error) = client.flush().await {
             tracing::warn!(%error, "could not flush the last acknowledgements");
         }
+        streams::release_consumer(&self.jetstream, &self.lifecycle_stream, &settings.consumer, &self.owner)
+            .await;
         self.report_progress();
         let totals = self.totals;
         if unpublished == 0 {
@@ -402,7 +409,12 @@ impl Monitor<'_> {
 
     /// Binds the consumer again from stream sequence `start` (0: from the
     /// beginning), with backoff, until it works, and marks the consumer
-    /// fresh; `None` when `shutdown` completes first.
+    /// fresh; `None` when `shutdown` completes first, an error when the
+    /// consumer now belongs to another running monitor (which took it over
+    /// while this one was cut off for longer than
+    /// [`streams::OWNER_IDLE_LIMIT`]): taking it back would disrupt that
+    /// one, so this monitor stops instead (cleanly: the caller acknowledges
+    /// and publishes what was committed, then returns the error).
     ///
     /// When binding fails because the events stream is gone (deleted under
     /// the monitor), it is created again with the configuration it had,
@@ -417,7 +429,7 @@ impl Monitor<'_> {
         settings: &crate::options::StreamSettings,
         start: u64,
         mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
-    ) -> Option<Messages> {
+    ) -> Result<Option<Messages>, NatsError> {
         let mut start = start;
         let mut attempt = 0;
         self.fresh_consumer = true;
@@ -426,14 +438,17 @@ impl Monitor<'_> {
             if self.follow_new_lifecycle(lifecycle).await {
                 start = 0;
             }
-            match open_messages(&lifecycle.stream, settings, (start > 0).then_some(start)).await {
+            match open_messages(&lifecycle.stream, settings, (start > 0).then_some(start), &mut self.owner)
+                .await
+            {
                 Ok(messages) => {
                     lifecycle.missing = false;
                     if start == 0 {
                         self.next_sequence = 0;
                     }
-                    return Some(messages);
+                    return Ok(Some(messages));
                 }
+                Err(error @ NatsError::ConsumerInUse { .. }) => return Err(error),
                 Err(error) => {
                     let config = lifecycle.stream.cached_info().config.clone();
                     match streams::restore_stream(&self.jetstream, &config, self.create).await {
@@ -458,7 +473,7 @@ impl Monitor<'_> {
                     let pause = backoff(attempt);
                     tracing::warn!(%error, attempt, retry_in_ms = pause.as_millis() as u64, "cannot bind the consumer");
                     tokio::select! {
-                        () = shutdown.as_mut() => return None,
+                        () = shutdown.as_mut() => return Ok(None),
                         () = tokio::time::sleep(pause) => {}
                     }
                 }
