@@ -117,13 +117,20 @@ impl Rejections {
         }
     }
 
-    /// Flushes what is buffered, so that progress on the terminal or
-    /// anything else written to standard error comes after it.
-    pub fn flush(&mut self) -> io::Result<()> {
-        match self.failed.take() {
-            Some(error) => Err(error),
-            None => self.err.flush(),
+    /// Writes out what is buffered, so that the progress line on a terminal
+    /// comes after it. A failure is kept for [`Rejections::finish`].
+    pub fn flush(&mut self) {
+        if self.failed.is_none()
+            && let Err(error) = self.err.flush()
+        {
+            self.failed = Some(error);
         }
+    }
+
+    /// Writes out what is buffered and reports the first failure to write.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.flush();
+        self.failed.map_or(Ok(()), Err)
     }
 }
 
@@ -140,7 +147,7 @@ pub fn feed(engine: &mut Engine, inputs: &[PathBuf]) -> anyhow::Result<ReplayTot
         totals.lines += 1;
         if progress && totals.lines % (1 << 18) == 0 {
             // The rejections buffered so far go before the progress line.
-            let _ = rejections.flush();
+            rejections.flush();
             eprint!("\rreplay: {} lines read…", totals.lines);
         }
         match line.result {
@@ -151,7 +158,7 @@ pub fn feed(engine: &mut Engine, inputs: &[PathBuf]) -> anyhow::Result<ReplayTot
             Err(rejection) => rejections.reject(&mut totals, line.input, line.number, rejection),
         }
     })?;
-    rejections.flush()?;
+    rejections.finish()?;
     if progress && totals.lines >= 1 << 18 {
         eprint!("\r\x1b[K");
     }

@@ -80,7 +80,6 @@ pub fn run(
             failure = Some(error);
         }
     })?;
-    rejections.flush()?;
     if let Some(error) = failure {
         return Err(error.into());
     }
@@ -88,6 +87,8 @@ pub fn run(
         writer.tick(now);
     }
     writer.commit()?;
+    // After the commit: standard error failing must not lose the last batch.
+    rejections.finish()?;
     // Closing copies the WAL into the database file: start on it while the
     // incidents are printed.
     writer.checkpoint_soon();
