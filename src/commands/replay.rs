@@ -65,17 +65,9 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A rejected line: where it was and why.
-pub struct RejectedLine {
-    /// The input's name.
-    pub source: String,
-    /// The 1-based line number in that input.
-    pub line: u64,
-    /// Why.
-    pub rejection: Rejection,
-}
-
-/// Totals of one replay.
+/// Totals of one replay. Rejected lines are not kept: each is written to
+/// standard error when it is found (see [`Rejections`]), so memory stays the
+/// same however many lines are bad.
 #[derive(Default)]
 pub struct ReplayTotals {
     /// Non-blank lines read.
@@ -84,15 +76,68 @@ pub struct ReplayTotals {
     pub accepted: u64,
     /// Events dropped as duplicates.
     pub duplicates: u64,
-    /// Lines rejected.
-    pub rejected: Vec<RejectedLine>,
+    /// Lines rejected, by reason.
+    pub rejected: BTreeMap<RejectReason, u64>,
     /// Entities tracked at the end.
     pub entities: usize,
+}
+
+impl ReplayTotals {
+    /// Lines rejected, whatever the reason.
+    pub fn rejected_count(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+}
+
+/// Where rejections go as they are found: one line each on standard error,
+/// through a buffer, counted by reason in the totals. Before, every rejected
+/// line was kept until the end of the replay and printed then, which took
+/// memory in proportion to the bad lines (3 GB for 20 million) and printed
+/// nothing at all when that ran out.
+pub struct Rejections {
+    err: io::BufWriter<io::Stderr>,
+    /// The first failure to write, reported at the end: a closed standard
+    /// error must not stop the replay itself.
+    failed: Option<io::Error>,
+}
+
+impl Rejections {
+    /// Writes to standard error.
+    pub fn to_stderr() -> Rejections {
+        Rejections { err: io::BufWriter::with_capacity(64 * 1024, io::stderr()), failed: None }
+    }
+
+    /// Reports the line `number` of `source`, rejected for `rejection`, and counts it.
+    pub fn reject(&mut self, totals: &mut ReplayTotals, source: &str, number: u64, rejection: &Rejection) {
+        *totals.rejected.entry(rejection.reason).or_default() += 1;
+        if self.failed.is_none()
+            && let Err(error) = writeln!(self.err, "{source}:{number}: rejected: {rejection}")
+        {
+            self.failed = Some(error);
+        }
+    }
+
+    /// Writes out what is buffered, so that the progress line on a terminal
+    /// comes after it. A failure is kept for [`Rejections::finish`].
+    pub fn flush(&mut self) {
+        if self.failed.is_none()
+            && let Err(error) = self.err.flush()
+        {
+            self.failed = Some(error);
+        }
+    }
+
+    /// Writes out what is buffered and reports the first failure to write.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.flush();
+        self.failed.map_or(Ok(()), Err)
+    }
 }
 
 /// Feeds every line of `inputs`, in order, to `engine` as one stream.
 pub fn feed(engine: &mut Engine, inputs: &[PathBuf]) -> anyhow::Result<ReplayTotals> {
     let mut totals = ReplayTotals::default();
+    let mut rejections = Rejections::to_stderr();
     // Progress for people: only when standard error is a terminal, so logs and
     // tests see nothing but the summary.
     let progress = io::stderr().is_terminal();
@@ -101,6 +146,8 @@ pub fn feed(engine: &mut Engine, inputs: &[PathBuf]) -> anyhow::Result<ReplayTot
     for_each_parsed(inputs, |line| {
         totals.lines += 1;
         if progress && totals.lines % (1 << 18) == 0 {
+            // The rejections buffered so far go before the progress line.
+            rejections.flush();
             eprint!("\rreplay: {} lines read…", totals.lines);
         }
         match line.result {
@@ -108,13 +155,10 @@ pub fn feed(engine: &mut Engine, inputs: &[PathBuf]) -> anyhow::Result<ReplayTot
                 Outcome::Accepted => totals.accepted += 1,
                 Outcome::Duplicate => totals.duplicates += 1,
             },
-            Err(rejection) => totals.rejected.push(RejectedLine {
-                source: line.input.to_string(),
-                line: line.number,
-                rejection: rejection.clone(),
-            }),
+            Err(rejection) => rejections.reject(&mut totals, line.input, line.number, rejection),
         }
     })?;
+    rejections.finish()?;
     if progress && totals.lines >= 1 << 18 {
         eprint!("\r\x1b[K");
     }
@@ -129,18 +173,13 @@ pub fn finish(engine: &mut Engine, now: Option<Timestamp>) {
     }
 }
 
-/// The summary on standard error: every rejected line, then the totals.
+/// The totals on standard error (the rejected lines were written as they
+/// were found).
 pub fn report(totals: &ReplayTotals) -> io::Result<()> {
     let stderr = io::stderr();
-    let mut err = io::BufWriter::new(stderr.lock());
-    for rejected in &totals.rejected {
-        writeln!(err, "{}:{}: rejected: {}", rejected.source, rejected.line, rejected.rejection)?;
-    }
-    let mut by_reason: BTreeMap<RejectReason, u64> = BTreeMap::new();
-    for rejected in &totals.rejected {
-        *by_reason.entry(rejected.rejection.reason).or_default() += 1;
-    }
-    let reasons: Vec<String> = by_reason.iter().map(|(reason, count)| format!("{reason} {count}")).collect();
+    let mut err = stderr.lock();
+    let reasons: Vec<String> =
+        totals.rejected.iter().map(|(reason, count)| format!("{reason} {count}")).collect();
     let reasons = if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(", ")) };
     writeln!(
         err,
@@ -148,7 +187,7 @@ pub fn report(totals: &ReplayTotals) -> io::Result<()> {
         totals.lines,
         totals.accepted,
         totals.duplicates,
-        totals.rejected.len(),
+        totals.rejected_count(),
         totals.entities
     )?;
     err.flush()

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use lifewatch_core::{Config, Timestamp};
 use lifewatch_store::{Durability, Fed, Writer, WriterOptions};
 
-use crate::commands::replay::{RejectedLine, ReplayTotals};
+use crate::commands::replay::{Rejections, ReplayTotals};
 use crate::output::{self, Format};
 use crate::pipeline::for_each_parsed;
 
@@ -42,6 +42,7 @@ pub fn run(
         );
     }
     let mut totals = ReplayTotals::default();
+    let mut rejections = Rejections::to_stderr();
     let default_input = [PathBuf::from("-")];
     let inputs = if files.is_empty() { &default_input[..] } else { files };
     // Lines are read and parsed on a second thread (see pipeline.rs) while
@@ -69,11 +70,7 @@ pub fn run(
         match fed {
             Fed::Accepted => totals.accepted += 1,
             Fed::Duplicate => totals.duplicates += 1,
-            Fed::Rejected(rejection) => totals.rejected.push(RejectedLine {
-                source: line.input.to_string(),
-                line: line.number,
-                rejection,
-            }),
+            Fed::Rejected(rejection) => rejections.reject(&mut totals, line.input, line.number, &rejection),
         }
         // The batch is written on the store's thread while this one
         // applies the next.
@@ -90,6 +87,8 @@ pub fn run(
         writer.tick(now);
     }
     writer.commit()?;
+    // After the commit: standard error failing must not lose the last batch.
+    rejections.finish()?;
     // Closing copies the WAL into the database file: start on it while the
     // incidents are printed.
     writer.checkpoint_soon();

@@ -440,3 +440,54 @@ fn a_rate_that_cannot_work_is_a_usage_error() {
     assert_eq!(run.code, Some(2), "{}", run.stderr);
     assert!(run.stderr.contains("--rate"), "{}", run.stderr);
 }
+
+#[test]
+fn replay_memory_stays_flat_whatever_the_share_of_bad_lines() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    // Two million junk lines under a 256 MiB address-space limit: the build
+    // that kept every rejected line until the end (about 150 bytes each)
+    // ran out of memory here and printed nothing but the allocation failure;
+    // streaming each rejection to standard error needs a fixed amount.
+    const LINES: u64 = 2_000_000;
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 262144 && exec \"$0\" replay -")
+        .arg(env!("CARGO_BIN_EXE_lifewatch"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start sh");
+    let mut pipe = child.stdin.take().expect("stdin is piped");
+    let writer = std::thread::spawn(move || {
+        let chunk = b"x\n".repeat(100_000);
+        for _ in 0..LINES / 100_000 {
+            if pipe.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    // Standard error is read as it comes, keeping only a count and the ends.
+    let stderr = BufReader::new(child.stderr.take().expect("stderr is piped"));
+    let (mut count, mut first, mut last) = (0u64, String::new(), String::new());
+    for line in stderr.lines() {
+        let line = line.expect("stderr is text");
+        count += 1;
+        if count == 1 {
+            first = line.clone();
+        }
+        last = line;
+    }
+    writer.join().expect("stdin writer panicked");
+    let status = child.wait().expect("cannot wait for lifewatch");
+    assert_eq!(status.code(), Some(0), "first: {first}\nlast: {last}");
+    assert_eq!(first, "<stdin>:1: rejected: malformed_json: expected value at line 1 column 1");
+    assert_eq!(count, LINES + 1, "a line per rejection, then the totals");
+    assert_eq!(
+        last,
+        format!(
+            "replay: {LINES} lines, 0 accepted, 0 duplicates, {LINES} rejected (malformed_json {LINES}); 0 entities"
+        )
+    );
+}

@@ -771,3 +771,58 @@ fn a_record_keeps_the_account_and_region_of_its_last_change_in_every_path() {
         assert!(rebuild.assert_success().stdout_text().contains("identical"), "{}", rebuild.stdout_text());
     }
 }
+
+/// A rejected line keeps at most its first 64 KiB, with its length and a
+/// `cut` mark in the listing; longer payloads are stored compressed and read
+/// back byte for byte; a cut input is not re-driven.
+#[test]
+fn rejected_lines_are_stored_capped_and_compressed() {
+    let (_dir, db) = crate::common::temp_db("store-rejected-compact");
+    let long: Vec<u8> = [&b"{\"note\":\""[..], &b"all work and no play ".repeat(10_000)].concat();
+    let medium = b"not json at all, ".repeat(30);
+    let mut input = long.clone();
+    input.push(b'\n');
+    input.extend_from_slice(&medium);
+    input.extend_from_slice(b"\nx\n");
+    let run = lifewatch(&["replay", "-", "--db", path_str(&db)], Some(&input));
+    run.assert_success();
+    assert!(run.stderr.contains("3 rejected (malformed_json 3)"), "{}", run.stderr);
+
+    let listed = lifewatch(&["rejected", "--db", path_str(&db), "--format", "jsonl"], None);
+    let listed = listed.assert_success().records();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    let kept = String::from_utf8_lossy(&long[..64 * 1024]).into_owned();
+    assert_eq!(listed[0]["payload"], kept.as_str());
+    assert_eq!(listed[0]["length"], long.len());
+    assert_eq!(listed[0]["cut"], true);
+    assert_eq!(listed[1]["payload"], String::from_utf8_lossy(&medium).as_ref());
+    assert_eq!(listed[1]["length"], medium.len());
+    assert_eq!(listed[1]["cut"], false);
+    assert_eq!(listed[2]["payload"], "x");
+    assert_eq!(listed[2]["cut"], false);
+
+    // What is stored: the long and the medium payloads as zstd frames, far
+    // smaller than the text; the one-byte line as it is.
+    let connection = rusqlite::Connection::open(&db).unwrap();
+    let stored: Vec<(i64, i64, i64)> = connection
+        .prepare("SELECT length(payload), compressed, length FROM rejected ORDER BY id")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    drop(connection);
+    assert!(stored[0].0 < 4096 && stored[0].1 == 1, "{stored:?}");
+    assert_eq!(stored[0].2, long.len() as i64);
+    assert!(stored[1].0 < medium.len() as i64 && stored[1].1 == 1, "{stored:?}");
+    assert_eq!(stored[2], (1, 0, 1));
+
+    let redrive = lifewatch(&["redrive", "--db", path_str(&db)], None);
+    assert!(
+        redrive.assert_success().stdout_text().contains("3 tried, 0 accepted"),
+        "{}",
+        redrive.stdout_text()
+    );
+    let again = lifewatch(&["rejected", "--db", path_str(&db), "--format", "jsonl"], None);
+    assert_eq!(again.assert_success().records(), listed, "re-driving changed nothing");
+}

@@ -325,12 +325,17 @@ impl Batch {
         {
             let mut insert = connection
                 .prepare_cached(
-                    "INSERT INTO rejected(after_seq, origin, reason, detail, subject, digest, payload)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(origin, digest) DO NOTHING",
+                    "INSERT INTO rejected(after_seq, origin, reason, detail, subject, digest, payload, length,
+                                          compressed)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(origin, digest) DO NOTHING",
                 )
                 .context(path, "prepare the rejected insert")?;
+            let mut packer = RejectedPacker::default();
             for rejected in &pending.rejected {
+                // The digest is of the whole input, so that two inputs which
+                // differ only after the stored part are still told apart.
                 let digest = xxhash_rust::xxh3::xxh3_64(&rejected.payload) as i64;
+                let (stored, compressed) = packer.pack(path, &rejected.payload)?;
                 committed.rejected += insert
                     .execute(params![
                         rejected.after_seq,
@@ -339,7 +344,9 @@ impl Batch {
                         rejected.detail,
                         subject_of(&rejected.payload),
                         digest,
-                        &*rejected.payload,
+                        stored,
+                        rejected.payload.len() as i64,
+                        compressed,
                     ])
                     .context(path, "store a rejected input")? as u64;
             }
@@ -429,4 +436,101 @@ fn subject_of(payload: &[u8]) -> Option<String> {
         serde_json::Value::String(subject) => Some(subject),
         _ => None,
     }
+}
+
+/// A rejected input's row keeps at most its first 64 KiB (its `length`
+/// column says how long it was): a rejected line can be up to the line limit
+/// of a megabyte, and junk is kept to be read by people, who need its
+/// beginning, not to be re-driven whole.
+pub(crate) const REJECTED_PAYLOAD_CAP: usize = 64 * 1024;
+/// Shorter payloads are stored as they are: a zstd frame's own bytes (about
+/// fifteen with its checksum) outweigh what it saves on a short line.
+const COMPRESS_REJECTED_FROM: usize = 128;
+
+/// Makes the `payload` column of rejected inputs: capped, and compressed as
+/// one zstd frame (level 1 with its checksum, as the event log's blocks)
+/// when that is smaller. The zstd context is made at the first payload long
+/// enough to need it.
+#[derive(Default)]
+pub(crate) struct RejectedPacker {
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+    frame: Vec<u8>,
+}
+
+impl RejectedPacker {
+    /// The bytes to store for `payload`, and whether they are compressed.
+    pub(crate) fn pack<'a>(
+        &'a mut self,
+        path: &Path,
+        payload: &'a [u8],
+    ) -> Result<(&'a [u8], bool), StoreError> {
+        let kept = &payload[..payload.len().min(REJECTED_PAYLOAD_CAP)];
+        if kept.len() < COMPRESS_REJECTED_FROM {
+            return Ok((kept, false));
+        }
+        let compressor = match &mut self.compressor {
+            Some(compressor) => compressor,
+            None => {
+                let mut compressor = zstd::bulk::Compressor::new(1)
+                    .map_err(|error| compression(path, "start a compressor", error))?;
+                compressor
+                    .set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
+                    .map_err(|error| compression(path, "turn checksums on", error))?;
+                self.compressor.insert(compressor)
+            }
+        };
+        self.frame.clear();
+        self.frame.reserve(zstd::zstd_safe::compress_bound(kept.len()));
+        compressor
+            .compress_to_buffer(kept, &mut self.frame)
+            .map_err(|error| compression(path, "compress a rejected input", error))?;
+        if self.frame.len() < kept.len() { Ok((&self.frame, true)) } else { Ok((kept, false)) }
+    }
+}
+
+/// The stored part of a rejected input from its `payload` column.
+pub(crate) fn unpack_rejected(
+    path: &Path,
+    payload: Vec<u8>,
+    compressed: bool,
+) -> Result<Vec<u8>, StoreError> {
+    if !compressed {
+        return Ok(payload);
+    }
+    // The cap bounds what a damaged frame can make a reader allocate.
+    zstd::bulk::decompress(&payload, REJECTED_PAYLOAD_CAP)
+        .map_err(|error| compression(path, "decompress a rejected input", error))
+}
+
+/// Migration 11's step: caps and compresses the payloads stored before it
+/// (their `length` was set by the migration's SQL), a thousand rows at a
+/// time so that a large table is never held in memory.
+pub(crate) fn pack_rejected_payloads(connection: &Connection, path: &Path) -> Result<(), StoreError> {
+    let mut packer = RejectedPacker::default();
+    let mut after: i64 = i64::MIN;
+    loop {
+        let rows: Vec<(i64, Vec<u8>)> = connection
+            .prepare_cached(
+                "SELECT id, payload FROM rejected WHERE id > ?1 AND length(payload) >= ?2 ORDER BY id LIMIT 1000",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_map(params![after, COMPRESS_REJECTED_FROM as i64], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect()
+            })
+            .context(path, "read rejected inputs")?;
+        let Some(&(last, _)) = rows.last() else { return Ok(()) };
+        let mut update = connection
+            .prepare_cached("UPDATE rejected SET payload = ?1, compressed = ?2 WHERE id = ?3")
+            .context(path, "prepare the rejected update")?;
+        for (id, payload) in &rows {
+            let (stored, compressed) = packer.pack(path, payload)?;
+            update.execute(params![stored, compressed, id]).context(path, "compress a rejected input")?;
+        }
+        after = last;
+    }
+}
+
+fn compression(path: &Path, context: &'static str, source: std::io::Error) -> StoreError {
+    StoreError::Compression { path: path.to_path_buf(), context, source }
 }

@@ -277,13 +277,18 @@ pub struct TimelineEntry {
 /// A rejected input as kept.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize)]
 pub struct RejectedEvent {
+    /// Whether only the input's first 64 KiB were kept (see `length`).
+    pub cut: bool,
     /// What exactly was wrong.
     pub detail: String,
     /// Its id in the rejected table.
     pub id: i64,
+    /// The input's length in bytes.
+    pub length: u64,
     /// Where it came from (`file:line`, a NATS subject).
     pub origin: String,
-    /// The input as received (invalid UTF-8 replaced).
+    /// The input as received (invalid UTF-8 replaced), or its beginning
+    /// when `cut`.
     pub payload: String,
     /// The named reason.
     pub reason: String,
@@ -299,6 +304,8 @@ impl From<StoredRejection> for RejectedEvent {
             detail: stored.detail,
             id: stored.id,
             origin: stored.origin,
+            cut: stored.length > stored.payload.len() as u64,
+            length: stored.length,
             payload: String::from_utf8_lossy(&stored.payload).into_owned(),
             reason: stored.reason,
             redriven: stored.redriven,

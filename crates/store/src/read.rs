@@ -93,8 +93,12 @@ pub struct StoredRejection {
     pub detail: String,
     /// Its `subject`, when it had a readable one.
     pub subject: Option<String>,
-    /// The input exactly as received.
+    /// The input exactly as received, or its first 64 KiB when it was
+    /// longer (see `length`).
     pub payload: Vec<u8>,
+    /// The input's length in bytes; more than the payload's when only its
+    /// beginning was kept.
+    pub length: u64,
     /// What re-driving it did (`accepted as event N`, `duplicate`), if it was.
     pub redriven: Option<String>,
 }
@@ -278,20 +282,21 @@ impl Store {
         // With a subject, the condition names it plainly, so that SQLite
         // uses the index on it (`?2 IS NULL OR subject = ?2` would scan).
         let sql = if subject.is_some() {
-            "SELECT id, origin, reason, detail, subject, payload, redriven FROM rejected
+            "SELECT id, origin, reason, detail, subject, payload, redriven, length, compressed FROM rejected
              WHERE (?1 IS NULL OR reason = ?1) AND subject = ?2 AND (?3 OR redriven IS NULL)
              ORDER BY id"
         } else {
-            "SELECT id, origin, reason, detail, subject, payload, redriven FROM rejected
+            "SELECT id, origin, reason, detail, subject, payload, redriven, length, compressed FROM rejected
              WHERE (?1 IS NULL OR reason = ?1) AND ?2 IS NULL AND (?3 OR redriven IS NULL)
              ORDER BY id"
         };
-        self.connection
+        let rows: Vec<(StoredRejection, bool)> = self
+            .connection
             .prepare(sql)
             .and_then(|mut statement| {
                 statement
                     .query_map(rusqlite::params![reason, subject, include_redriven], |row| {
-                        Ok(StoredRejection {
+                        let rejection = StoredRejection {
                             id: row.get(0)?,
                             origin: row.get(1)?,
                             reason: row.get(2)?,
@@ -299,11 +304,19 @@ impl Store {
                             subject: row.get(4)?,
                             payload: row.get(5)?,
                             redriven: row.get(6)?,
-                        })
+                            length: row.get::<_, i64>(7)?.max(0) as u64,
+                        };
+                        Ok((rejection, row.get(8)?))
                     })?
                     .collect()
             })
-            .context(&self.path, "read rejected inputs")
+            .context(&self.path, "read rejected inputs")?;
+        rows.into_iter()
+            .map(|(mut rejection, compressed)| {
+                rejection.payload = crate::batch::unpack_rejected(&self.path, rejection.payload, compressed)?;
+                Ok(rejection)
+            })
+            .collect()
     }
 
     /// Counts and the clock.

@@ -19,7 +19,7 @@ use crate::error::{Context, StoreError};
 pub(crate) const APPLICATION_ID: i64 = 0x4c57_4154;
 
 /// The newest schema version this build writes.
-pub(crate) const CURRENT_VERSION: i64 = 10;
+pub(crate) const CURRENT_VERSION: i64 = 11;
 
 /// Migration `n` (from 0) takes the schema from version `n` to `n + 1`.
 /// Migrations are history: a released one is never edited, a later one
@@ -230,6 +230,21 @@ const MIGRATIONS: [&str; CURRENT_VERSION as usize] = [
     -- reports it. NULL for checkpoints written before this version.
     ALTER TABLE checkpoints ADD COLUMN log_seq INTEGER;
     ",
+    // 11: rejected inputs capped and compressed (payloads converted by
+    // `pack_rejected_payloads`).
+    "
+    -- 4,000,000 junk lines made a database of 580 MB. A rejected input's
+    -- payload now keeps at most its first 64 KiB, and `length` is how long
+    -- the input was; payloads of 128 bytes or more are one zstd frame each
+    -- (`compressed` = 1) when that is smaller (see batch.rs). The digest
+    -- stays that of the whole input. Most junk has no subject: the index on
+    -- subjects leaves those rows out (a query by subject names one).
+    ALTER TABLE rejected ADD COLUMN length INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE rejected ADD COLUMN compressed INTEGER NOT NULL DEFAULT 0;
+    UPDATE rejected SET length = length(CAST(payload AS BLOB));
+    DROP INDEX rejected_by_subject;
+    CREATE INDEX rejected_by_subject ON rejected(subject) WHERE subject IS NOT NULL;
+    ",
 ];
 
 /// Migration 9: the indexes of the read side's queries (`query.rs`).
@@ -406,6 +421,9 @@ pub(crate) fn migrate(
         }
         if version == 7 {
             clean_outbox_subjects(&transaction, path)?;
+        }
+        if version == 10 {
+            crate::batch::pack_rejected_payloads(&transaction, path)?;
         }
         transaction
             .pragma_update(None, "user_version", version + 1)
@@ -650,6 +668,54 @@ mod tests {
         );
         assert_ne!(subjects[0], subjects[1]);
         drop(connection);
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[test]
+    fn migrating_a_version_10_database_caps_and_compresses_rejected_payloads() {
+        let directory = std::env::temp_dir().join(format!("lifewatch-schema-v10-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let path = directory.join("v10.db");
+        let _ = std::fs::remove_file(&path);
+        let mut connection = connect(&path, Access::ReadWrite, Durability::Full).unwrap();
+        migrate(&mut connection, &path, 0, 10).unwrap();
+        let long = b"{\"subject\":\"prj_1\",\"junk\":\"".repeat(4_000);
+        let medium = b"a line of junk, ".repeat(20);
+        for (origin, subject, payload) in
+            [("a:1", Some("prj_1"), &long[..]), ("a:2", None, &medium[..]), ("a:3", None, &b"x"[..])]
+        {
+            connection
+                .execute(
+                    "INSERT INTO rejected(after_seq, origin, reason, detail, subject, digest, payload)
+                     VALUES (0, ?1, 'malformed_json', 'bad', ?2, ?3, ?4)",
+                    rusqlite::params![origin, subject, xxhash_rust::xxh3::xxh3_64(payload) as i64, payload],
+                )
+                .unwrap();
+        }
+        migrate(&mut connection, &path, 10, CURRENT_VERSION).unwrap();
+        let stored: Vec<(i64, bool, i64)> = connection
+            .prepare("SELECT length(payload), compressed, length FROM rejected ORDER BY id")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(stored[0].0 < 4096 && stored[0].1 && stored[0].2 == long.len() as i64, "{stored:?}");
+        assert!(stored[1].0 < medium.len() as i64 && stored[1].1, "{stored:?}");
+        assert_eq!(stored[2], (1, false, 1));
+        drop(connection);
+
+        let store = crate::Store::open_read_only(&path).unwrap();
+        let rejected = store.rejected(None, None, true).unwrap();
+        assert_eq!(rejected.len(), 3);
+        assert_eq!(rejected[0].payload, &long[..crate::batch::REJECTED_PAYLOAD_CAP]);
+        assert_eq!(rejected[0].length, long.len() as u64);
+        assert_eq!(rejected[1].payload, medium);
+        assert_eq!(rejected[2].payload, b"x");
+        // The index on subjects still finds the rows that have one.
+        let by_subject = store.rejected(None, Some("prj_1"), true).unwrap();
+        assert_eq!(by_subject.iter().map(|rejection| rejection.id).collect::<Vec<_>>(), [rejected[0].id]);
+        drop(store);
         std::fs::remove_dir_all(&directory).unwrap();
     }
 }

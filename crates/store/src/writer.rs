@@ -624,22 +624,34 @@ impl Writer {
     pub fn redrive(&mut self, reason: Option<RejectReason>) -> Result<RedriveSummary, StoreError> {
         self.commit()?;
         let path = self.path.clone();
-        let rows: Vec<(i64, Vec<u8>)> = lock(&self.db)
+        // Inputs of which only the beginning was kept (see
+        // `REJECTED_PAYLOAD_CAP`) cannot be validated again: they stay as
+        // they are, counted as still rejected.
+        let rows: Vec<(i64, Vec<u8>, bool, bool)> = lock(&self.db)
             .connection
             .prepare(
-                "SELECT id, payload FROM rejected WHERE redriven IS NULL AND (?1 IS NULL OR reason = ?1)
+                "SELECT id, payload, compressed, length > ?2 FROM rejected
+                 WHERE redriven IS NULL AND (?1 IS NULL OR reason = ?1)
                  ORDER BY id",
             )
             .and_then(|mut statement| {
                 statement
-                    .query_map([reason.map(RejectReason::as_str)], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .query_map(
+                        params![reason.map(RejectReason::as_str), crate::batch::REJECTED_PAYLOAD_CAP as i64],
+                        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+                    )?
                     .collect()
             })
             .context(&path, "read rejected inputs")?;
         let mut summary = RedriveSummary::default();
         let mut outcomes: Vec<(i64, Result<String, Rejection>)> = Vec::new();
-        for (id, payload) in rows {
+        for (id, payload, compressed, cut) in rows {
             summary.tried += 1;
+            if cut {
+                summary.still_rejected += 1;
+                continue;
+            }
+            let payload = crate::batch::unpack_rejected(&path, payload, compressed)?;
             let outcome = match parse_event(&payload) {
                 Err(rejection) => {
                     summary.still_rejected += 1;
