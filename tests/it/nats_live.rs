@@ -848,3 +848,91 @@ fn a_second_monitor_on_the_same_consumer_refuses_and_leaves_the_first_alone() {
     assert!(second.terminate().success());
     assert!(second_log.contains("another monitor released"), "{second_log}");
 }
+
+/// The last number before `label` in `lifewatch publish`'s report, e.g. the
+/// stored count of `... 2454 stored, 38 duplicates; ...`.
+fn reported(report: &str, label: &str) -> i64 {
+    let totals = report.lines().rfind(|line| line.starts_with("publish: ")).expect("publish totals");
+    let head = totals.split(label).next().expect("a count before the label");
+    head.rsplit([' ', ':']).find(|token| !token.is_empty()).and_then(|token| token.parse().ok()).expect(label)
+}
+
+/// The fault stream of `simulate` published with `--raw`: a line rejected for
+/// its content often carries the id of the corrected event that follows it
+/// (SPEC §1: the id of a rejected event is not taken). Had the rejected line
+/// been sent with `Nats-Msg-Id` = that id, JetStream would drop the correction
+/// inside its duplicate window, and the live store would lack events (and have
+/// incidents) that `replay` of the same file has. Identical invalid lines
+/// (`null` twice) are each a rejection, live as in replay.
+#[test]
+fn a_fault_stream_published_raw_keeps_corrected_re_sends_and_matches_replay() {
+    let server = NatsServer::start(&[]);
+    let dir = TempDir::new("raw-faults");
+    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
+    let fixture = dir.path().join("faults.jsonl");
+    let simulate = lifewatch()
+        .args(["simulate", "--faults", "--seed", "21", "--accounts", "200", "--out"])
+        .arg(&fixture)
+        .output()
+        .expect("run lifewatch simulate");
+    assert!(simulate.status.success(), "simulate failed: {}", String::from_utf8_lossy(&simulate.stderr));
+
+    // What replay rejects, by line number; the stream must hold what this test is about.
+    let text = std::fs::read_to_string(&fixture).expect("the simulated stream");
+    let lines: Vec<&str> = text.lines().collect();
+    let replayed =
+        lifewatch().arg("replay").arg(&fixture).args(["--now", NEVER]).output().expect("run replay");
+    let rejected_lines: Vec<usize> = String::from_utf8_lossy(&replayed.stderr)
+        .lines()
+        .filter_map(|line| line.split_once(": rejected: "))
+        .filter_map(|(place, _)| place.rsplit(':').next()?.parse().ok())
+        .collect();
+    let id_of = |line: &str| -> Option<String> {
+        let value: serde_json::Value = serde_json::from_str(line).ok()?;
+        value.get("id")?.as_str().map(str::to_string)
+    };
+    let corrected = rejected_lines
+        .iter()
+        .filter_map(|&number| id_of(lines[number - 1]).map(|id| (number, id)))
+        .filter(|(number, id)| {
+            lines[*number..].iter().any(|later| {
+                lifewatch_core::parse_event(later.as_bytes()).is_ok_and(|event| event.id == id.as_str())
+            })
+        })
+        .count();
+    assert!(corrected > 0, "the fault stream has rejected lines followed by their correction");
+    let repeated = rejected_lines.iter().enumerate().any(|(index, &number)| {
+        rejected_lines[..index].iter().any(|&earlier| lines[earlier - 1] == lines[number - 1])
+    });
+    assert!(repeated, "the fault stream has an invalid line twice");
+
+    let report = publish(&server.url(), &[&fixture], &["--raw"]);
+    assert_eq!(reported(&report, " invalid lines skipped"), 0, "{report}");
+    let stored = reported(&report, " stored");
+    let db = dir.path().join("live.db");
+    let monitor = Monitor::start(&server.url(), &db, &config, &[]);
+    // Every stored message is either an accepted event or a rejection (the
+    // broker dropped the exact duplicates), whether or not a correction was lost.
+    let summary = wait_watching(&monitor, "every stored message to be accepted or rejected", || {
+        let summary = db_summary(&db)?;
+        (summary.events + summary.rejected == stored && summary.pending_outbox == 0).then_some(summary)
+    });
+    assert!(monitor.terminate().success());
+    assert_eq!(summary.events, accepted_by_replay(&[&fixture], &config), "accepted live and by replay");
+    assert_eq!(summary.rejected, rejected_lines.len() as i64, "rejected live and by replay");
+    assert_all_agree(&server.url(), &db, &fixture, &config);
+
+    // And as an operator would compare them: `incidents` of the live store and `replay`.
+    let incidents = lifewatch()
+        .args(["incidents", "--format", "jsonl", "--db"])
+        .arg(&db)
+        .output()
+        .expect("run lifewatch incidents");
+    assert!(incidents.status.success(), "{}", String::from_utf8_lossy(&incidents.stderr));
+    let live = by_id(
+        String::from_utf8_lossy(&incidents.stdout)
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON record")),
+    );
+    assert_same_records("incidents --db live.db vs replay", &live, &replay(&[&fixture], NEVER, &config));
+}

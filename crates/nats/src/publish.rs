@@ -34,7 +34,10 @@ pub struct PublishTotals {
 pub struct Outgoing {
     /// The subject.
     pub subject: String,
-    /// The `Nats-Msg-Id`, if any.
+    /// The `Nats-Msg-Id`, if any: the event id for a valid event. A message
+    /// known to be invalid must not carry the id it names, or the stream
+    /// would drop the corrected event with that id inside its duplicate
+    /// window (lifewatch accepts it, since a rejected event's id is not taken).
     pub message_id: Option<String>,
     /// The payload.
     pub payload: Bytes,
