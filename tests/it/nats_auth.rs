@@ -449,3 +449,77 @@ fn authentication_credentials_file_and_refusal() {
     assert!(log.contains("cannot read") && log.contains("missing.creds"), "the file is named: {log}");
     assert!(log.contains("No such file"), "the cause is named: {log}");
 }
+
+/// Credentials written into the server URL (`nats://user:password@host`, as
+/// the nats CLI and nats-py take them) are used, and never appear in any log
+/// line at any level, in either log format: they are taken out of the URL
+/// before anything (async-nats' own logs included) sees it.
+#[test]
+fn url_credentials_are_used_and_never_logged() {
+    const MARKER: &str = "Url-Pa55-7f3c91e2-marker";
+    let fixture = fixture();
+    let dir = TempDir::new("url-credentials");
+    let server = NatsServer::start(&["--user", "urluser", "--pass", MARKER]);
+    let url = format!("nats://urluser:{MARKER}@127.0.0.1:{}", server.port);
+    let config = write_config(dir.path(), &[], "report_interval = \"1s\"\n");
+    let events = accepted_by_replay(&[&fixture], &config);
+
+    for format in ["human", "json"] {
+        // `publish` has one log format (human); it runs once per round all the same.
+        let output = lifewatch()
+            .arg("publish")
+            .arg(&fixture)
+            .args(["--nats", &url])
+            .env("RUST_LOG", "trace")
+            .output()
+            .expect("run lifewatch publish");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "publish with URL credentials failed: {stderr}");
+        assert!(stderr.contains("17 published"), "{stderr}");
+        assert!(!stderr.contains(MARKER) && !stdout.contains(MARKER), "the password leaked: {stderr}");
+
+        let db = dir.path().join(format!("url-{format}.db"));
+        let log_path = dir.path().join(format!("url-{format}.log"));
+        let log_file = std::fs::File::create(&log_path).expect("monitor log");
+        let out_path = dir.path().join(format!("url-{format}.out"));
+        let out_file = std::fs::File::create(&out_path).expect("monitor output");
+        let mut child = lifewatch()
+            .args(["run", "--nats", &url, "--log-format", format, "--db"])
+            .arg(&db)
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "trace")
+            .stdout(out_file)
+            .stderr(log_file)
+            .spawn()
+            .expect("start lifewatch run");
+        let processed = std::panic::catch_unwind(|| {
+            wait_for("the monitor to store every event", Duration::from_secs(60), || {
+                db_summary(&db).filter(|summary| summary.events == events && summary.pending_outbox == 0)
+            })
+        });
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let status =
+            wait_for("the monitor to exit", Duration::from_secs(20), || child.try_wait().ok().flatten());
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let out = std::fs::read_to_string(&out_path).unwrap_or_default();
+        assert!(processed.is_ok(), "the monitor did not process the stream with URL credentials: {log}");
+        assert!(status.success(), "clean shutdown exits 0, got {status:?}");
+        assert!(log.contains("connected to NATS"), "{log}");
+        assert!(!log.contains(MARKER) && !out.contains(MARKER), "the password leaked ({format})");
+    }
+
+    // URL credentials and explicit ones together: which one is meant is
+    // unclear, so it is a usage error naming both.
+    let output = lifewatch()
+        .arg("publish")
+        .arg(&fixture)
+        .args(["--nats", &url, "--user", "urluser", "--password", MARKER])
+        .output()
+        .expect("run lifewatch publish");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--nats") && stderr.contains("--user"), "both are named: {stderr}");
+    assert!(!stderr.contains(MARKER), "the password leaked: {stderr}");
+}
