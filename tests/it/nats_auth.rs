@@ -523,3 +523,43 @@ fn url_credentials_are_used_and_never_logged() {
     assert!(stderr.contains("--nats") && stderr.contains("--user"), "both are named: {stderr}");
     assert!(!stderr.contains(MARKER), "the password leaked: {stderr}");
 }
+
+/// A seed file or credentials file whose content is malformed is a local
+/// configuration error (exit 2, naming the file) found before connecting,
+/// not the server refusing the credentials; its content is not printed.
+#[test]
+fn malformed_seed_and_credentials_files_are_configuration_errors() {
+    let dir = TempDir::new("malformed-auth");
+    let server = server_with_config(
+        dir.path(),
+        "nats-server.conf",
+        &format!("authorization {{\n  users = [\n    {{ nkey: \"{USER_PUBLIC_KEY}\" }}\n  ]\n}}\n"),
+    );
+    const GARBAGE: &str = "SUNOTASEEDATALLmarker0123";
+    let seed_file = dir.path().join("malformed.nk");
+    std::fs::write(&seed_file, format!("{GARBAGE}\n")).expect("write the seed file");
+    let creds_file = dir.path().join("malformed.creds");
+    std::fs::write(
+        &creds_file,
+        format!(
+            "-----BEGIN NATS USER JWT-----\nnot.a.jwt\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{GARBAGE}\n------END USER NKEY SEED------\n"
+        ),
+    )
+    .expect("write the credentials file");
+    let fixture = fixture();
+    for (flag, file) in [("--nkey-seed-file", &seed_file), ("--creds", &creds_file)] {
+        let output = lifewatch()
+            .arg("publish")
+            .arg(&fixture)
+            .args(["--nats", &server.url(), flag, file.to_str().expect("a UTF-8 path")])
+            .output()
+            .expect("run lifewatch publish");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flag}: a configuration error: {stderr}");
+        assert!(!stderr.contains("refused the credentials"), "{flag}: not the server's refusal: {stderr}");
+        let name = file.file_name().and_then(|name| name.to_str()).expect("a file name");
+        assert!(stderr.contains(name), "{flag}: the file is named: {stderr}");
+        assert!(!stderr.contains(GARBAGE), "{flag}: the content is not printed: {stderr}");
+    }
+}

@@ -328,13 +328,31 @@ fn choose_auth(
         chosen.push(Auth::Token(token));
     }
     if let Some(path) = credentials {
-        // Read at each connection; a file that cannot be read is a
-        // configuration error now rather than a connection failure later.
-        std::fs::File::open(&path).map_err(|source| NatsError::ReadFile { path: path.clone(), source })?;
+        // Read at each connection; a file that cannot be read or parsed is a
+        // configuration error now rather than a connection failure later,
+        // which would look like the server refusing the credentials.
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| NatsError::ReadFile { path: path.clone(), source })?;
+        if let Err(error) = async_nats::ConnectOptions::with_credentials(&text) {
+            // async-nats' messages name what is missing or which nkey error
+            // it hit, never the content.
+            return Err(NatsError::Config(format!(
+                "{}: not a valid credentials file: {error}",
+                path.display()
+            )));
+        }
         chosen.push(Auth::CredentialsFile(path));
     }
     if let Some(path) = nkey_seed_file {
         let seed = read_secret_file(&path)?;
+        // A malformed seed would only fail when the client signs the
+        // server's nonce, reported as an authorization failure.
+        if nkeys::KeyPair::from_seed(seed.expose()).is_err() {
+            return Err(NatsError::Config(format!(
+                "{}: not a valid nkey seed (a seed starts with S and has 58 characters)",
+                path.display()
+            )));
+        }
         chosen.push(Auth::NkeySeed(seed));
     }
     match chosen.len() {
