@@ -440,3 +440,83 @@ fn a_rate_that_cannot_work_is_a_usage_error() {
     assert_eq!(run.code, Some(2), "{}", run.stderr);
     assert!(run.stderr.contains("--rate"), "{}", run.stderr);
 }
+
+/// `check` refuses runbook paths that are absolute or lead out of the
+/// runbook root, by `..` or through a symbolic link, even when the file
+/// they name exists: a runbook link must stay inside the operations package.
+#[test]
+fn check_refuses_runbook_paths_outside_the_root() {
+    let root = TempDir::new("runbook-root");
+    let runbooks = root.join("ops/runbooks");
+    std::fs::create_dir_all(&runbooks).unwrap();
+    for entry in std::fs::read_dir(crate::common::repo_root().join("ops/runbooks")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), runbooks.join(entry.file_name())).unwrap();
+    }
+    std::fs::remove_file(runbooks.join("stuck.md")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", runbooks.join("stuck.md")).unwrap();
+    let config_dir = TempDir::new("runbook-config");
+    let config = config_with(&config_dir, |text| {
+        text.replace("quota_breach = \"ops/runbooks/quota_breach.md\"", "quota_breach = \"/etc/passwd\"")
+            .replace(
+                "billing_dispute = \"ops/runbooks/billing_dispute.md\"",
+                "billing_dispute = \"../../../../../../../../etc/passwd\"",
+            )
+    });
+    let run = lifewatch(&["check", "--config", &config, "--root", root.to_str().unwrap()], None);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    for kind in ["stuck", "quota_breach", "billing_dispute"] {
+        assert!(
+            run.stderr
+                .lines()
+                .any(|line| line.contains(&format!("runbook of {kind} ")) && line.contains("outside")),
+            "no line refuses the runbook of {kind}:\n{}",
+            run.stderr
+        );
+    }
+    assert_eq!(run.stderr.lines().count(), 3, "only those three:\n{}", run.stderr);
+}
+
+/// A duration with a unit repeated (`15m15m`, which would add up to 30m) or
+/// units out of order (`5m1h`), and owner or plan names with control
+/// characters (which would reach terminals and pagers as escape sequences),
+/// are configuration errors naming the key.
+#[test]
+fn repeated_duration_units_and_control_characters_are_refused() {
+    type Case = (&'static str, fn(String) -> String, &'static [&'static str]);
+    let cases: [Case; 4] = [
+        (
+            "repeated unit",
+            |text| text.replace("pending = \"15m\"", "pending = \"15m15m\""),
+            &["deadlines.account.pending", "15m15m"],
+        ),
+        (
+            "units out of order",
+            |text| text.replace("pending = \"15m\"", "pending = \"5m1h\""),
+            &["deadlines.account.pending", "5m1h"],
+        ),
+        (
+            "control character in an owner",
+            |text| text.replacen("owner = \"accounts-oncall\"", "owner = \"accounts\\u001b[31m-oncall\"", 1),
+            &["owners[0].owner", "control character"],
+        ),
+        (
+            "control character in a plan name",
+            |text| text.replace("free = { max_projects", "\"fr\\u0007ee\" = { max_projects"),
+            &["plans.", "control character"],
+        ),
+    ];
+    for (what, edit, names) in cases {
+        let dir = TempDir::new("config");
+        let config = config_with(&dir, edit);
+        for args in
+            [vec!["replay", "fixtures/stuck.jsonl", "--config", &config], vec!["check", "--config", &config]]
+        {
+            let run = lifewatch(&args, None);
+            assert_eq!(run.code, Some(2), "{what}: {args:?}: {}", run.stderr);
+            for name in names {
+                assert!(run.stderr.contains(name), "{what}: message does not name {name:?}:\n{}", run.stderr);
+            }
+        }
+    }
+}
