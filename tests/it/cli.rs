@@ -520,3 +520,47 @@ fn repeated_duration_units_and_control_characters_are_refused() {
         }
     }
 }
+
+/// A UTF-8 byte order mark at the very start of the input (editors add one)
+/// is skipped: a file or standard input that starts with one gives the same
+/// incidents as without it, in `replay` and in `replay --db`, and no line is
+/// rejected.
+#[test]
+fn a_byte_order_mark_at_the_start_of_the_input_is_skipped() {
+    let dir = TempDir::new("bom");
+    let plain = crate::common::repo_root().join("fixtures/provisioning_failed.jsonl");
+    let text = std::fs::read(&plain).unwrap();
+    let bom_path = dir.join("bom.jsonl");
+    std::fs::write(&bom_path, [b"\xEF\xBB\xBF".as_slice(), &text].concat()).unwrap();
+    let plain = plain.to_str().unwrap();
+    let bom = bom_path.to_str().unwrap();
+    let now = "2030-01-01T00:00:00Z";
+
+    let expected = replay_jsonl(&[plain], Some(now));
+    let from_file = replay_jsonl(&[bom], Some(now));
+    assert!(
+        !from_file.stderr.contains("rejected: ") && from_file.stderr.contains(" 0 rejected"),
+        "{}",
+        from_file.stderr
+    );
+    assert_eq!(from_file.records(), expected.records(), "the file with a BOM");
+    let from_stdin =
+        lifewatch(&["replay", "-", "--now", now, "--format", "jsonl"], Some(&std::fs::read(bom).unwrap()));
+    from_stdin.assert_success();
+    assert!(from_stdin.stderr.contains(" 0 rejected"), "{}", from_stdin.stderr);
+    assert_eq!(from_stdin.records(), expected.records(), "standard input with a BOM");
+
+    let mut stored = Vec::new();
+    for (name, file) in [("plain", plain), ("bom", bom)] {
+        let db = dir.join(format!("{name}.db"));
+        let db = db.to_str().unwrap();
+        let run = lifewatch(&["replay", file, "--now", now, "--db", db], None);
+        run.assert_success();
+        assert!(run.stderr.contains(" 0 rejected"), "{name}: {}", run.stderr);
+        let incidents = lifewatch(&["incidents", "--db", db, "--format", "jsonl"], None);
+        incidents.assert_success();
+        stored.push(incidents.records());
+    }
+    assert!(!stored[0].is_empty(), "the fixture gives incidents");
+    assert_eq!(stored[0], stored[1], "replay --db of the file with a BOM");
+}
