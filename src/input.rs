@@ -66,12 +66,18 @@ pub fn for_each_line(mut reader: impl BufRead, mut each: impl FnMut(u64, Line<'_
     }
 }
 
+/// The UTF-8 byte order mark, which some editors write at the start of a file.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// `bytes` holds the whole line when `length` is at most the limit plus one
-/// (room for a `\r`); longer lines are reported by length only.
+/// (room for a `\r`); longer lines are reported by length only. A byte order
+/// mark at the start of the first line is not part of the event: it is
+/// skipped there (and only there, where it means "this file is UTF-8").
 fn emit(each: &mut impl FnMut(u64, Line<'_>), number: u64, bytes: &[u8], length: usize) {
     if length > MAX_LINE_BYTES + 1 {
         return each(number, Line::TooLong(length));
     }
+    let bytes = if number == 1 { bytes.strip_prefix(BOM).unwrap_or(bytes) } else { bytes };
     let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
     if bytes.len() > MAX_LINE_BYTES {
         each(number, Line::TooLong(bytes.len()));
@@ -140,6 +146,18 @@ mod tests {
                     (3, Ok(b"cdef".to_vec())),
                     (4, Ok(b"last".to_vec()))
                 ],
+                "capacity {capacity}"
+            );
+        }
+    }
+
+    #[test]
+    fn skips_a_byte_order_mark_on_the_first_line_only() {
+        for capacity in [1, 2, 3, 64] {
+            let got = lines(b"\xEF\xBB\xBFab\n\xEF\xBB\xBFcd\n", capacity);
+            assert_eq!(
+                got,
+                vec![(1, Ok(b"ab".to_vec())), (2, Ok(b"\xEF\xBB\xBFcd".to_vec()))],
                 "capacity {capacity}"
             );
         }

@@ -1,7 +1,7 @@
 //! `lifewatch check`: the configuration and the operations package agree.
 
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
@@ -48,6 +48,44 @@ pub fn subjects_of(kind: IncidentKind) -> &'static [SubjectType] {
     }
 }
 
+/// What is wrong with the runbook at `runbook` (relative to `root`), if
+/// anything. A runbook must be a non-empty file inside the root: an absolute
+/// path, a `..` component or a symbolic link that leads out of the root would
+/// point incidents at files that are not part of the operations package
+/// (`/etc/passwd` exists everywhere, so existing is not enough).
+fn runbook_problem(root: &Path, runbook: &str) -> Option<String> {
+    let relative = Path::new(runbook);
+    if relative.is_absolute() {
+        return Some(format!("is outside the runbook root (an absolute path): {runbook}"));
+    }
+    if relative.components().any(|component| !matches!(component, Component::Normal(_) | Component::CurDir)) {
+        return Some(format!("is outside the runbook root (a `..` component): {runbook}"));
+    }
+    let path = root.join(relative);
+    let metadata = match std::fs::metadata(&path) {
+        Ok(metadata) => metadata,
+        Err(error) => return Some(format!("missing: {}: {error}", path.display())),
+    };
+    // Both sides are canonical, so that a symbolic link anywhere on the way
+    // (in the root itself too) is followed before comparing.
+    match (std::fs::canonicalize(root), std::fs::canonicalize(&path)) {
+        (Ok(canonical_root), Ok(canonical)) if !canonical.starts_with(&canonical_root) => {
+            return Some(format!(
+                "is outside the runbook root (a symbolic link to {}): {}",
+                canonical.display(),
+                path.display()
+            ));
+        }
+        (Ok(_), Ok(_)) => {}
+        (Err(error), _) | (_, Err(error)) => return Some(format!("missing: {}: {error}", path.display())),
+    }
+    if metadata.is_file() && metadata.len() > 0 {
+        None
+    } else {
+        Some(format!("is empty or not a file: {}", path.display()))
+    }
+}
+
 /// Prints the routing table to `out` and returns one line per problem.
 pub fn check(config: &Config, root: &Path, out: &mut impl Write) -> io::Result<Vec<String>> {
     let mut problems = Vec::new();
@@ -69,11 +107,8 @@ pub fn check(config: &Config, root: &Path, out: &mut impl Write) -> io::Result<V
                 problems.push(format!("{kind} on {subject} reaches no owner"));
             }
         }
-        let path = root.join(runbook);
-        match std::fs::metadata(&path) {
-            Ok(metadata) if metadata.is_file() && metadata.len() > 0 => {}
-            Ok(_) => problems.push(format!("runbook of {kind} is empty or not a file: {}", path.display())),
-            Err(error) => problems.push(format!("runbook of {kind} missing: {}: {error}", path.display())),
+        if let Some(problem) = runbook_problem(root, runbook) {
+            problems.push(format!("runbook of {kind} {problem}"));
         }
     }
     let with_deadline: Vec<String> = State::all()

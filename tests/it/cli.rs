@@ -491,3 +491,127 @@ fn replay_memory_stays_flat_whatever_the_share_of_bad_lines() {
         )
     );
 }
+
+/// `check` refuses runbook paths that are absolute or lead out of the
+/// runbook root, by `..` or through a symbolic link, even when the file
+/// they name exists: a runbook link must stay inside the operations package.
+#[test]
+fn check_refuses_runbook_paths_outside_the_root() {
+    let root = TempDir::new("runbook-root");
+    let runbooks = root.join("ops/runbooks");
+    std::fs::create_dir_all(&runbooks).unwrap();
+    for entry in std::fs::read_dir(crate::common::repo_root().join("ops/runbooks")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), runbooks.join(entry.file_name())).unwrap();
+    }
+    std::fs::remove_file(runbooks.join("stuck.md")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", runbooks.join("stuck.md")).unwrap();
+    let config_dir = TempDir::new("runbook-config");
+    let config = config_with(&config_dir, |text| {
+        text.replace("quota_breach = \"ops/runbooks/quota_breach.md\"", "quota_breach = \"/etc/passwd\"")
+            .replace(
+                "billing_dispute = \"ops/runbooks/billing_dispute.md\"",
+                "billing_dispute = \"../../../../../../../../etc/passwd\"",
+            )
+    });
+    let run = lifewatch(&["check", "--config", &config, "--root", root.to_str().unwrap()], None);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    for kind in ["stuck", "quota_breach", "billing_dispute"] {
+        assert!(
+            run.stderr
+                .lines()
+                .any(|line| line.contains(&format!("runbook of {kind} ")) && line.contains("outside")),
+            "no line refuses the runbook of {kind}:\n{}",
+            run.stderr
+        );
+    }
+    assert_eq!(run.stderr.lines().count(), 3, "only those three:\n{}", run.stderr);
+}
+
+/// A duration with a unit repeated (`15m15m`, which would add up to 30m) or
+/// units out of order (`5m1h`), and owner or plan names with control
+/// characters (which would reach terminals and pagers as escape sequences),
+/// are configuration errors naming the key.
+#[test]
+fn repeated_duration_units_and_control_characters_are_refused() {
+    type Case = (&'static str, fn(String) -> String, &'static [&'static str]);
+    let cases: [Case; 4] = [
+        (
+            "repeated unit",
+            |text| text.replace("pending = \"15m\"", "pending = \"15m15m\""),
+            &["deadlines.account.pending", "15m15m"],
+        ),
+        (
+            "units out of order",
+            |text| text.replace("pending = \"15m\"", "pending = \"5m1h\""),
+            &["deadlines.account.pending", "5m1h"],
+        ),
+        (
+            "control character in an owner",
+            |text| text.replacen("owner = \"accounts-oncall\"", "owner = \"accounts\\u001b[31m-oncall\"", 1),
+            &["owners[0].owner", "control character"],
+        ),
+        (
+            "control character in a plan name",
+            |text| text.replace("free = { max_projects", "\"fr\\u0007ee\" = { max_projects"),
+            &["plans.", "control character"],
+        ),
+    ];
+    for (what, edit, names) in cases {
+        let dir = TempDir::new("config");
+        let config = config_with(&dir, edit);
+        for args in
+            [vec!["replay", "fixtures/stuck.jsonl", "--config", &config], vec!["check", "--config", &config]]
+        {
+            let run = lifewatch(&args, None);
+            assert_eq!(run.code, Some(2), "{what}: {args:?}: {}", run.stderr);
+            for name in names {
+                assert!(run.stderr.contains(name), "{what}: message does not name {name:?}:\n{}", run.stderr);
+            }
+        }
+    }
+}
+
+/// A UTF-8 byte order mark at the very start of the input (editors add one)
+/// is skipped: a file or standard input that starts with one gives the same
+/// incidents as without it, in `replay` and in `replay --db`, and no line is
+/// rejected.
+#[test]
+fn a_byte_order_mark_at_the_start_of_the_input_is_skipped() {
+    let dir = TempDir::new("bom");
+    let plain = crate::common::repo_root().join("fixtures/provisioning_failed.jsonl");
+    let text = std::fs::read(&plain).unwrap();
+    let bom_path = dir.join("bom.jsonl");
+    std::fs::write(&bom_path, [b"\xEF\xBB\xBF".as_slice(), &text].concat()).unwrap();
+    let plain = plain.to_str().unwrap();
+    let bom = bom_path.to_str().unwrap();
+    let now = "2030-01-01T00:00:00Z";
+
+    let expected = replay_jsonl(&[plain], Some(now));
+    let from_file = replay_jsonl(&[bom], Some(now));
+    assert!(
+        !from_file.stderr.contains("rejected: ") && from_file.stderr.contains(" 0 rejected"),
+        "{}",
+        from_file.stderr
+    );
+    assert_eq!(from_file.records(), expected.records(), "the file with a BOM");
+    let from_stdin =
+        lifewatch(&["replay", "-", "--now", now, "--format", "jsonl"], Some(&std::fs::read(bom).unwrap()));
+    from_stdin.assert_success();
+    assert!(from_stdin.stderr.contains(" 0 rejected"), "{}", from_stdin.stderr);
+    assert_eq!(from_stdin.records(), expected.records(), "standard input with a BOM");
+
+    let mut stored = Vec::new();
+    for (name, file) in [("plain", plain), ("bom", bom)] {
+        let db = dir.join(format!("{name}.db"));
+        let db = db.to_str().unwrap();
+        let run = lifewatch(&["replay", file, "--now", now, "--db", db], None);
+        run.assert_success();
+        assert!(run.stderr.contains(" 0 rejected"), "{name}: {}", run.stderr);
+        let incidents = lifewatch(&["incidents", "--db", db, "--format", "jsonl"], None);
+        incidents.assert_success();
+        stored.push(incidents.records());
+    }
+    assert!(!stored[0].is_empty(), "the fixture gives incidents");
+    assert_eq!(stored[0], stored[1], "replay --db of the file with a BOM");
+}

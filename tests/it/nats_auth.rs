@@ -449,3 +449,117 @@ fn authentication_credentials_file_and_refusal() {
     assert!(log.contains("cannot read") && log.contains("missing.creds"), "the file is named: {log}");
     assert!(log.contains("No such file"), "the cause is named: {log}");
 }
+
+/// Credentials written into the server URL (`nats://user:password@host`, as
+/// the nats CLI and nats-py take them) are used, and never appear in any log
+/// line at any level, in either log format: they are taken out of the URL
+/// before anything (async-nats' own logs included) sees it.
+#[test]
+fn url_credentials_are_used_and_never_logged() {
+    const MARKER: &str = "Url-Pa55-7f3c91e2-marker";
+    let fixture = fixture();
+    let dir = TempDir::new("url-credentials");
+    let server = NatsServer::start(&["--user", "urluser", "--pass", MARKER]);
+    let url = format!("nats://urluser:{MARKER}@127.0.0.1:{}", server.port);
+    let config = write_config(dir.path(), &[], "report_interval = \"1s\"\n");
+    let events = accepted_by_replay(&[&fixture], &config);
+
+    for format in ["human", "json"] {
+        // `publish` has one log format (human); it runs once per round all the same.
+        let output = lifewatch()
+            .arg("publish")
+            .arg(&fixture)
+            .args(["--nats", &url])
+            .env("RUST_LOG", "trace")
+            .output()
+            .expect("run lifewatch publish");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "publish with URL credentials failed: {stderr}");
+        assert!(stderr.contains("17 published"), "{stderr}");
+        assert!(!stderr.contains(MARKER) && !stdout.contains(MARKER), "the password leaked: {stderr}");
+
+        let db = dir.path().join(format!("url-{format}.db"));
+        let log_path = dir.path().join(format!("url-{format}.log"));
+        let log_file = std::fs::File::create(&log_path).expect("monitor log");
+        let out_path = dir.path().join(format!("url-{format}.out"));
+        let out_file = std::fs::File::create(&out_path).expect("monitor output");
+        let mut child = lifewatch()
+            .args(["run", "--nats", &url, "--log-format", format, "--db"])
+            .arg(&db)
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "trace")
+            .stdout(out_file)
+            .stderr(log_file)
+            .spawn()
+            .expect("start lifewatch run");
+        let processed = std::panic::catch_unwind(|| {
+            wait_for("the monitor to store every event", Duration::from_secs(60), || {
+                db_summary(&db).filter(|summary| summary.events == events && summary.pending_outbox == 0)
+            })
+        });
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let status =
+            wait_for("the monitor to exit", Duration::from_secs(20), || child.try_wait().ok().flatten());
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let out = std::fs::read_to_string(&out_path).unwrap_or_default();
+        assert!(processed.is_ok(), "the monitor did not process the stream with URL credentials: {log}");
+        assert!(status.success(), "clean shutdown exits 0, got {status:?}");
+        assert!(log.contains("connected to NATS"), "{log}");
+        assert!(!log.contains(MARKER) && !out.contains(MARKER), "the password leaked ({format})");
+    }
+
+    // URL credentials and explicit ones together: which one is meant is
+    // unclear, so it is a usage error naming both.
+    let output = lifewatch()
+        .arg("publish")
+        .arg(&fixture)
+        .args(["--nats", &url, "--user", "urluser", "--password", MARKER])
+        .output()
+        .expect("run lifewatch publish");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--nats") && stderr.contains("--user"), "both are named: {stderr}");
+    assert!(!stderr.contains(MARKER), "the password leaked: {stderr}");
+}
+
+/// A seed file or credentials file whose content is malformed is a local
+/// configuration error (exit 2, naming the file) found before connecting,
+/// not the server refusing the credentials; its content is not printed.
+#[test]
+fn malformed_seed_and_credentials_files_are_configuration_errors() {
+    let dir = TempDir::new("malformed-auth");
+    let server = server_with_config(
+        dir.path(),
+        "nats-server.conf",
+        &format!("authorization {{\n  users = [\n    {{ nkey: \"{USER_PUBLIC_KEY}\" }}\n  ]\n}}\n"),
+    );
+    const GARBAGE: &str = "SUNOTASEEDATALLmarker0123";
+    let seed_file = dir.path().join("malformed.nk");
+    std::fs::write(&seed_file, format!("{GARBAGE}\n")).expect("write the seed file");
+    let creds_file = dir.path().join("malformed.creds");
+    std::fs::write(
+        &creds_file,
+        format!(
+            "-----BEGIN NATS USER JWT-----\nnot.a.jwt\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{GARBAGE}\n------END USER NKEY SEED------\n"
+        ),
+    )
+    .expect("write the credentials file");
+    let fixture = fixture();
+    for (flag, file) in [("--nkey-seed-file", &seed_file), ("--creds", &creds_file)] {
+        let output = lifewatch()
+            .arg("publish")
+            .arg(&fixture)
+            .args(["--nats", &server.url(), flag, file.to_str().expect("a UTF-8 path")])
+            .output()
+            .expect("run lifewatch publish");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flag}: a configuration error: {stderr}");
+        assert!(!stderr.contains("refused the credentials"), "{flag}: not the server's refusal: {stderr}");
+        let name = file.file_name().and_then(|name| name.to_str()).expect("a file name");
+        assert!(stderr.contains(name), "{flag}: the file is named: {stderr}");
+        assert!(!stderr.contains(GARBAGE), "{flag}: the content is not printed: {stderr}");
+    }
+}

@@ -826,3 +826,109 @@ fn rejected_lines_are_stored_capped_and_compressed() {
     let again = lifewatch(&["rejected", "--db", path_str(&db), "--format", "jsonl"], None);
     assert_eq!(again.assert_success().records(), listed, "re-driving changed nothing");
 }
+
+/// Makes a directory and a file unwritable for as long as it lives, and
+/// writable again when dropped (so that the temporary directory can be
+/// removed, even when the test fails). Mode bits are enough for other users;
+/// root ignores them, so as root the immutable attribute (`chattr +i`) is
+/// set too.
+struct Unwritable<'a> {
+    paths: [&'a Path; 2],
+    immutable: bool,
+}
+
+impl<'a> Unwritable<'a> {
+    fn new(dir: &'a Path, file: &'a Path) -> Unwritable<'a> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o444)).unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let mut guard = Unwritable { paths: [file, dir], immutable: false };
+        if std::fs::File::create(dir.join("probe")).is_ok() {
+            let _ = std::fs::remove_file(dir.join("probe"));
+            let status = Command::new("chattr").arg("+i").args(guard.paths).status();
+            guard.immutable = status.is_ok_and(|status| status.success());
+        }
+        assert!(
+            std::fs::File::create(dir.join("probe")).is_err(),
+            "cannot make a directory unwritable here (as root, `chattr +i` is needed)"
+        );
+        guard
+    }
+}
+
+impl Drop for Unwritable<'_> {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        if self.immutable {
+            let _ = Command::new("chattr").arg("-i").args(self.paths).status();
+        }
+        let _ = std::fs::set_permissions(self.paths[1], std::fs::Permissions::from_mode(0o755));
+        let _ = std::fs::set_permissions(self.paths[0], std::fs::Permissions::from_mode(0o644));
+    }
+}
+
+/// The read-only commands work on a database in a directory that cannot be
+/// written (where SQLite cannot create the WAL's shared-memory file), with
+/// a file that cannot be written either, and print what they print on a
+/// writable copy.
+#[test]
+fn read_only_commands_work_in_a_read_only_directory() {
+    let dir = TempDir::new("store-read-only-dir");
+    let locked = dir.join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    let db = locked.join("lifewatch.db");
+    let copy = dir.join("copy.db");
+    let fixture = fixture("provisioning_failed.jsonl");
+    replay_db(&db, &[&fixture]);
+    replay_db(&copy, &[&fixture]);
+    let commands: [&[&str]; 5] = [
+        &["incidents", "--format", "jsonl"],
+        &["show", "prj_1", "--format", "jsonl"],
+        &["rejected", "--format", "jsonl"],
+        &["report", "stuck", "--format", "jsonl"],
+        &["verify"],
+    ];
+    let expected: Vec<String> = commands
+        .iter()
+        .map(|command| {
+            let mut args = command.to_vec();
+            args.extend(["--db", path_str(&copy)]);
+            lifewatch(&args, None).assert_success().stdout_text()
+        })
+        .collect();
+    let _unwritable = Unwritable::new(&locked, &db);
+    for (command, expected) in commands.iter().zip(expected) {
+        let mut args = command.to_vec();
+        args.extend(["--db", path_str(&db)]);
+        let run = lifewatch(&args, None);
+        assert_eq!(run.code, Some(0), "{command:?} in a read-only directory: {}", run.stderr);
+        assert_eq!(
+            run.stdout_text().replace(path_str(&db), "DB"),
+            expected.replace(path_str(&copy), "DB"),
+            "{command:?}"
+        );
+    }
+
+    // A write-ahead log that holds commits needs the WAL index to be read,
+    // which cannot be made there: the error says the directory must be
+    // writable. The copy is taken while a connection has a commit in its
+    // log, so that the log is not checkpointed away.
+    let logged = dir.join("logged");
+    std::fs::create_dir(&logged).unwrap();
+    let logged_db = logged.join("lifewatch.db");
+    {
+        let connection = rusqlite::Connection::open(&copy).unwrap();
+        connection.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        connection.execute_batch("CREATE TABLE scratch (x); INSERT INTO scratch VALUES (1);").unwrap();
+        std::fs::copy(&copy, &logged_db).unwrap();
+        std::fs::copy(dir.join("copy.db-wal"), logged.join("lifewatch.db-wal")).unwrap();
+    }
+    assert!(
+        std::fs::metadata(logged.join("lifewatch.db-wal")).unwrap().len() > 0,
+        "the log holds the commit"
+    );
+    let _unwritable = Unwritable::new(&logged, &logged_db);
+    let run = lifewatch(&["incidents", "--db", path_str(&logged_db)], None);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("make the directory writable"), "a clear message: {}", run.stderr);
+}

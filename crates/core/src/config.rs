@@ -35,6 +35,19 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.into(), message: message.into() }
 }
 
+/// Names that end up in incidents, tables and pages are refused when they
+/// hold a control character: a terminal or a pager would take it (an escape
+/// sequence, a newline) as a command or a new line.
+fn no_control_characters(key: &str, text: &str) -> Result<(), ConfigError> {
+    match text.chars().find(|character| character.is_control()) {
+        Some(character) => Err(invalid(
+            key,
+            format!("{:?} holds a control character ({})", text, character.escape_unicode()),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The configuration file as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -204,6 +217,9 @@ impl Config {
             }
         }
 
+        for name in raw.plans.keys() {
+            no_control_characters(&format!("plans.{}", name.escape_debug()), name)?;
+        }
         let plans = raw.plans.into_iter().map(|(name, plan)| (name, plan.max_projects)).collect();
 
         let mut severities = [
@@ -257,6 +273,7 @@ impl Config {
             if rule.owner.trim().is_empty() {
                 return Err(invalid(format!("{key}.owner"), "must name a team"));
             }
+            no_control_characters(&format!("{key}.owner"), &rule.owner)?;
             let kinds = rule
                 .kinds
                 .as_ref()
@@ -290,6 +307,7 @@ impl Config {
             if path.trim().is_empty() {
                 return Err(invalid(key, "must be a path"));
             }
+            no_control_characters(&key, path)?;
             runbooks[kind as usize] = path.clone();
         }
 

@@ -185,7 +185,9 @@ impl Duration {
     }
 
     /// Parses a human duration: one or more `<integer><unit>` parts with units
-    /// `ms`, `s`, `m`, `h`, `d` (for example `15m`, `5d`, `1h30m`).
+    /// `ms`, `s`, `m`, `h`, `d` (for example `15m`, `5d`, `1h30m`), each unit
+    /// at most once and from the largest to the smallest: `15m15m` (which
+    /// would silently mean 30m) and `5m1h` are most likely typing mistakes.
     pub fn parse_human(text: &str) -> Result<Duration, String> {
         let text = text.trim();
         if text.is_empty() {
@@ -193,6 +195,7 @@ impl Duration {
         }
         let bytes = text.as_bytes();
         let mut total: i64 = 0;
+        let mut previous_unit = i64::MAX;
         let mut index = 0;
         while index < bytes.len() {
             let start = index;
@@ -217,6 +220,12 @@ impl Duration {
                 "" => return Err(format!("{text:?}: missing unit (ms, s, m, h or d)")),
                 other => return Err(format!("{text:?}: unknown unit {other:?}")),
             };
+            if unit >= previous_unit {
+                return Err(format!(
+                    "{text:?}: each unit at most once, from the largest to the smallest (such as 1h30m)"
+                ));
+            }
+            previous_unit = unit;
             total = number
                 .checked_mul(unit)
                 .and_then(|part| total.checked_add(part))
@@ -523,5 +532,10 @@ mod tests {
         assert!(Duration::parse_human("m").is_err());
         assert!(Duration::parse_human("15 minutes").is_err());
         assert!(Duration::parse_human("99999999999999999d").is_err());
+        assert_eq!(Duration::parse_human("1d2h3m4s5ms").unwrap().as_nanos(), 93_784_005_000_000);
+        for repeated_or_out_of_order in ["15m15m", "5m1h", "1s1d", "30s500ms1s"] {
+            let error = Duration::parse_human(repeated_or_out_of_order).unwrap_err();
+            assert!(error.contains("at most once"), "{repeated_or_out_of_order}: {error}");
+        }
     }
 }

@@ -228,7 +228,29 @@ impl NatsConfig {
         let token = overrides.token.clone().or(raw.token);
         let credentials = overrides.credentials.clone().or(raw.credentials);
         let nkey_seed_file = overrides.nkey_seed_file.clone().or(raw.nkey_seed_file);
-        let auth = choose_auth(user, password, token, credentials, nkey_seed_file)?;
+        // Credentials in the URL are taken out of it here, so that the URL
+        // handed to async-nats (whose debug logs print it) and kept in the
+        // settings never holds them; they are used as explicit ones.
+        let (url, url_auth) = take_url_credentials(&url)?;
+        let auth = match url_auth {
+            Some(url_auth) => {
+                let explicit = [
+                    ("`nats.user` (--user)", user.is_some()),
+                    ("`nats.password` (--password)", password.is_some()),
+                    ("`nats.token` (--token)", token.is_some()),
+                    ("`nats.credentials` (--creds)", credentials.is_some()),
+                    ("`nats.nkey_seed_file` (--nkey-seed-file)", nkey_seed_file.is_some()),
+                ];
+                if let Some((name, _)) = explicit.iter().find(|(_, given)| *given) {
+                    return Err(NatsError::Config(format!(
+                        "the server URL (--nats, `nats.url`) holds credentials and {name} is given too: \
+                         choose one"
+                    )));
+                }
+                url_auth
+            }
+            None => choose_auth(user, password, token, credentials, nkey_seed_file)?,
+        };
 
         let tls_ca = overrides.tls_ca.clone().or(raw.tls_ca);
         let tls_cert = overrides.tls_cert.clone().or(raw.tls_cert);
@@ -306,13 +328,31 @@ fn choose_auth(
         chosen.push(Auth::Token(token));
     }
     if let Some(path) = credentials {
-        // Read at each connection; a file that cannot be read is a
-        // configuration error now rather than a connection failure later.
-        std::fs::File::open(&path).map_err(|source| NatsError::ReadFile { path: path.clone(), source })?;
+        // Read at each connection; a file that cannot be read or parsed is a
+        // configuration error now rather than a connection failure later,
+        // which would look like the server refusing the credentials.
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| NatsError::ReadFile { path: path.clone(), source })?;
+        if let Err(error) = async_nats::ConnectOptions::with_credentials(&text) {
+            // async-nats' messages name what is missing or which nkey error
+            // it hit, never the content.
+            return Err(NatsError::Config(format!(
+                "{}: not a valid credentials file: {error}",
+                path.display()
+            )));
+        }
         chosen.push(Auth::CredentialsFile(path));
     }
     if let Some(path) = nkey_seed_file {
         let seed = read_secret_file(&path)?;
+        // A malformed seed would only fail when the client signs the
+        // server's nonce, reported as an authorization failure.
+        if nkeys::KeyPair::from_seed(seed.expose()).is_err() {
+            return Err(NatsError::Config(format!(
+                "{}: not a valid nkey seed (a seed starts with S and has 58 characters)",
+                path.display()
+            )));
+        }
         chosen.push(Auth::NkeySeed(seed));
     }
     match chosen.len() {
@@ -321,6 +361,66 @@ fn choose_auth(
         _ => Err(NatsError::Config(
             "choose one way to authenticate: user and password, token, credentials file or nkey seed".into(),
         )),
+    }
+}
+
+/// Splits `user:password@` or `token@` out of each server of a
+/// comma-separated URL list: the list without them, and the credentials they
+/// give (percent-decoded, as the nats CLI does). Servers that carry different
+/// credentials are refused: one connection authenticates one way.
+fn take_url_credentials(url: &str) -> Result<(String, Option<Auth>), NatsError> {
+    let mut servers = Vec::new();
+    let mut found: Option<Auth> = None;
+    for server in url.split(',') {
+        let authority_start = server.find("://").map_or(0, |scheme| scheme + 3);
+        let authority_end =
+            server[authority_start..].find(['/', '?', '#']).map_or(server.len(), |end| authority_start + end);
+        let Some(at) = server[authority_start..authority_end].rfind('@').map(|at| authority_start + at)
+        else {
+            servers.push(server.to_string());
+            continue;
+        };
+        let auth = url_auth(&server[authority_start..at])?;
+        match &found {
+            Some(previous) if *previous != auth => {
+                return Err(NatsError::Config(
+                    "the servers of the URL (--nats, `nats.url`) hold different credentials".into(),
+                ));
+            }
+            _ => found = Some(auth),
+        }
+        servers.push(format!("{}{}", &server[..authority_start], &server[at + 1..]));
+    }
+    Ok((servers.join(","), found))
+}
+
+/// The credentials of a URL's userinfo: `user:password` or a token.
+fn url_auth(userinfo: &str) -> Result<Auth, NatsError> {
+    let decode = |text: &str, what: &str| {
+        percent_encoding::percent_decode_str(text).decode_utf8().map(|text| text.into_owned()).map_err(|_| {
+            NatsError::Config(format!("the {what} in the server URL (--nats, `nats.url`) is not UTF-8"))
+        })
+    };
+    match userinfo.split_once(':') {
+        Some((user, password)) => {
+            let user = decode(user, "user")?;
+            let password = decode(password, "password")?;
+            if user.is_empty() || password.is_empty() {
+                return Err(NatsError::Config(
+                    "the server URL (--nats, `nats.url`) holds an empty user or password".into(),
+                ));
+            }
+            Ok(Auth::UserPassword { user, password: Secret::new(password) })
+        }
+        None => {
+            let token = decode(userinfo, "token")?;
+            if token.is_empty() {
+                return Err(NatsError::Config(
+                    "the server URL (--nats, `nats.url`) holds an empty token".into(),
+                ));
+            }
+            Ok(Auth::Token(Secret::new(token)))
+        }
     }
 }
 
@@ -392,6 +492,30 @@ mod tests {
         assert!(error.to_string().contains("choose one"), "{error}");
         let error = parse("user = \"u\"\npassword = \"p\"", &overrides).unwrap_err();
         assert!(error.to_string().contains("--nats"), "{error}");
+    }
+
+    #[test]
+    fn url_credentials_are_taken_out_of_the_url() {
+        let with_url = |url: &str| ConnectOverrides { url: Some(url.into()), ..Default::default() };
+        let config = parse("", &with_url("nats://u:p%40ss@a:4222,nats://u:p%40ss@b:4222/")).unwrap();
+        assert_eq!(config.connect.url, "nats://a:4222,nats://b:4222/");
+        assert_eq!(
+            config.connect.auth,
+            Auth::UserPassword { user: "u".into(), password: Secret::new("p@ss") }
+        );
+        let config = parse("", &with_url("t0k@a:4222")).unwrap();
+        assert_eq!(config.connect.url, "a:4222");
+        assert_eq!(config.connect.auth, Auth::Token(Secret::new("t0k")));
+        let config = parse("", &with_url("nats://a:4222")).unwrap();
+        assert_eq!(config.connect.url, "nats://a:4222");
+        assert_eq!(config.connect.auth, Auth::None);
+
+        let error = parse("user = \"u\"\npassword = \"p\"", &with_url("nats://u:p@a")).unwrap_err();
+        assert!(error.to_string().contains("--nats") && error.to_string().contains("--user"), "{error}");
+        let error = parse("", &with_url("nats://u:p@a,nats://v:p@b")).unwrap_err();
+        assert!(error.to_string().contains("different credentials"), "{error}");
+        let error = parse("", &with_url("nats://u:@a")).unwrap_err();
+        assert!(error.to_string().contains("empty"), "{error}");
     }
 
     #[test]

@@ -291,15 +291,15 @@ pub(crate) enum Access {
 /// applies to migrations: a [`Writer`](crate::Writer) then hands its
 /// checkpoints to a thread of their own (see `checkpoint.rs`).
 pub(crate) fn connect(path: &Path, access: Access, durability: Durability) -> Result<Connection, StoreError> {
-    let flags = match access {
-        Access::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    let connection = match access {
+        Access::ReadOnly => connect_read_only(path)?,
         Access::ReadWrite => {
-            OpenFlags::SQLITE_OPEN_READ_WRITE
+            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            Connection::open_with_flags(path, flags).context(path, "open the database")?
         }
     };
-    let connection = Connection::open_with_flags(path, flags).context(path, "open the database")?;
     // Readers wait for a writer's checkpoint instead of failing at once.
     connection.busy_timeout(std::time::Duration::from_secs(10)).context(path, "set the busy timeout")?;
     // 64 MiB of page cache: the projections' B-trees stay in memory.
@@ -330,6 +330,62 @@ pub(crate) fn connect(path: &Path, access: Access, durability: Durability) -> Re
             .context(path, "set the checkpoint interval")?;
     }
     Ok(connection)
+}
+
+/// Opens `path` for reading. A reader of a WAL database needs the WAL index
+/// (`<db>-shm`) next to it, which SQLite creates when it is missing: in a
+/// directory that cannot be written, that fails although reading the file
+/// could not. Then, if no write-ahead log holds commits (no `<db>-wal`, or an
+/// empty one, which is the case whenever no writer has it open: the last
+/// writer to close checkpoints and removes it), the file alone is the whole
+/// database and is opened `immutable`, without any WAL index. A log that
+/// holds commits cannot be read that way, and the error says why.
+fn connect_read_only(path: &Path) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let connection = Connection::open_with_flags(path, flags).context(path, "open the database")?;
+    // The first read is where SQLite opens (or fails to create) the WAL index.
+    let error = match connection.pragma_query_value(None, "schema_version", |row| row.get::<_, i64>(0)) {
+        Ok(_) => return Ok(connection),
+        Err(error) => error,
+    };
+    let wal_index_refused = matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly)
+    );
+    if !wal_index_refused {
+        return Err(error).context(path, "read the database header");
+    }
+    drop(connection);
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal_holds_commits = std::fs::metadata(&wal).is_ok_and(|metadata| metadata.len() > 0);
+    let uri = match (wal_holds_commits, path.to_str()) {
+        (false, Some(text)) => immutable_uri(text),
+        _ => {
+            return Err(error).context(
+                path,
+                "read it: its directory cannot be written, so SQLite cannot make the WAL index that \
+                 reading its write-ahead log needs (make the directory writable)",
+            );
+        }
+    };
+    Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI).context(path, "open the database")
+}
+
+/// `file:<path>?immutable=1`, with the characters that a URI path cannot
+/// hold as they are percent-encoded.
+fn immutable_uri(path: &str) -> String {
+    let mut uri = String::from("file:");
+    for character in path.chars() {
+        match character {
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3f"),
+            '#' => uri.push_str("%23"),
+            other => uri.push(other),
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
 }
 
 /// Checks that `connection` holds a lifewatch database (or an empty file, for
