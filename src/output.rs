@@ -191,15 +191,33 @@ pub fn write_incident_table(
     table.write(out)?;
     writeln!(
         out,
-        "{} incidents, {} open",
-        records.len(),
+        "{}, {} open",
+        plural(records.len(), "incident"),
         records.iter().filter(|r| r.resolved_at.is_none()).count()
     )
+}
+
+/// A count with its noun, as a person writes it: "1 incident", "2
+/// incidents", "1 entity", "3 entities".
+pub fn plural(count: usize, noun: &str) -> String {
+    match (count, noun.strip_suffix('y')) {
+        (1, _) => format!("1 {noun}"),
+        (_, Some(stem)) => format!("{count} {stem}ies"),
+        _ => format!("{count} {noun}s"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_read_as_a_person_writes_them() {
+        assert_eq!(plural(1, "incident"), "1 incident");
+        assert_eq!(plural(0, "incident"), "0 incidents");
+        assert_eq!(plural(2, "entity"), "2 entities");
+        assert_eq!(plural(1, "entity"), "1 entity");
+    }
 
     #[test]
     fn control_characters_are_escaped() {

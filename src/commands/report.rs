@@ -37,7 +37,7 @@ pub fn stuck(db: &Path, now: Option<Timestamp>, config: &Config, format: Format)
         eprintln!(
             "lifewatch: stuck at {} ({clock}): {}",
             report.now,
-            plural(report.entities.len(), "entity")
+            output::plural(report.entities.len(), "entity")
         );
     }
     let stdout = io::stdout();
@@ -49,7 +49,12 @@ pub fn stuck(db: &Path, now: Option<Timestamp>, config: &Config, format: Format)
             }
         }
         Format::Table => {
-            writeln!(out, "stuck at {} ({clock}): {}", report.now, plural(report.entities.len(), "entity"))?;
+            writeln!(
+                out,
+                "stuck at {} ({clock}): {}",
+                report.now,
+                output::plural(report.entities.len(), "entity")
+            )?;
             let group = |item: &StuckEntity| (item.owner.clone(), item.entity.entity_type, item.state);
             for items in report.entities.chunk_by(|a, b| group(a) == group(b)) {
                 let first = &items[0];
@@ -79,13 +84,4 @@ pub fn stuck(db: &Path, now: Option<Timestamp>, config: &Config, format: Format)
     }
     out.flush()?;
     Ok(())
-}
-
-/// "1 entity", "2 entities".
-fn plural(count: usize, noun: &str) -> String {
-    match (count, noun.strip_suffix('y')) {
-        (1, _) => format!("1 {noun}"),
-        (_, Some(stem)) => format!("{count} {stem}ies"),
-        _ => format!("{count} {noun}s"),
-    }
 }
