@@ -2,128 +2,68 @@
 
 use serde::{Deserialize, Serialize};
 
-use strum::{Display, EnumCount, EnumString, IntoStaticStr, VariantArray};
+use strum::Display;
 
 use crate::event::EntityType;
-use crate::names::name_methods;
+use crate::names::{name_methods, named_enum};
 use crate::time::Timestamp;
 
-/// What kind of trouble an incident reports.
-#[derive(
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Debug,
-    Serialize,
-    Deserialize,
-    IntoStaticStr,
-    EnumString,
-    VariantArray,
-    EnumCount,
-    Display,
-)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum IncidentKind {
-    Stuck,
-    ProvisioningFailed,
-    OnboardingFailed,
-    QuotaBreach,
-    BillingDispute,
-    IllegalTransition,
-    InvariantViolation,
-    RegionalOutage,
+named_enum! {
+    /// What kind of trouble an incident reports.
+    #[derive(Serialize, Deserialize, Display)]
+    #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+    #[serde(rename_all = "snake_case")]
+    #[allow(missing_docs)]
+    pub enum IncidentKind {
+        Stuck,
+        ProvisioningFailed,
+        OnboardingFailed,
+        QuotaBreach,
+        BillingDispute,
+        IllegalTransition,
+        InvariantViolation,
+        RegionalOutage,
+    }
 }
 
-/// PagerDuty's severity scale, most severe first.
-#[derive(
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Debug,
-    Serialize,
-    Deserialize,
-    IntoStaticStr,
-    EnumString,
-    VariantArray,
-    EnumCount,
-    Display,
-)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum Severity {
-    Critical,
-    Error,
-    Warning,
-    Info,
+named_enum! {
+    /// PagerDuty's severity scale, most severe first.
+    #[derive(Serialize, Deserialize, Display)]
+    #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+    #[serde(rename_all = "snake_case")]
+    #[allow(missing_docs)]
+    pub enum Severity {
+        Critical,
+        Error,
+        Warning,
+        Info,
+    }
 }
 
-/// What an incident is about: an account, project or dispute, or a region.
-#[derive(
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Debug,
-    Serialize,
-    Deserialize,
-    IntoStaticStr,
-    EnumString,
-    VariantArray,
-    EnumCount,
-    Display,
-)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum SubjectType {
-    Account,
-    Project,
-    Dispute,
-    Region,
+named_enum! {
+    /// What an incident is about: an account, project or dispute, or a region.
+    #[derive(Serialize, Deserialize, Display)]
+    #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+    #[serde(rename_all = "snake_case")]
+    #[allow(missing_docs)]
+    pub enum SubjectType {
+        Account,
+        Project,
+        Dispute,
+        Region,
+    }
 }
 
-/// Whether an incident is still open.
-#[derive(
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Debug,
-    Serialize,
-    Deserialize,
-    IntoStaticStr,
-    EnumString,
-    VariantArray,
-    EnumCount,
-    Display,
-)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum Status {
-    Open,
-    Resolved,
+named_enum! {
+    /// Whether an incident is still open.
+    #[derive(Serialize, Deserialize, Display)]
+    #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+    #[serde(rename_all = "snake_case")]
+    #[allow(missing_docs)]
+    pub enum Status {
+        Open,
+        Resolved,
+    }
 }
 
 /// The `entity` member of a record.
@@ -188,38 +128,25 @@ pub struct IncidentRecord {
 /// How many event ids a record lists at most; `count` stays exact beyond.
 pub const MAX_RECORD_EVENTS: usize = 100;
 
-/// How an incident changed, as published on NATS and kept in the store.
-#[derive(
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Debug,
-    Serialize,
-    Deserialize,
-    IntoStaticStr,
-    EnumString,
-    VariantArray,
-    EnumCount,
-    Display,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum Transition {
-    /// A new incident.
-    Opened,
-    /// An open incident got another event, or its times changed.
-    Updated,
-    /// It ended.
-    Resolved,
-    /// A resolved incident became open again (a regional outage whose count
-    /// rose again once late evidence arrived).
-    Reopened,
-    /// It no longer exists: late evidence merged it into another regional
-    /// outage, or showed that a visit the clock had called stuck ended by its
-    /// deadline. Consumers should drop it.
-    Retracted,
+named_enum! {
+    /// How an incident changed, as published on NATS and kept in the store.
+    #[derive(Serialize, Deserialize, Display)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Transition {
+        /// A new incident.
+        Opened,
+        /// An open incident got another event, or its times changed.
+        Updated,
+        /// It ended.
+        Resolved,
+        /// A resolved incident became open again (a regional outage whose count
+        /// rose again once late evidence arrived).
+        Reopened,
+        /// It no longer exists: late evidence merged it into another regional
+        /// outage, or showed that a visit the clock had called stuck ended by its
+        /// deadline. Consumers should drop it.
+        Retracted,
+    }
 }
 
 name_methods!(IncidentKind, Severity, SubjectType, Status, Transition);

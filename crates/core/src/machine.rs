@@ -3,84 +3,43 @@
 
 use std::fmt;
 
-use strum::{EnumCount, EnumString, IntoStaticStr, VariantArray};
-
 use crate::event::{AccountEvent, DisputeEvent, EntityType, ProjectEvent};
-use crate::names::name_methods;
+use crate::names::{name_methods, named_enum};
 
-/// States of an account.
-#[derive(
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Debug,
-    IntoStaticStr,
-    EnumString,
-    VariantArray,
-    EnumCount,
-)]
-#[strum(serialize_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum AccountState {
-    Pending,
-    Active,
-    Failed,
-    Suspended,
-    Closed,
+named_enum! {
+    /// States of an account.
+    #[allow(missing_docs)]
+    pub enum AccountState {
+        Pending,
+        Active,
+        Failed,
+        Suspended,
+        Closed,
+    }
 }
 
-/// States of a project.
-#[derive(
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Debug,
-    IntoStaticStr,
-    EnumString,
-    VariantArray,
-    EnumCount,
-)]
-#[strum(serialize_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum ProjectState {
-    Requested,
-    Provisioning,
-    Active,
-    Failed,
-    Suspended,
-    Deleting,
-    Deleted,
+named_enum! {
+    /// States of a project.
+    #[allow(missing_docs)]
+    pub enum ProjectState {
+        Requested,
+        Provisioning,
+        Active,
+        Failed,
+        Suspended,
+        Deleting,
+        Deleted,
+    }
 }
 
-/// States of a dispute.
-#[derive(
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Debug,
-    IntoStaticStr,
-    EnumString,
-    VariantArray,
-    EnumCount,
-)]
-#[strum(serialize_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum DisputeState {
-    Open,
-    Responded,
-    Closed,
+named_enum! {
+    /// States of a dispute.
+    #[allow(missing_docs)]
+    pub enum DisputeState {
+        Open,
+        Responded,
+        Closed,
+    }
 }
 
 /// A state of any machine, for records, configuration and reports.

@@ -42,3 +42,30 @@ macro_rules! name_methods {
     )*};
 }
 pub(crate) use name_methods;
+
+/// Declares a fieldless enum whose names come from strum, in snake_case:
+/// the one place the name derives (and the plain value derives every such
+/// enum has) are written. Extra derives and attributes (serde, `Display`,
+/// docs) are given inside, after which the derives below are in scope.
+macro_rules! named_enum {
+    ($(#[$attribute:meta])* $visibility:vis enum $name:ident { $($variants:tt)* }) => {
+        #[derive(
+            Clone,
+            Copy,
+            PartialEq,
+            Eq,
+            PartialOrd,
+            Ord,
+            Hash,
+            Debug,
+            strum::IntoStaticStr,
+            strum::EnumString,
+            strum::VariantArray,
+            strum::EnumCount,
+        )]
+        #[strum(serialize_all = "snake_case")]
+        $(#[$attribute])*
+        $visibility enum $name { $($variants)* }
+    };
+}
+pub(crate) use named_enum;

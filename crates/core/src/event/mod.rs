@@ -9,7 +9,7 @@ use std::fmt;
 
 use strum::{Display, EnumCount, EnumString, IntoStaticStr, VariantArray};
 
-use crate::names::name_methods;
+use crate::names::{name_methods, named_enum};
 use crate::time::Timestamp;
 
 mod fields;
@@ -24,30 +24,17 @@ pub const MAX_ID_BYTES: usize = 256;
 /// The longest accepted `subject` (entity id), in characters.
 pub const MAX_SUBJECT_CHARS: usize = 128;
 
-/// The three kinds of entity whose lifecycle events lifewatch folds.
-#[derive(
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Debug,
-    IntoStaticStr,
-    EnumString,
-    VariantArray,
-    EnumCount,
-    Display,
-)]
-#[strum(serialize_all = "snake_case")]
-pub enum EntityType {
-    /// A customer account (`account.*`).
-    Account,
-    /// A project inside an account (`project.*`).
-    Project,
-    /// A billing dispute (`dispute.*`).
-    Dispute,
+named_enum! {
+    /// The three kinds of entity whose lifecycle events lifewatch folds.
+    #[derive(Display)]
+    pub enum EntityType {
+        /// A customer account (`account.*`).
+        Account,
+        /// A project inside an account (`project.*`).
+        Project,
+        /// A billing dispute (`dispute.*`).
+        Dispute,
+    }
 }
 
 name_methods!(EntityType, RejectReason);
@@ -273,41 +260,28 @@ impl Event<'_> {
     }
 }
 
-/// Why an input was rejected. The names are part of the contract: they appear
-/// in command output, the store and NATS subjects (`lifewatch.rejected.<reason>`).
-#[derive(
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Debug,
-    IntoStaticStr,
-    EnumString,
-    VariantArray,
-    EnumCount,
-    Display,
-)]
-#[strum(serialize_all = "snake_case")]
-pub enum RejectReason {
-    /// The line is longer than [`MAX_LINE_BYTES`].
-    TooLarge,
-    /// Not JSON, not UTF-8, or not a JSON object.
-    MalformedJson,
-    /// A required attribute is absent or `null`.
-    MissingAttribute,
-    /// An attribute has the wrong JSON type or a value outside its rule.
-    InvalidAttribute,
-    /// `type` is a string but names no event type of SPEC.md section 2.
-    UnknownType,
-    /// `data` is not an object, or lacks a required field, or has one of the wrong type.
-    InvalidData,
-    /// The event time is further in the future of the wall clock than allowed (live mode).
-    TimeInFuture,
-    /// The NATS subject the message arrived on disagrees with its payload.
-    SubjectMismatch,
+named_enum! {
+    /// Why an input was rejected. The names are part of the contract: they appear
+    /// in command output, the store and NATS subjects (`lifewatch.rejected.<reason>`).
+    #[derive(Display)]
+    pub enum RejectReason {
+        /// The line is longer than [`MAX_LINE_BYTES`].
+        TooLarge,
+        /// Not JSON, not UTF-8, or not a JSON object.
+        MalformedJson,
+        /// A required attribute is absent or `null`.
+        MissingAttribute,
+        /// An attribute has the wrong JSON type or a value outside its rule.
+        InvalidAttribute,
+        /// `type` is a string but names no event type of SPEC.md section 2.
+        UnknownType,
+        /// `data` is not an object, or lacks a required field, or has one of the wrong type.
+        InvalidData,
+        /// The event time is further in the future of the wall clock than allowed (live mode).
+        TimeInFuture,
+        /// The NATS subject the message arrived on disagrees with its payload.
+        SubjectMismatch,
+    }
 }
 
 /// A rejected input: the named reason and a sentence for the operator.
