@@ -30,16 +30,11 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub static _rjem_malloc_conf: &[u8] = b"dirty_decay_ms:30000,muzzy_decay_ms:30000\0";
 
 use std::io;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use lifewatch_core::Timestamp;
 
-use crate::commands::{parse_kind, parse_reason, parse_time};
-use crate::config::AppConfig;
 use crate::error::UsageError;
-use crate::output::Format;
 
 /// Exit status for bad usage or a bad configuration.
 const EXIT_USAGE: u8 = 2;
@@ -72,148 +67,41 @@ enum Command {
     #[command(after_help = commands::replay::EXAMPLES)]
     Replay(commands::replay::ReplayArgs),
     /// List the incidents stored in a database, ordered by opened_at then key.
-    #[command(after_help = "Examples:\n  \
-        lifewatch replay fixtures/launch-day.jsonl --db /tmp/lifewatch.db > /dev/null\n  \
-        lifewatch incidents --db /tmp/lifewatch.db --status open --format jsonl")]
-    Incidents {
-        /// The database.
-        #[arg(long)]
-        db: PathBuf,
-        /// Only open or only resolved incidents.
-        #[arg(long, value_enum)]
-        status: Option<StatusArg>,
-        /// Only this team's incidents.
-        #[arg(long)]
-        owner: Option<String>,
-        /// Only this kind (e.g. stuck, quota_breach).
-        #[arg(long, value_parser = parse_kind)]
-        kind: Option<lifewatch_core::IncidentKind>,
-        /// Only incidents open at some moment since this instant (RFC 3339).
-        #[arg(long, value_parser = parse_time)]
-        since: Option<Timestamp>,
-        /// Output format: table for people, jsonl for tools.
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
-    },
+    #[command(after_help = commands::incidents::EXAMPLES)]
+    Incidents(commands::incidents::IncidentsArgs),
     /// Show an entity's timeline: every event, the state it moved to and how long it
     /// stayed, the incidents raised, and rejected events for that subject.
-    #[command(after_help = "Examples:\n  \
-        lifewatch replay fixtures/stuck.jsonl --db /tmp/lifewatch-stuck.db > /dev/null\n  \
-        lifewatch show --db /tmp/lifewatch-stuck.db dsp_late")]
-    Show {
-        /// The database.
-        #[arg(long)]
-        db: PathBuf,
-        /// The entity id (account, project or dispute).
-        entity_id: String,
-        /// Output format: table for people, jsonl for tools.
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
-    },
+    #[command(after_help = commands::show::EXAMPLES)]
+    Show(commands::show::ShowArgs),
     /// On-call reports over a database.
-    #[command(after_help = "Examples:\n  \
-        lifewatch replay fixtures/launch-day.jsonl --db /tmp/lifewatch.db > /dev/null\n  \
-        lifewatch report stuck --db /tmp/lifewatch.db")]
+    #[command(after_help = commands::report::EXAMPLES)]
     Report {
         #[command(subcommand)]
-        report: ReportCommand,
+        report: commands::report::ReportCommand,
     },
     /// Recompute every projection and incident from the event log alone and compare
     /// with what is stored. Exit 1 if they differ.
-    #[command(after_help = "Examples:\n  \
-        lifewatch replay fixtures/launch-day.jsonl --db /tmp/lifewatch.db > /dev/null\n  \
-        lifewatch rebuild --db /tmp/lifewatch.db\n  \
-        lifewatch rebuild --db /tmp/lifewatch.db --repair")]
-    Rebuild {
-        /// The database.
-        #[arg(long)]
-        db: PathBuf,
-        /// Replace what differs with what the log gives (takes the writer lock).
-        #[arg(long)]
-        repair: bool,
-        /// Configuration file (default: the shipped ops/lifewatch.toml, built in).
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
+    #[command(after_help = commands::rebuild::EXAMPLES)]
+    Rebuild(commands::rebuild::RebuildArgs),
     /// Check a database for damage without writing: SQLite's integrity check, every
     /// block of the event log, the stored projections against the log (as rebuild),
     /// and the log's end against the checkpoints. Exit 1 naming each problem.
-    #[command(after_help = "Examples:\n  \
-        lifewatch replay fixtures/launch-day.jsonl --db /tmp/lifewatch.db > /dev/null\n  \
-        lifewatch verify --db /tmp/lifewatch.db\n  \
-        lifewatch verify --db /tmp/lifewatch.db --format jsonl")]
-    Verify {
-        /// The database.
-        #[arg(long)]
-        db: PathBuf,
-        /// Configuration file (default: the shipped ops/lifewatch.toml, built in).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Output format: table for people, jsonl for tools.
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
-    },
+    #[command(after_help = commands::verify::EXAMPLES)]
+    Verify(commands::verify::VerifyArgs),
     /// Copy a database to a new file, safely while a writer runs (SQLite's VACUUM INTO).
-    #[command(after_help = "Examples:\n  \
-        lifewatch replay fixtures/launch-day.jsonl --db /tmp/lifewatch.db > /dev/null\n  \
-        lifewatch backup --db /tmp/lifewatch.db --out /tmp/lifewatch-backup.db\n  \
-        lifewatch verify --db /tmp/lifewatch-backup.db")]
-    Backup {
-        /// The database.
-        #[arg(long)]
-        db: PathBuf,
-        /// The copy to write; it must not exist.
-        #[arg(long)]
-        out: PathBuf,
-    },
+    #[command(after_help = commands::backup::EXAMPLES)]
+    Backup(commands::backup::BackupArgs),
     /// List the rejected events kept in a database.
-    #[command(after_help = "Examples:\n  \
-        lifewatch replay fixtures/bad-input.jsonl --db /tmp/lifewatch-bad.db > /dev/null\n  \
-        lifewatch rejected --db /tmp/lifewatch-bad.db --reason malformed_json")]
-    Rejected {
-        /// The database.
-        #[arg(long)]
-        db: PathBuf,
-        /// Only this reason (e.g. malformed_json).
-        #[arg(long, value_parser = parse_reason)]
-        reason: Option<lifewatch_core::RejectReason>,
-        /// Include events already re-driven.
-        #[arg(long)]
-        all: bool,
-        /// Output format: table for people, jsonl for tools.
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
-    },
+    #[command(after_help = commands::rejected::EXAMPLES)]
+    Rejected(commands::rejected::RejectedArgs),
     /// List the incident transitions set aside: the NATS server refused them for
     /// good (payload too large, invalid subject, no stream for the subject), so the
     /// monitor stopped retrying them and published the others.
-    #[command(after_help = "Examples:\n  \
-        lifewatch replay fixtures/launch-day.jsonl --db /tmp/lifewatch.db > /dev/null\n  \
-        lifewatch outbox --db /tmp/lifewatch.db\n  \
-        lifewatch outbox --db /tmp/lifewatch.db --format jsonl")]
-    Outbox {
-        /// The database.
-        #[arg(long)]
-        db: PathBuf,
-        /// Output format: table for people, jsonl for tools.
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
-    },
+    #[command(after_help = commands::outbox::EXAMPLES)]
+    Outbox(commands::outbox::OutboxArgs),
     /// Feed rejected events through validation again; accepted ones join the log.
-    #[command(after_help = "Examples:\n  \
-        lifewatch replay fixtures/bad-input.jsonl --db /tmp/lifewatch-bad.db > /dev/null\n  \
-        lifewatch redrive --db /tmp/lifewatch-bad.db --reason unknown_type")]
-    Redrive {
-        /// The database.
-        #[arg(long)]
-        db: PathBuf,
-        /// Only events rejected for this reason.
-        #[arg(long, value_parser = parse_reason)]
-        reason: Option<lifewatch_core::RejectReason>,
-        /// Configuration file (default: the shipped ops/lifewatch.toml, built in).
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
+    #[command(after_help = commands::redrive::EXAMPLES)]
+    Redrive(commands::redrive::RedriveArgs),
     /// Validate a configuration and the operations package: every incident kind
     /// reaches an owner, every runbook named exists.
     ///
@@ -240,37 +128,6 @@ enum Command {
     /// Print a shell completion script to standard output.
     #[command(after_help = commands::completions::EXAMPLES)]
     Completions(commands::completions::CompletionsArgs),
-}
-
-/// `lifewatch report` reports.
-#[derive(Subcommand)]
-enum ReportCommand {
-    /// What is stuck now, grouped by owner and state, oldest first, with how long
-    /// past its deadline each one is.
-    #[command(after_help = "Examples:\n  \
-        lifewatch replay fixtures/launch-day.jsonl --db /tmp/lifewatch.db > /dev/null\n  \
-        lifewatch report stuck --db /tmp/lifewatch.db --now 2026-11-28T00:00:00Z --format jsonl")]
-    Stuck {
-        /// The database.
-        #[arg(long)]
-        db: PathBuf,
-        /// The instant to judge at (RFC 3339). Default: the database's clock.
-        #[arg(long, value_parser = parse_time)]
-        now: Option<Timestamp>,
-        /// Configuration file for deadlines and owners (default: the shipped one).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Output format: table for people, jsonl for tools.
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
-    },
-}
-
-/// `--status` values.
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum StatusArg {
-    Open,
-    Resolved,
 }
 
 fn main() -> ExitCode {
@@ -317,45 +174,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => commands::run::run(args),
         Command::Publish(args) => commands::publish::run(args),
         Command::Completions(args) => commands::completions::run(args),
-        Command::Incidents { db, status, owner, kind, since, format } => {
-            let status = status.map(|status| match status {
-                StatusArg::Open => lifewatch_core::Status::Open,
-                StatusArg::Resolved => lifewatch_core::Status::Resolved,
-            });
-            let query =
-                lifewatch_store::query::IncidentQuery { status, owner, kind, since, ..Default::default() };
-            commands::incidents::run(&db, &query, format)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Show { db, entity_id, format } => commands::show::run(&db, &entity_id, format),
-        Command::Report { report: ReportCommand::Stuck { db, now, config, format } } => {
-            let config = AppConfig::load(config.as_deref())?;
-            commands::report::stuck(&db, now, &config.engine, format)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Rebuild { db, repair, config } => {
-            let config = AppConfig::load(config.as_deref())?;
-            commands::rebuild::run(&db, config.engine, repair)
-        }
-        Command::Verify { db, config, format } => {
-            let config = AppConfig::load(config.as_deref())?;
-            commands::verify::run(&db, config.engine, format)
-        }
-        Command::Backup { db, out } => commands::backup::run(&db, &out),
-        Command::Rejected { db, reason, all, format } => {
-            let filter =
-                lifewatch_store::query::RejectedFilter { reason, subject: None, include_redriven: all };
-            commands::rejected::run(&db, &filter, format)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Outbox { db, format } => {
-            commands::outbox::run(&db, format)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Redrive { db, reason, config } => {
-            let config = AppConfig::load(config.as_deref())?;
-            commands::redrive::run(&db, reason, config.engine)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Incidents(args) => commands::incidents::main(args),
+        Command::Show(args) => commands::show::main(args),
+        Command::Report { report } => commands::report::main(report),
+        Command::Rebuild(args) => commands::rebuild::main(args),
+        Command::Verify(args) => commands::verify::main(args),
+        Command::Backup(args) => commands::backup::main(args),
+        Command::Rejected(args) => commands::rejected::main(args),
+        Command::Outbox(args) => commands::outbox::main(args),
+        Command::Redrive(args) => commands::redrive::main(args),
     }
 }

@@ -20,8 +20,39 @@ pub mod show;
 pub mod simulate;
 pub mod verify;
 
+use std::path::PathBuf;
+
 use anyhow::anyhow;
+use clap::Args;
 use lifewatch_core::{IncidentKind, RejectReason, Timestamp};
+
+use crate::config::AppConfig;
+
+/// `--db` of the commands that read or repair a database. `LIFEWATCH_DB`
+/// gives it when the flag is left out. (`replay --db` has its own flag
+/// without the variable: there `--db` switches to persisting, which a
+/// variable set for the on-call commands must not do behind one's back.)
+#[derive(Args)]
+pub struct DbArg {
+    /// The database.
+    #[arg(long, env = "LIFEWATCH_DB", value_name = "PATH")]
+    pub db: PathBuf,
+}
+
+/// `--config` of the commands that need the engine's settings.
+#[derive(Args)]
+pub struct ConfigArg {
+    /// Configuration file (default: the shipped ops/lifewatch.toml, built in).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    /// The configuration named, or the built-in one.
+    pub fn load(&self) -> anyhow::Result<AppConfig> {
+        Ok(AppConfig::load(self.config.as_deref())?)
+    }
+}
 
 /// `--kind` values.
 pub fn parse_kind(text: &str) -> anyhow::Result<IncidentKind> {

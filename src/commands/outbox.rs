@@ -4,11 +4,36 @@
 
 use std::io::{self, Write};
 use std::path::Path;
+use std::process::ExitCode;
 
+use clap::Args;
 use lifewatch_store::SetAsideEntry;
 use serde::Serialize;
 
+use crate::commands::DbArg;
 use crate::output::{self, Format, Table};
+
+/// The `Examples:` section of `lifewatch outbox --help`.
+pub const EXAMPLES: &str = "Examples:
+  lifewatch replay fixtures/launch-day.jsonl --db /tmp/lifewatch.db > /dev/null
+  lifewatch outbox --db /tmp/lifewatch.db
+  lifewatch outbox --db /tmp/lifewatch.db --format jsonl";
+
+/// `lifewatch outbox` arguments.
+#[derive(Args)]
+pub struct OutboxArgs {
+    #[command(flatten)]
+    db: DbArg,
+    /// Output format: table for people, jsonl for tools.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+/// `lifewatch outbox`.
+pub fn main(args: OutboxArgs) -> anyhow::Result<ExitCode> {
+    run(&args.db.db, args.format)?;
+    Ok(ExitCode::SUCCESS)
+}
 
 /// One line of `--format jsonl`.
 #[derive(Serialize)]

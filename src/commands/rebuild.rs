@@ -5,8 +5,34 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
+use clap::Args;
 use lifewatch_core::Config;
 use lifewatch_store::{Store, StoreError, Writer};
+
+use crate::commands::{ConfigArg, DbArg};
+
+/// The `Examples:` section of `lifewatch rebuild --help`.
+pub const EXAMPLES: &str = "Examples:
+  lifewatch replay fixtures/launch-day.jsonl --db /tmp/lifewatch.db > /dev/null
+  lifewatch rebuild --db /tmp/lifewatch.db
+  lifewatch rebuild --db /tmp/lifewatch.db --repair";
+
+/// `lifewatch rebuild` arguments.
+#[derive(Args)]
+pub struct RebuildArgs {
+    #[command(flatten)]
+    db: DbArg,
+    /// Replace what differs with what the log gives (takes the writer lock).
+    #[arg(long)]
+    repair: bool,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+/// `lifewatch rebuild`.
+pub fn main(args: RebuildArgs) -> anyhow::Result<ExitCode> {
+    run(&args.db.db, args.config.load()?.engine, args.repair)
+}
 
 /// Compares, and with `repair` replaces what differs (taking the writer
 /// lock). Exit 1 when anything differed.

@@ -1,10 +1,37 @@
 //! `redrive`: feeds rejected inputs through validation again.
 
 use std::path::Path;
+use std::process::ExitCode;
 
 use anyhow::Context;
+use clap::Args;
 use lifewatch_core::{Config, RejectReason};
 use lifewatch_store::{StoreError, Writer};
+
+use crate::commands::{ConfigArg, DbArg, parse_reason};
+
+/// The `Examples:` section of `lifewatch redrive --help`.
+pub const EXAMPLES: &str = "Examples:
+  lifewatch replay fixtures/bad-input.jsonl --db /tmp/lifewatch-bad.db > /dev/null
+  lifewatch redrive --db /tmp/lifewatch-bad.db --reason unknown_type";
+
+/// `lifewatch redrive` arguments.
+#[derive(Args)]
+pub struct RedriveArgs {
+    #[command(flatten)]
+    db: DbArg,
+    /// Only events rejected for this reason.
+    #[arg(long, value_parser = parse_reason)]
+    reason: Option<RejectReason>,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+/// `lifewatch redrive`.
+pub fn main(args: RedriveArgs) -> anyhow::Result<ExitCode> {
+    run(&args.db.db, args.reason, args.config.load()?.engine)?;
+    Ok(ExitCode::SUCCESS)
+}
 
 /// Re-drives the rejected inputs (only those of `reason`, when given) and
 /// prints what became of them.

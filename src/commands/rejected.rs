@@ -3,11 +3,43 @@
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::Path;
+use std::process::ExitCode;
 
+use clap::Args;
+use lifewatch_core::RejectReason;
 use lifewatch_store::Store;
 use lifewatch_store::query::{self, RejectedFilter};
 
+use crate::commands::{DbArg, parse_reason};
 use crate::output::{self, Format, Table};
+
+/// The `Examples:` section of `lifewatch rejected --help`.
+pub const EXAMPLES: &str = "Examples:
+  lifewatch replay fixtures/bad-input.jsonl --db /tmp/lifewatch-bad.db > /dev/null
+  lifewatch rejected --db /tmp/lifewatch-bad.db --reason malformed_json";
+
+/// `lifewatch rejected` arguments.
+#[derive(Args)]
+pub struct RejectedArgs {
+    #[command(flatten)]
+    db: DbArg,
+    /// Only this reason (e.g. malformed_json).
+    #[arg(long, value_parser = parse_reason)]
+    reason: Option<RejectReason>,
+    /// Include events already re-driven.
+    #[arg(long)]
+    all: bool,
+    /// Output format: table for people, jsonl for tools.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+/// `lifewatch rejected`.
+pub fn main(args: RejectedArgs) -> anyhow::Result<ExitCode> {
+    let filter = RejectedFilter { reason: args.reason, subject: None, include_redriven: args.all };
+    run(&args.db.db, &filter, args.format)?;
+    Ok(ExitCode::SUCCESS)
+}
 
 /// Prints the rejected inputs `filter` selects, oldest first.
 pub fn run(db: &Path, filter: &RejectedFilter, format: Format) -> anyhow::Result<()> {

@@ -3,12 +3,59 @@
 
 use std::io::{self, Write};
 use std::path::Path;
+use std::process::ExitCode;
 
+use clap::{Args, Subcommand};
 use lifewatch_core::{Config, Timestamp};
 use lifewatch_store::Store;
 use lifewatch_store::query::{self, JudgedAt, StuckEntity};
 
+use crate::commands::{ConfigArg, DbArg, parse_time};
 use crate::output::{self, Format, Table};
+
+/// The `Examples:` section of `lifewatch report --help`.
+pub const EXAMPLES: &str = "Examples:
+  lifewatch replay fixtures/launch-day.jsonl --db /tmp/lifewatch.db > /dev/null
+  lifewatch report stuck --db /tmp/lifewatch.db";
+
+/// The `Examples:` section of `lifewatch report stuck --help`.
+pub const STUCK_EXAMPLES: &str = "Examples:
+  lifewatch replay fixtures/launch-day.jsonl --db /tmp/lifewatch.db > /dev/null
+  lifewatch report stuck --db /tmp/lifewatch.db --now 2026-11-28T00:00:00Z --format jsonl";
+
+/// `lifewatch report` reports.
+#[derive(Subcommand)]
+pub enum ReportCommand {
+    /// What is stuck now, grouped by owner and state, oldest first, with how long
+    /// past its deadline each one is.
+    #[command(after_help = STUCK_EXAMPLES)]
+    Stuck(StuckArgs),
+}
+
+/// `lifewatch report stuck` arguments.
+#[derive(Args)]
+pub struct StuckArgs {
+    #[command(flatten)]
+    db: DbArg,
+    /// The instant to judge at (RFC 3339). Default: the database's clock.
+    #[arg(long, value_parser = parse_time)]
+    now: Option<Timestamp>,
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Output format: table for people, jsonl for tools.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+/// `lifewatch report`.
+pub fn main(report: ReportCommand) -> anyhow::Result<ExitCode> {
+    match report {
+        ReportCommand::Stuck(StuckArgs { db, now, config, format }) => {
+            stuck(&db.db, now, &config.load()?.engine, format)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
 /// Prints the stuck report at `now` (default: the database's clock).
 pub fn stuck(db: &Path, now: Option<Timestamp>, config: &Config, format: Format) -> anyhow::Result<()> {

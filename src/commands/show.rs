@@ -4,11 +4,13 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
+use clap::Args;
 use lifewatch_core::EntityType;
 use lifewatch_store::Store;
 use lifewatch_store::query::{self, EntitySummary, RejectedEvent, TimelineEntry};
 use serde::Serialize;
 
+use crate::commands::DbArg;
 use crate::output::{self, Format, Table, terminal_safe};
 
 /// One line of `show --format jsonl`: an object with one member that says
@@ -45,6 +47,28 @@ impl<'a> From<&'a RejectedEvent> for ShownRejection<'a> {
             redriven: rejection.redriven.as_deref(),
         }
     }
+}
+
+/// The `Examples:` section of `lifewatch show --help`.
+pub const EXAMPLES: &str = "Examples:
+  lifewatch replay fixtures/stuck.jsonl --db /tmp/lifewatch-stuck.db > /dev/null
+  lifewatch show --db /tmp/lifewatch-stuck.db dsp_late";
+
+/// `lifewatch show` arguments.
+#[derive(Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    db: DbArg,
+    /// The entity id (account, project or dispute).
+    entity_id: String,
+    /// Output format: table for people, jsonl for tools.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+/// `lifewatch show`.
+pub fn main(args: ShowArgs) -> anyhow::Result<ExitCode> {
+    run(&args.db.db, &args.entity_id, args.format)
 }
 
 /// Prints what is known about the entities with this id; exit 1 when nothing is.

@@ -4,10 +4,35 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
+use clap::Args;
 use lifewatch_core::Config;
 use lifewatch_store::Store;
 
+use crate::commands::{ConfigArg, DbArg};
 use crate::output::{self, Format};
+
+/// The `Examples:` section of `lifewatch verify --help`.
+pub const EXAMPLES: &str = "Examples:
+  lifewatch replay fixtures/launch-day.jsonl --db /tmp/lifewatch.db > /dev/null
+  lifewatch verify --db /tmp/lifewatch.db
+  lifewatch verify --db /tmp/lifewatch.db --format jsonl";
+
+/// `lifewatch verify` arguments.
+#[derive(Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    db: DbArg,
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Output format: table for people, jsonl for tools.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+/// `lifewatch verify`.
+pub fn main(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    run(&args.db.db, args.config.load()?.engine, args.format)
+}
 
 /// Prints one line per check passed (`ok`) and one per problem found; exit 1
 /// when any check found a problem.

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use crate::common::{TempDir, lifewatch, lifewatch_in, replay_jsonl};
+use crate::common::{TempDir, lifewatch, lifewatch_in, replay_jsonl, repo_root, temp_db};
 use serde_json::{Value, json};
 
 fn event(id: &str, event_type: &str, subject: &str, time: &str, data: Value) -> String {
@@ -614,4 +614,42 @@ fn a_byte_order_mark_at_the_start_of_the_input_is_skipped() {
     }
     assert!(!stored[0].is_empty(), "the fixture gives incidents");
     assert_eq!(stored[0], stored[1], "replay --db of the file with a BOM");
+}
+
+/// `LIFEWATCH_DB` stands in for `--db` on the commands that read a database,
+/// `--db` wins over it, and it does not switch `replay` into persisting.
+#[test]
+fn lifewatch_db_environment_variable_gives_the_database() {
+    let (dir, db) = temp_db("env-db");
+    let db = db.to_str().unwrap();
+    lifewatch(&["replay", "fixtures/stuck.jsonl", "--db", db], None).assert_success();
+    let with_env = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_lifewatch"))
+            .args(args)
+            .current_dir(repo_root())
+            .env("LIFEWATCH_DB", db)
+            .output()
+            .unwrap();
+        (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let expected = lifewatch(&["incidents", "--db", db, "--format", "jsonl"], None);
+    expected.assert_success();
+    assert!(!expected.records().is_empty(), "the fixture gives incidents");
+    assert_eq!(with_env(&["incidents", "--format", "jsonl"]), (Some(0), expected.stdout_text()));
+    let (code, _) = with_env(&["report", "stuck"]);
+    assert_eq!(code, Some(0));
+
+    let missing = dir.path().join("missing.db");
+    let (code, _) = with_env(&["incidents", "--db", missing.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "--db wins over LIFEWATCH_DB (and a missing database is an error)");
+
+    let other = dir.path().join("never-created.db");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_lifewatch"))
+        .args(["replay", "fixtures/stuck.jsonl"])
+        .current_dir(repo_root())
+        .env("LIFEWATCH_DB", &other)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert!(!other.exists(), "replay without --db stays in memory whatever LIFEWATCH_DB says");
 }

@@ -66,6 +66,10 @@ pub fn lifewatch_in(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> Run {
         .args(args)
         .current_dir(dir)
         .env_remove("NO_COLOR")
+        // A developer's own defaults must not leak into the tests.
+        .env_remove("LIFEWATCH_DB")
+        .env_remove("LIFEWATCH_NATS_URL")
+        .env_remove("NATS_URL")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
