@@ -932,3 +932,65 @@ fn read_only_commands_work_in_a_read_only_directory() {
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert!(run.stderr.contains("make the directory writable"), "a clear message: {}", run.stderr);
 }
+
+/// A valid event may carry half a megabyte of `account_id` and `region`: the
+/// incident record copies them cut to `MAX_RECORD_TEXT` bytes with a marker,
+/// and `replay`, the stored record and `incidents --db` give the same
+/// bounded record.
+#[test]
+fn long_event_strings_are_cut_in_the_record_on_every_path() {
+    let dir = TempDir::new("long-strings");
+    let account = "a".repeat(530_000);
+    let region = format!("eu-{}", "é".repeat(100_000));
+    let mut input = event(
+        "evt_1",
+        "dispute.opened",
+        "dsp_1",
+        "2026-11-27T10:00:00Z",
+        serde_json::json!({"account_id": account, "amount_cents": 100, "currency": "EUR"}),
+    );
+    input.push(b'\n');
+    input.extend(event(
+        "evt_2",
+        "project.requested",
+        "prj_1",
+        "2026-11-27T10:00:01Z",
+        serde_json::json!({"account_id": "acc_1", "region": region}),
+    ));
+    input.push(b'\n');
+    let file = dir.path().join("long.jsonl");
+    std::fs::write(&file, &input).unwrap();
+    let file = file.to_str().unwrap();
+    let now = "2026-11-28T00:00:00Z";
+
+    let replayed = lifewatch(&["replay", file, "--now", now], None);
+    replayed.assert_success();
+    let records = replayed.records();
+    assert!(records.len() >= 2, "a billing dispute and a stuck project: {records:?}");
+    for record in &records {
+        let text = record.to_string();
+        assert!(text.len() < 8 * 1024, "a bounded record: {} bytes", text.len());
+        for field in ["account_id", "region", "summary"] {
+            if let Some(value) = record[field].as_str() {
+                assert!(
+                    value.len() <= lifewatch_core::MAX_RECORD_TEXT + 32,
+                    "{field}: {} bytes",
+                    value.len()
+                );
+            }
+        }
+    }
+    let dispute = records.iter().find(|record| record["kind"] == "billing_dispute").unwrap();
+    assert!(dispute["account_id"].as_str().unwrap().ends_with("…[cut from 530000 bytes]"), "{dispute}");
+    let project = records.iter().find(|record| record["entity"]["id"] == "prj_1").unwrap();
+    assert!(project["region"].as_str().unwrap().ends_with("…[cut from 200003 bytes]"), "{project}");
+
+    let db = dir.path().join("long.db");
+    let db = db.to_str().unwrap();
+    let persisted = lifewatch(&["replay", file, "--now", now, "--db", db], None);
+    persisted.assert_success();
+    assert_eq!(persisted.records(), records, "replay --db prints the same records");
+    let stored = lifewatch(&["incidents", "--db", db, "--format", "jsonl"], None);
+    stored.assert_success();
+    assert_eq!(stored.records(), records, "incidents --db gives the same records");
+}

@@ -128,6 +128,25 @@ pub struct IncidentRecord {
 /// How many event ids a record lists at most; `count` stays exact beyond.
 pub const MAX_RECORD_EVENTS: usize = 100;
 
+/// The most bytes of event-supplied text a record field keeps before the cut
+/// marker. SPEC puts no length limit on `data` strings (an `account_id` or a
+/// `region` of half a megabyte is a valid event), and a record copies them,
+/// its summary sometimes twice: cut here, every path that shows or sends a
+/// record (replay, the store, NATS, the tables) gets the same bounded record,
+/// while the event log keeps the event whole.
+pub const MAX_RECORD_TEXT: usize = 1024;
+
+/// `text` when it is at most `cap` bytes; else its first `cap` bytes (cut on
+/// a character boundary) followed by `…[cut from N bytes]`, N the original
+/// length. The one cut rule of records and of bounded NATS messages.
+pub fn cut_text(text: &mut String, cap: usize) {
+    if text.len() > cap {
+        let length = text.len();
+        text.truncate(text.floor_char_boundary(cap));
+        text.push_str(&format!("…[cut from {length} bytes]"));
+    }
+}
+
 named_enum! {
     /// How an incident changed, as published on NATS and kept in the store.
     #[derive(Serialize, Deserialize, Display)]
@@ -184,5 +203,19 @@ mod tests {
         assert_eq!(IncidentKind::parse("quota_breach"), Some(IncidentKind::QuotaBreach));
         assert_eq!(IncidentKind::parse("QuotaBreach"), None);
         assert_eq!(SubjectType::from(EntityType::Dispute), SubjectType::Dispute);
+    }
+
+    #[test]
+    fn long_text_is_cut_on_a_character_boundary_with_its_length() {
+        let mut short = "é".repeat(10);
+        cut_text(&mut short, 20);
+        assert_eq!(short, "é".repeat(10), "20 bytes fit");
+        // 'é' is two bytes: a cut after "a" at 1,024 bytes must step back to 1,023.
+        let mut long = format!("a{}", "é".repeat(600));
+        cut_text(&mut long, MAX_RECORD_TEXT);
+        assert_eq!(long, format!("a{}…[cut from 1201 bytes]", "é".repeat(511)));
+        let mut huge = "a".repeat(530_000);
+        cut_text(&mut huge, MAX_RECORD_TEXT);
+        assert!(huge.len() < MAX_RECORD_TEXT + 32 && huge.ends_with("…[cut from 530000 bytes]"));
     }
 }

@@ -31,7 +31,8 @@ pub use event::{
     parse_event,
 };
 pub use incident::{
-    EntityRecord, IncidentKind, IncidentRecord, MAX_RECORD_EVENTS, Severity, Status, SubjectType, Transition,
+    EntityRecord, IncidentKind, IncidentRecord, MAX_RECORD_EVENTS, MAX_RECORD_TEXT, Severity, Status,
+    SubjectType, Transition, cut_text,
 };
 pub use machine::{
     AccountMachine, AccountState, DisputeMachine, DisputeState, Machine, ProjectMachine, ProjectState, Rule,

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
-use crate::incident::IncidentRecord;
+use crate::incident::{IncidentRecord, cut_text};
 
 /// The largest incident message published as is. NATS refuses messages over
 /// its `max_payload` (1 MiB by default), and SPEC puts no length limit on the
@@ -120,11 +120,7 @@ pub fn bounded_message(message: String) -> String {
 /// bytes (on a character boundary), marked with the original length.
 fn cut_strings(value: &mut Value, cap: usize) {
     match value {
-        Value::String(text) if text.len() > cap => {
-            let length = text.len();
-            text.truncate(text.floor_char_boundary(cap));
-            text.push_str(&format!("…[cut from {length} bytes]"));
-        }
+        Value::String(text) => cut_text(text, cap),
         Value::Array(items) => items.iter_mut().for_each(|item| cut_strings(item, cap)),
         Value::Object(fields) => fields.values_mut().for_each(|field| cut_strings(field, cap)),
         _ => {}

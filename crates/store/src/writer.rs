@@ -734,8 +734,9 @@ impl Writer {
 /// an older build are then recomputed at open, like those of another
 /// configuration. 2: a retracted incident gives its ordinal back, and a
 /// record's account and region are taken when the incident changes
-/// (docs/contract.md section 7).
-const DERIVATION: u32 = 2;
+/// (docs/contract.md section 7). 3: text a record copies from events is cut
+/// to `MAX_RECORD_TEXT` bytes.
+const DERIVATION: u32 = 3;
 
 /// A fingerprint of the configuration and of [`DERIVATION`]: projections
 /// stored with another one are recomputed at open.

@@ -10,7 +10,8 @@ use super::{ChangeLog, EntityRef};
 use crate::config::Config;
 use crate::event::EntityType;
 use crate::incident::{
-    EntityRecord, IncidentKind, IncidentRecord, MAX_RECORD_EVENTS, Status, SubjectType, Transition,
+    EntityRecord, IncidentKind, IncidentRecord, MAX_RECORD_EVENTS, MAX_RECORD_TEXT, Status, SubjectType,
+    Transition, cut_text,
 };
 use crate::machine::State;
 use crate::time::Timestamp;
@@ -408,11 +409,22 @@ impl Ledger {
             }
         };
         let key = key_string(incident.key, subject_type, &entity_id, entities);
+        // The id hashes the whole key, so incidents whose long region names
+        // share a prefix keep distinct ids; then every text copied from
+        // events is cut to MAX_RECORD_TEXT (entity ids are at most 256
+        // bytes by validation, region names and account ids are unbounded).
+        let id = format!(
+            "inc_{:016x}",
+            xxhash_rust::xxh3::xxh3_64(format!("{key}#{}", incident.ordinal).as_bytes())
+        );
+        let bounded = |mut text: String| {
+            cut_text(&mut text, MAX_RECORD_TEXT);
+            text
+        };
+        let (key, entity_id, account_id, region) =
+            (bounded(key), bounded(entity_id), account_id.map(bounded), region.map(bounded));
         Some(IncidentRecord {
-            id: format!(
-                "inc_{:016x}",
-                xxhash_rust::xxh3::xxh3_64(format!("{key}#{}", incident.ordinal).as_bytes())
-            ),
+            id,
             key,
             kind,
             severity: config.severity(kind, subject_type, incident.state),
@@ -425,7 +437,7 @@ impl Ledger {
             runbook: config.runbook(kind).to_string(),
             opened_at: incident.opened_at,
             resolved_at: incident.resolved_at,
-            summary: incident.summary.clone(),
+            summary: bounded(incident.summary.clone()),
             count: incident.count,
             events: incident.events.iter().map(|id| id.to_string()).collect(),
         })
