@@ -3,7 +3,8 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use lifewatch_core::MAX_LINE_BYTES;
@@ -112,6 +113,40 @@ impl Input {
     pub fn into_reader(self) -> BufReader<Box<dyn Read>> {
         BufReader::with_capacity(256 * 1024, self.reader)
     }
+
+    /// A buffered reader over it that adds every byte it reads to `read`
+    /// (for progress; it runs ahead of the lines handed out by at most the
+    /// buffer's size).
+    pub fn into_counted_reader(self, read: &AtomicU64) -> BufReader<Counted<'_>> {
+        BufReader::with_capacity(256 * 1024, Counted { reader: self.reader, read })
+    }
+}
+
+/// A reader that counts the bytes read through it.
+pub struct Counted<'a> {
+    reader: Box<dyn Read>,
+    read: &'a AtomicU64,
+}
+
+impl Read for Counted<'_> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let count = self.reader.read(buffer)?;
+        self.read.fetch_add(count as u64, Ordering::Relaxed);
+        Ok(count)
+    }
+}
+
+/// The total size in bytes of `inputs` when every one is a regular file;
+/// `None` when one is standard input, a pipe or cannot be looked at (opening
+/// it reports why).
+pub fn total_size(inputs: &[PathBuf]) -> Option<u64> {
+    inputs.iter().try_fold(0u64, |total, path| {
+        if path == Path::new("-") {
+            return None;
+        }
+        let metadata = std::fs::metadata(path).ok()?;
+        metadata.is_file().then(|| total.saturating_add(metadata.len()))
+    })
 }
 
 #[cfg(test)]
@@ -161,6 +196,21 @@ mod tests {
                 "capacity {capacity}"
             );
         }
+    }
+
+    #[test]
+    fn a_counted_reader_counts_every_byte_and_sizes_are_known_for_files_only() {
+        let read = AtomicU64::new(0);
+        let input = Input { name: "test".to_string(), reader: Box::new(&b"ab\ncd\n\n"[..]) };
+        let mut count = 0;
+        for_each_line(input.into_counted_reader(&read), |_, _| count += 1).unwrap();
+        assert_eq!((count, read.load(Ordering::Relaxed)), (3, 7));
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        let size = std::fs::metadata(&file).unwrap().len();
+        assert_eq!(total_size(&[file.clone(), file.clone()]), Some(2 * size));
+        assert_eq!(total_size(&[file.clone(), PathBuf::from("-")]), None);
+        assert_eq!(total_size(&[file, PathBuf::from("/nonexistent/file")]), None);
+        assert_eq!(total_size(&[PathBuf::from(env!("CARGO_MANIFEST_DIR"))]), None);
     }
 
     #[test]

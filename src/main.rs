@@ -13,6 +13,7 @@ mod input;
 mod live;
 mod output;
 mod pipeline;
+mod progress;
 
 /// jemalloc rather than glibc's malloc, whose bookkeeping (`malloc_consolidate`,
 /// `_int_free`) was a sixth of the monitor's CPU: async-nats allocates several

@@ -11,6 +11,7 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::mpsc;
 
 use lifewatch_core::{Event, MAX_LINE_BYTES, RejectReason, Rejection, parse_event};
@@ -58,18 +59,23 @@ fn input_name(path: &Path) -> String {
 }
 
 /// Calls `each` for every non-blank line of `inputs` (one stream, in order),
-/// parsing on a second thread. Fails when an input cannot be opened or read,
-/// after the lines before the failure were handed to `each`.
-pub fn for_each_parsed(inputs: &[PathBuf], mut each: impl FnMut(Parsed<'_>)) -> anyhow::Result<()> {
+/// parsing on a second thread, and adds the bytes read to `read` as they are
+/// read (for progress). Fails when an input cannot be opened or read, after
+/// the lines before the failure were handed to `each`.
+pub fn for_each_parsed(
+    inputs: &[PathBuf],
+    read: &AtomicU64,
+    mut each: impl FnMut(Parsed<'_>),
+) -> anyhow::Result<()> {
     // With one core there is nothing to overlap, and the chunk copies would be
     // pure cost: parse in place instead.
     if std::thread::available_parallelism().map_or(1, usize::from) < 2 {
-        return for_each_parsed_here(inputs, each);
+        return for_each_parsed_here(inputs, read, each);
     }
     let names: Vec<String> = inputs.iter().map(|path| input_name(path)).collect();
     std::thread::scope(|scope| {
         let (sender, receiver) = mpsc::sync_channel(CHUNKS_IN_FLIGHT);
-        scope.spawn(move || produce(inputs, &sender));
+        scope.spawn(move || produce(inputs, read, &sender));
         for message in receiver {
             match message {
                 Message::Chunk { input, chunk } => chunk.with_dependent(|bytes, lines| {
@@ -86,11 +92,15 @@ pub fn for_each_parsed(inputs: &[PathBuf], mut each: impl FnMut(Parsed<'_>)) -> 
 }
 
 /// [`for_each_parsed`] on the caller's thread alone.
-fn for_each_parsed_here(inputs: &[PathBuf], mut each: impl FnMut(Parsed<'_>)) -> anyhow::Result<()> {
+fn for_each_parsed_here(
+    inputs: &[PathBuf],
+    read: &AtomicU64,
+    mut each: impl FnMut(Parsed<'_>),
+) -> anyhow::Result<()> {
     for path in inputs {
         let opened = Input::open(path)?;
         let name = opened.name.clone();
-        for_each_line(opened.into_reader(), |number, line| {
+        for_each_line(opened.into_counted_reader(read), |number, line| {
             let (raw, result) = match line {
                 Line::Text(text) if is_blank(text) => return,
                 Line::Text(text) => (text, parse_event(text)),
@@ -111,7 +121,7 @@ fn too_large(length: usize) -> Rejection {
 }
 
 /// The reading and parsing thread.
-fn produce(inputs: &[PathBuf], sender: &mpsc::SyncSender<Message>) {
+fn produce(inputs: &[PathBuf], read: &AtomicU64, sender: &mpsc::SyncSender<Message>) {
     for (input, path) in inputs.iter().enumerate() {
         let opened = match Input::open(path) {
             Ok(opened) => opened,
@@ -132,7 +142,7 @@ fn produce(inputs: &[PathBuf], sender: &mpsc::SyncSender<Message>) {
             sender.send(Message::Chunk { input, chunk }).is_ok()
         };
         let mut open = true;
-        let read = for_each_line(opened.into_reader(), |number, line| {
+        let outcome = for_each_line(opened.into_counted_reader(read), |number, line| {
             match line {
                 Line::Text(text) if is_blank(text) => return,
                 Line::Text(text) => {
@@ -146,7 +156,7 @@ fn produce(inputs: &[PathBuf], sender: &mpsc::SyncSender<Message>) {
                 open = send(&mut bytes, &mut lines);
             }
         });
-        if let Err(error) = read {
+        if let Err(error) = outcome {
             let _ = sender.send(Message::Failed(anyhow::anyhow!("cannot read {name}: {error}")));
             return;
         }

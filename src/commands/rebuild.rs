@@ -1,15 +1,17 @@
 //! `rebuild`: refolds the log into a fresh engine and compares it with the
 //! stored projections.
 
+use std::cell::OnceCell;
 use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Args;
 use lifewatch_core::Config;
-use lifewatch_store::{Store, StoreError, Writer};
+use lifewatch_store::{Store, StoreError, Writer, WriterOptions};
 
 use crate::commands::{ConfigArg, DbArg};
+use crate::progress::{Measure, Progress};
 
 /// The `Examples:` section of `lifewatch rebuild --help`.
 pub const EXAMPLES: &str = "Examples:
@@ -35,22 +37,42 @@ pub fn main(args: RebuildArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Compares, and with `repair` replaces what differs (taking the writer
-/// lock). Exit 1 when anything differed.
+/// lock). Exit 1 when anything differed. On a terminal, a progress bar on
+/// standard error shows the events of the log refolded out of the total,
+/// then the comparison.
 pub fn run(db: &Path, config: Config, repair: bool) -> anyhow::Result<ExitCode> {
+    // The bar starts when the store knows how many events the log holds.
+    let progress = OnceCell::new();
+    let mut refolded = |done: u64, total: u64| {
+        progress
+            .get_or_init(|| Progress::on_terminal(false, "rebuild", Measure::Count("events"), Some(total)))
+            .set_position(done);
+    };
+    let comparing = || {
+        if let Some(progress) = progress.get() {
+            progress.set_message(|| "comparing".to_string());
+        }
+    };
     let differences = if repair {
         // Repairing never creates a database: a mistyped path is an error.
         if !db.exists() {
             return Err(StoreError::NotFound { path: db.to_path_buf() }.into());
         }
-        let mut writer = Writer::open(db, config)?;
+        let mut writer =
+            Writer::open_with_progress(db, config, WriterOptions::default(), Some(&mut refolded))?;
+        comparing();
         writer.repair()?
     } else {
         let store = Store::open_read_only(db)?;
         store.snapshot(|store| {
-            let (engine, _) = store.restore(config)?;
+            let (engine, _) = store.restore_with_progress(config, &mut refolded)?;
+            comparing();
             store.compare(&engine)
         })?
     };
+    if let Some(progress) = progress.get() {
+        progress.finish();
+    }
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     const SHOWN: usize = 50;

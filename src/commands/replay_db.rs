@@ -1,14 +1,19 @@
 //! `replay --db`: the replay that persists to a database as it goes.
 
 use std::fmt::Write as _;
+use std::io::{self, IsTerminal};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use lifewatch_core::{Config, Timestamp};
 use lifewatch_store::{Durability, Fed, Writer, WriterOptions};
 
-use crate::commands::replay::{Rejections, ReplayTotals};
-use crate::output::{self, Format};
+use crate::commands::replay::{
+    Listing, PROGRESS_LINES, Rejections, ReplayTotals, Shown, inputs_or_stdin, print_incidents,
+};
+use crate::input;
 use crate::pipeline::for_each_parsed;
+use crate::progress::{self, ReadProgress};
 
 /// Lines per transaction in `replay --db`. Each batch rewrites every page of
 /// the projections it touches (entity rows, incidents), so larger batches
@@ -20,14 +25,17 @@ use crate::pipeline::for_each_parsed;
 pub const BATCH_LINES: u64 = 200_000;
 
 /// `replay --db`: feeds the files through a [`Writer`], committing every
-/// `batch_lines` lines (default [`BATCH_LINES`]) on the store's commit thread, then ticks the clock to `now` (or the latest event
-/// time) and prints every incident, as the in-memory replay does.
+/// `batch_lines` lines (default [`BATCH_LINES`]) on the store's commit
+/// thread, then ticks the clock to `now` (or the latest event time) and
+/// prints the incidents as `shown` says, as the in-memory replay does. On a
+/// terminal, a progress bar shows the bytes read out of the input files'
+/// size (a spinner with the bytes and lines read for standard input).
 pub fn run(
     db: &Path,
     files: &[PathBuf],
     now: Option<Timestamp>,
     config: Config,
-    format: Format,
+    shown: Shown,
     batch_lines: u64,
 ) -> anyhow::Result<()> {
     // The input file stays, so a power loss that undoes the last commits is
@@ -42,16 +50,21 @@ pub fn run(
         );
     }
     let mut totals = ReplayTotals::default();
-    let mut rejections = Rejections::to_stderr();
-    let default_input = [PathBuf::from("-")];
-    let inputs = if files.is_empty() { &default_input[..] } else { files };
+    let inputs = inputs_or_stdin(files);
+    let progress = ReadProgress::new(
+        progress::wanted(shown.listing == Listing::Quiet, io::stderr().is_terminal()),
+        "replay",
+        input::total_size(&inputs),
+    );
+    let mut rejections = Rejections::to_stderr(shown.listing, progress.progress().clone());
+    let read = AtomicU64::new(0);
     // Lines are read and parsed on a second thread (see pipeline.rs) while
     // this one applies them and commits. The pipeline cannot stop early:
     // after a failed commit the rest of the input is read and ignored, and
     // the error is reported below.
     let mut failure: Option<lifewatch_store::StoreError> = None;
     let mut origin = String::new();
-    for_each_parsed(inputs, |line| {
+    for_each_parsed(&inputs, &read, |line| {
         if failure.is_some() {
             return;
         }
@@ -67,6 +80,10 @@ pub fn run(
             }
         };
         totals.lines += 1;
+        if totals.lines % PROGRESS_LINES == 0 {
+            progress.update(totals.lines, read.load(Ordering::Relaxed));
+            rejections.flush();
+        }
         match fed {
             Fed::Accepted => totals.accepted += 1,
             Fed::Duplicate => totals.duplicates += 1,
@@ -86,7 +103,9 @@ pub fn run(
     if let Some(now) = now.or(writer.engine().latest_event_time()) {
         writer.tick(now);
     }
+    progress.progress().set_message(|| "committing the last batch".to_string());
     writer.commit()?;
+    progress.progress().finish();
     // After the commit: standard error failing must not lose the last batch.
     rejections.finish()?;
     // Closing copies the WAL into the database file: start on it while the
@@ -94,8 +113,7 @@ pub fn run(
     writer.checkpoint_soon();
     let engine = writer.engine();
     totals.entities = engine.entity_count();
-    let order = engine.sorted_incidents();
-    output::print_record_stream(order.into_iter().filter_map(|index| engine.record(index)), format)?;
+    print_incidents(engine, shown)?;
     crate::commands::replay::report(&totals)?;
     Ok(())
 }

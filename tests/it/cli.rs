@@ -142,7 +142,9 @@ fn table_format_prints_aligned_columns_without_colour_off_a_terminal() {
     for column in ["OPENED", "RESOLVED", "SEVERITY", "KIND", "ENTITY", "STATE", "OWNER", "COUNT", "SUMMARY"] {
         assert!(header.contains(column), "header lacks {column}: {header}");
     }
-    let records = replay_jsonl(&["fixtures/regional_outage.jsonl"], None).records();
+    // The table lists the open incidents first (see replay_cli.rs).
+    let mut records = replay_jsonl(&["fixtures/regional_outage.jsonl"], None).records();
+    records.sort_by_key(|record| !record["resolved_at"].is_null());
     let rows: Vec<&str> = lines.iter().skip(1).filter(|line| line.starts_with("2026-")).copied().collect();
     assert_eq!(rows.len(), records.len());
     // Every column starts at the same offset in every row as in the header.

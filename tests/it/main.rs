@@ -11,6 +11,7 @@ mod conformance;
 mod nats_auth;
 mod nats_live;
 mod properties;
+mod replay_cli;
 mod schemas;
 mod snapshots;
 mod store;

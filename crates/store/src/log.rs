@@ -23,12 +23,38 @@ pub struct RestoreStats {
     pub last_seq: i64,
 }
 
+/// Events refolded between two calls of a progress callback.
+const PROGRESS_EVENTS: u64 = 8192;
+
 /// Builds an engine on `config` from the log of `connection`.
 pub(crate) fn refold(
     connection: &Connection,
     path: &Path,
     config: Config,
 ) -> Result<(Engine, RestoreStats), StoreError> {
+    refold_with_progress(connection, path, config, None)
+}
+
+/// [`refold`], calling `progress` with the events refolded so far and the
+/// events in the log, at the start, every few thousand events and at the end
+/// (the total is read only when there is a `progress` to tell).
+pub(crate) fn refold_with_progress(
+    connection: &Connection,
+    path: &Path,
+    config: Config,
+    mut progress: Option<&mut dyn FnMut(u64, u64)>,
+) -> Result<(Engine, RestoreStats), StoreError> {
+    let total: u64 = match progress {
+        Some(_) => connection
+            .query_row("SELECT coalesce(sum(count), 0) FROM event_blocks", [], |row| row.get::<_, i64>(0))
+            .context(path, "count the events of the log")?
+            .try_into()
+            .unwrap_or(0),
+        None => 0,
+    };
+    if let Some(progress) = progress.as_mut() {
+        progress(0, total);
+    }
     let mut engine = Engine::new(config);
     let mut stats = RestoreStats::default();
     let ticks: Vec<(i64, i64)> = connection
@@ -51,8 +77,17 @@ pub(crate) fn refold(
             Err(_) => stats.no_longer_valid += 1,
         }
         stats.last_seq = seq;
+        let done = stats.events + stats.no_longer_valid;
+        if done % PROGRESS_EVENTS == 0
+            && let Some(progress) = progress.as_mut()
+        {
+            progress(done, total);
+        }
         Ok(())
     })?;
+    if let Some(progress) = progress.as_mut() {
+        progress(stats.events + stats.no_longer_valid, total);
+    }
     for (_, now) in ticks {
         engine.handle_time(Timestamp::from_unix_nanos(now));
         stats.ticks += 1;

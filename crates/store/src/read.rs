@@ -8,7 +8,7 @@ use lifewatch_core::{Config, Engine, IncidentKind, IncidentRecord, Status, Times
 use rusqlite::Connection;
 
 use crate::error::{Context, StoreError};
-use crate::log::{RestoreStats, refold};
+use crate::log::{RestoreStats, refold, refold_with_progress};
 use crate::project::{self, Difference, ENTITY_COLUMNS, StoredEntity, entity_from_row};
 use crate::schema::{self, Access};
 
@@ -356,6 +356,17 @@ impl Store {
     /// A fresh engine on `config`, folded from the log alone.
     pub fn restore(&self, config: Config) -> Result<(Engine, RestoreStats), StoreError> {
         refold(&self.connection, &self.path, config)
+    }
+
+    /// [`Store::restore`], calling `progress` with the events refolded so
+    /// far and the events in the log: at the start, every few thousand events
+    /// and at the end.
+    pub fn restore_with_progress(
+        &self,
+        config: Config,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<(Engine, RestoreStats), StoreError> {
+        refold_with_progress(&self.connection, &self.path, config, Some(progress))
     }
 
     /// How the stored projections differ from `engine` (see [`Store::restore`]).

@@ -13,7 +13,7 @@ use crate::blocks::BlockWriter;
 use crate::checkpoint::Checkpointer;
 use crate::error::{Context, StoreError};
 use crate::lock::WriterLock;
-use crate::log::{RestoreStats, refold};
+use crate::log::{RestoreStats, refold_with_progress};
 use crate::project::{self, Difference};
 use crate::schema::{self, Access, Durability};
 
@@ -242,6 +242,17 @@ impl Writer {
 
     /// [`Writer::open`] with options.
     pub fn open_with(path: &Path, config: Config, options: WriterOptions) -> Result<Writer, StoreError> {
+        Writer::open_with_progress(path, config, options, None)
+    }
+
+    /// [`Writer::open_with`], calling `progress` while the log is refolded
+    /// with the events refolded so far and the events in the log.
+    pub fn open_with_progress(
+        path: &Path,
+        config: Config,
+        options: WriterOptions,
+        progress: Option<&mut dyn FnMut(u64, u64)>,
+    ) -> Result<Writer, StoreError> {
         let writer_lock = WriterLock::acquire(path)?;
         // Root may write to a file whatever its mode; an operator who made
         // the database read-only meant it, so honour the mode bits.
@@ -269,7 +280,7 @@ impl Writer {
             // owners): with another one, the stored ones follow it.
             reproject = true;
         }
-        let (mut engine, restore) = refold(&connection, path, config)?;
+        let (mut engine, restore) = refold_with_progress(&connection, path, config, progress)?;
         engine.record_changes(true);
         let last_tick = connection
             .query_row("SELECT after_seq, now FROM ticks ORDER BY id DESC LIMIT 1", [], |row| {
