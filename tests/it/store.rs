@@ -779,7 +779,7 @@ fn a_record_keeps_the_account_and_region_of_its_last_change_in_every_path() {
 fn rejected_lines_are_stored_capped_and_compressed() {
     let (_dir, db) = crate::common::temp_db("store-rejected-compact");
     let long: Vec<u8> = [&b"{\"note\":\""[..], &b"all work and no play ".repeat(10_000)].concat();
-    let medium = b"not json at all, ".repeat(30);
+    let medium = b"not json at all, ".repeat(80);
     let mut input = long.clone();
     input.push(b'\n');
     input.extend_from_slice(&medium);

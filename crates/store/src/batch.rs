@@ -444,8 +444,12 @@ fn subject_of(payload: &[u8]) -> Option<String> {
 /// beginning, not to be re-driven whole.
 pub(crate) const REJECTED_PAYLOAD_CAP: usize = 64 * 1024;
 /// Shorter payloads are stored as they are: a zstd frame's own bytes (about
-/// fifteen with its checksum) outweigh what it saves on a short line.
-const COMPRESS_REJECTED_FROM: usize = 128;
+/// fifteen with its checksum) outweigh what it saves on a short line, and
+/// each frame resets the compressor's tables, which cost more than the
+/// rest of storing a short rejected line (at 128 bytes, compressing each
+/// rejected line of the fault stream was 2 % of `replay --db`'s
+/// instructions, counted with callgrind).
+const COMPRESS_REJECTED_FROM: usize = 1024;
 
 /// Makes the `payload` column of rejected inputs: capped, and compressed as
 /// one zstd frame (level 1 with its checksum, as the event log's blocks)

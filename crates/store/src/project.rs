@@ -294,12 +294,6 @@ pub(crate) fn note_transition(
     transition: &str,
     after_seq: i64,
 ) -> Result<(), StoreError> {
-    connection
-        .prepare_cached(
-            "INSERT INTO incident_transitions(incident_id, transition, after_seq) VALUES (?1, ?2, ?3)",
-        )
-        .and_then(|mut statement| statement.execute(params![record.id, transition, after_seq]))
-        .context(path, "store an incident transition")?;
     // The payload is made from the record when the entry is read (see
     // `Writer::pending_outbox`); only entries older than migration 7 hold it.
     connection
@@ -314,6 +308,17 @@ pub(crate) fn note_transition(
             statement.execute(params![record.id, transition, subject, record_id])
         })
         .context(path, "queue an incident transition")?;
+    // The history row's position is its outbox entry's id: the order of the
+    // store, and an integer key (schema.rs, migration 12).
+    let position = connection.last_insert_rowid();
+    connection
+        .prepare_cached(
+            "INSERT INTO incident_transitions(incident, position, transition, after_seq) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![crate::schema::incident_number(&record.id), position, transition, after_seq])
+        })
+        .context(path, "store an incident transition")?;
     Ok(())
 }
 

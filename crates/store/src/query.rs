@@ -570,9 +570,9 @@ pub fn rejected(store: &Store, filter: &RejectedFilter) -> Result<Vec<RejectedEv
     Ok(rejected.into_iter().map(RejectedEvent::from).collect())
 }
 
-/// The transitions of one incident, through `transitions_by_incident`.
+/// The transitions of one incident, by the primary key (its id's number, then position).
 const TRANSITIONS_SQL: &str =
-    "SELECT transition, after_seq FROM incident_transitions WHERE incident_id = ?1 ORDER BY id";
+    "SELECT transition, after_seq FROM incident_transitions WHERE incident = ?1 ORDER BY position";
 
 impl Store {
     /// The transitions of the incident with this id, oldest first.
@@ -582,7 +582,9 @@ impl Store {
             .connection()
             .prepare(TRANSITIONS_SQL)
             .and_then(|mut statement| {
-                statement.query_map([id], |row| Ok((row.get(0)?, row.get(1)?)))?.collect()
+                statement
+                    .query_map([crate::schema::incident_number(id)], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect()
             })
             .context(path, "read incident transitions")?;
         rows.into_iter()
@@ -669,8 +671,8 @@ mod tests {
             incidents_sql(&IncidentQuery { entity: Some("prj_1".into()), ..Default::default() });
         let entity_plan = plan(&store, &sql, rusqlite::params_from_iter(values.iter()));
         assert!(entity_plan.contains("USING INDEX incidents_by_entity"), "{entity_plan}");
-        let transitions = plan(&store, TRANSITIONS_SQL, ["inc_1"]);
-        assert!(transitions.contains("USING INDEX transitions_by_incident"), "{transitions}");
+        let transitions = plan(&store, TRANSITIONS_SQL, [1_i64]);
+        assert!(transitions.contains("USING PRIMARY KEY (incident=?)"), "{transitions}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

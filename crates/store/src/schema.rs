@@ -19,7 +19,7 @@ use crate::error::{Context, StoreError};
 pub(crate) const APPLICATION_ID: i64 = 0x4c57_4154;
 
 /// The newest schema version this build writes.
-pub(crate) const CURRENT_VERSION: i64 = 11;
+pub(crate) const CURRENT_VERSION: i64 = 12;
 
 /// Migration `n` (from 0) takes the schema from version `n` to `n + 1`.
 /// Migrations are history: a released one is never edited, a later one
@@ -244,6 +244,22 @@ const MIGRATIONS: [&str; CURRENT_VERSION as usize] = [
     UPDATE rejected SET length = length(CAST(payload AS BLOB));
     DROP INDEX rejected_by_subject;
     CREATE INDEX rejected_by_subject ON rejected(subject) WHERE subject IS NOT NULL;
+    ",
+    // 12: incident histories keyed by the incident id's 64 bits (rows
+    // converted by `key_incident_transitions`).
+    "
+    -- An incident's history was a rowid table plus an index on the id's
+    -- text: two B-trees written per transition, one of them by a random
+    -- descent over 20-byte keys. Keyed by the id's 64 bits and the
+    -- transition's position (its outbox entry's id) without a rowid, it is
+    -- one B-tree with integer keys, read in order by the same key.
+    CREATE TABLE incident_transitions_keyed (
+        incident INTEGER NOT NULL,
+        position INTEGER NOT NULL,
+        transition TEXT NOT NULL,
+        after_seq INTEGER NOT NULL,
+        PRIMARY KEY (incident, position)
+    ) WITHOUT ROWID;
     ",
 ];
 
@@ -481,12 +497,57 @@ pub(crate) fn migrate(
         if version == 10 {
             crate::batch::pack_rejected_payloads(&transaction, path)?;
         }
+        if version == 11 {
+            key_incident_transitions(&transaction, path)?;
+        }
         transaction
             .pragma_update(None, "user_version", version + 1)
             .context(path, "set the schema version")?;
         transaction.commit().context(path, "commit a migration")?;
     }
     Ok(())
+}
+
+/// Migration 12's step in Rust: the history rows keyed by
+/// [`incident_number`], in their old order, then the old table replaced.
+fn key_incident_transitions(connection: &Connection, path: &Path) -> Result<(), StoreError> {
+    let rows: Vec<(i64, String, String, i64)> = connection
+        .prepare("SELECT id, incident_id, transition, after_seq FROM incident_transitions ORDER BY id")
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .context(path, "read the incident transitions")?;
+    let mut insert = connection
+        .prepare(
+            "INSERT INTO incident_transitions_keyed(incident, position, transition, after_seq)
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .context(path, "prepare the incident transitions")?;
+    for (position, incident_id, transition, after_seq) in rows {
+        insert
+            .execute(rusqlite::params![incident_number(&incident_id), position, transition, after_seq])
+            .context(path, "key an incident transition")?;
+    }
+    connection
+        .execute_batch(
+            "DROP TABLE incident_transitions;
+             ALTER TABLE incident_transitions_keyed RENAME TO incident_transitions;",
+        )
+        .context(path, "replace the incident transitions")?;
+    Ok(())
+}
+
+/// The key of an incident's history rows: the 64 bits an incident id
+/// (`inc_` and 16 hex digits, core's format) spells, as SQLite's signed
+/// integer. An id of another shape (never made by the engine) is hashed, so
+/// that the function is total.
+pub(crate) fn incident_number(id: &str) -> i64 {
+    id.strip_prefix("inc_")
+        .filter(|hex| hex.len() == 16)
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .unwrap_or_else(|| xxhash_rust::xxh3::xxh3_64(id.as_bytes())) as i64
 }
 
 /// Migration 5's step in Rust: lists each entity's events in its row, from
@@ -736,7 +797,7 @@ mod tests {
         let mut connection = connect(&path, Access::ReadWrite, Durability::Full).unwrap();
         migrate(&mut connection, &path, 0, 10).unwrap();
         let long = b"{\"subject\":\"prj_1\",\"junk\":\"".repeat(4_000);
-        let medium = b"a line of junk, ".repeat(20);
+        let medium = b"a line of junk, ".repeat(80);
         for (origin, subject, payload) in
             [("a:1", Some("prj_1"), &long[..]), ("a:2", None, &medium[..]), ("a:3", None, &b"x"[..])]
         {
@@ -772,6 +833,48 @@ mod tests {
         let by_subject = store.rejected(None, Some("prj_1"), true).unwrap();
         assert_eq!(by_subject.iter().map(|rejection| rejection.id).collect::<Vec<_>>(), [rejected[0].id]);
         drop(store);
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[test]
+    fn migrating_a_version_11_database_keys_incident_histories_and_keeps_their_order() {
+        let directory = std::env::temp_dir().join(format!("lifewatch-schema-v11-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let path = directory.join("v11.db");
+        let _ = std::fs::remove_file(&path);
+        let mut connection = connect(&path, Access::ReadWrite, Durability::Full).unwrap();
+        migrate(&mut connection, &path, 0, 11).unwrap();
+        for (id, transition, after_seq) in [
+            ("inc_00000000000000ff", "opened", 1),
+            ("inc_ffffffffffffffff", "opened", 2),
+            ("inc_00000000000000ff", "retracted", 3),
+            ("inc_00000000000000ff", "opened", 4),
+        ] {
+            connection
+                .execute(
+                    "INSERT INTO incident_transitions(incident_id, transition, after_seq) VALUES (?1, ?2, ?3)",
+                    rusqlite::params![id, transition, after_seq],
+                )
+                .unwrap();
+        }
+        migrate(&mut connection, &path, 11, CURRENT_VERSION).unwrap();
+        let history = |id: &str| -> Vec<(String, i64)> {
+            connection
+                .prepare("SELECT transition, after_seq FROM incident_transitions WHERE incident = ?1 ORDER BY position")
+                .unwrap()
+                .query_map([incident_number(id)], |row| Ok((row.get(0)?, row.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        assert_eq!(
+            history("inc_00000000000000ff"),
+            [("opened".to_string(), 1), ("retracted".to_string(), 3), ("opened".to_string(), 4)]
+        );
+        assert_eq!(history("inc_ffffffffffffffff"), [("opened".to_string(), 2)]);
+        assert_eq!(incident_number("inc_ffffffffffffffff"), -1, "the top bit is the sign");
+        assert_ne!(incident_number("not an id"), incident_number("not an id either"));
+        drop(connection);
         std::fs::remove_dir_all(&directory).unwrap();
     }
 }
