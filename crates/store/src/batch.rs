@@ -325,23 +325,29 @@ impl Batch {
         {
             let mut insert = connection
                 .prepare_cached(
-                    "INSERT INTO rejected(after_seq, origin, reason, detail, subject, digest, payload, length,
-                                          compressed)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(origin, digest) DO NOTHING",
+                    "INSERT INTO rejected_rows(after_seq, input, line, reason, detail, subject, digest, payload,
+                                               length, compressed)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT(input, line, digest) DO NOTHING",
                 )
                 .context(path, "prepare the rejected insert")?;
             let mut packer = RejectedPacker::default();
+            let mut texts = RejectionTexts::default();
             for rejected in &pending.rejected {
                 // The digest is of the whole input, so that two inputs which
                 // differ only after the stored part are still told apart.
                 let digest = xxhash_rust::xxh3::xxh3_64(&rejected.payload) as i64;
+                let (input, line) = split_origin(&rejected.origin);
+                let input = texts.id(connection, path, input)?;
+                let reason = texts.id(connection, path, rejected.reason.as_str())?;
+                let detail = texts.id(connection, path, &rejected.detail)?;
                 let (stored, compressed) = packer.pack(path, &rejected.payload)?;
                 committed.rejected += insert
                     .execute(params![
                         rejected.after_seq,
-                        rejected.origin,
-                        rejected.reason.as_str(),
-                        rejected.detail,
+                        input,
+                        line,
+                        reason,
+                        detail,
                         subject_of(&rejected.payload),
                         digest,
                         stored,
@@ -436,6 +442,49 @@ fn subject_of(payload: &[u8]) -> Option<String> {
         serde_json::Value::String(subject) => Some(subject),
         _ => None,
     }
+}
+
+/// The ids of the texts rejected inputs repeat (input names, reasons,
+/// details; schema.rs, migration 13), each stored once in
+/// `rejection_texts`. The ids looked up are remembered for one batch only:
+/// a batch that fails is rolled back with the texts it added.
+#[derive(Default)]
+pub(crate) struct RejectionTexts {
+    ids: HashMap<String, i64>,
+}
+
+impl RejectionTexts {
+    /// The id of `text`, added when new.
+    pub(crate) fn id(&mut self, connection: &Connection, path: &Path, text: &str) -> Result<i64, StoreError> {
+        if let Some(&id) = self.ids.get(text) {
+            return Ok(id);
+        }
+        connection
+            .prepare_cached("INSERT INTO rejection_texts(text) VALUES (?1) ON CONFLICT(text) DO NOTHING")
+            .and_then(|mut statement| statement.execute([text]))
+            .context(path, "store a rejection text")?;
+        let id = connection
+            .prepare_cached("SELECT id FROM rejection_texts WHERE text = ?1")
+            .and_then(|mut statement| statement.query_row([text], |row| row.get(0)))
+            .context(path, "read a rejection text")?;
+        self.ids.insert(text.to_string(), id);
+        Ok(id)
+    }
+}
+
+/// An origin `<input>:<line>` as its input and line, or the whole origin
+/// and -1 when it does not end in a line number written plainly (the view
+/// `rejected` writes `<input>:<line>` back, so only a canonical number is
+/// split off).
+pub(crate) fn split_origin(origin: &str) -> (&str, i64) {
+    if let Some((input, line)) = origin.rsplit_once(':')
+        && let Ok(number) = line.parse::<i64>()
+        && number >= 0
+        && number.to_string() == line
+    {
+        return (input, number);
+    }
+    (origin, -1)
 }
 
 /// A rejected input's row keeps at most its first 64 KiB (its `length`

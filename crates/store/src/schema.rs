@@ -19,7 +19,7 @@ use crate::error::{Context, StoreError};
 pub(crate) const APPLICATION_ID: i64 = 0x4c57_4154;
 
 /// The newest schema version this build writes.
-pub(crate) const CURRENT_VERSION: i64 = 12;
+pub(crate) const CURRENT_VERSION: i64 = 13;
 
 /// Migration `n` (from 0) takes the schema from version `n` to `n + 1`.
 /// Migrations are history: a released one is never edited, a later one
@@ -261,7 +261,51 @@ const MIGRATIONS: [&str; CURRENT_VERSION as usize] = [
         PRIMARY KEY (incident, position)
     ) WITHOUT ROWID;
     ",
+    // 13: rejected inputs with their repeated texts stored once (rows
+    // converted by `normalise_rejected`).
+    "
+    -- 4,000,000 junk lines made 507 MB, most of it texts repeated on every
+    -- row and in the index that keeps an input once: the input's name, the
+    -- reason and the detail. Each distinct text is stored once here; a
+    -- row holds their ids, and the origin `<input>:<line>` is split so
+    -- that the line is an integer (-1: an origin without a line number,
+    -- kept whole as its input). The view `rejected` shows the rows as the
+    -- table of that name did, for every reader.
+    CREATE TABLE rejection_texts (
+        id INTEGER PRIMARY KEY,
+        text TEXT NOT NULL UNIQUE
+    );
+    CREATE TABLE rejected_rows (
+        id INTEGER PRIMARY KEY,
+        after_seq INTEGER NOT NULL,
+        input INTEGER NOT NULL,
+        line INTEGER NOT NULL,
+        reason INTEGER NOT NULL,
+        detail INTEGER NOT NULL,
+        subject TEXT,
+        digest INTEGER NOT NULL,
+        payload BLOB NOT NULL,
+        redriven TEXT,
+        length INTEGER NOT NULL,
+        compressed INTEGER NOT NULL
+    );
+    ",
 ];
+
+/// Migration 13's second half, run once the old `rejected` table is gone.
+const REJECTED_VIEW: &str = "
+    CREATE UNIQUE INDEX rejected_once ON rejected_rows(input, line, digest);
+    CREATE INDEX rejected_by_subject ON rejected_rows(subject) WHERE subject IS NOT NULL;
+    CREATE VIEW rejected AS
+        SELECT rows.id, rows.after_seq,
+               CASE WHEN rows.line < 0 THEN input.text ELSE input.text || ':' || rows.line END AS origin,
+               reason.text AS reason, detail.text AS detail, rows.subject, rows.digest, rows.payload,
+               rows.redriven, rows.length, rows.compressed
+        FROM rejected_rows AS rows
+        JOIN rejection_texts AS input ON input.id = rows.input
+        JOIN rejection_texts AS reason ON reason.id = rows.reason
+        JOIN rejection_texts AS detail ON detail.id = rows.detail;
+";
 
 /// Migration 9: the indexes of the read side's queries (`query.rs`).
 const READ_SIDE_INDEXES: &str = "
@@ -500,11 +544,76 @@ pub(crate) fn migrate(
         if version == 11 {
             key_incident_transitions(&transaction, path)?;
         }
+        if version == 12 {
+            normalise_rejected(&transaction, path)?;
+        }
         transaction
             .pragma_update(None, "user_version", version + 1)
             .context(path, "set the schema version")?;
         transaction.commit().context(path, "commit a migration")?;
     }
+    Ok(())
+}
+
+/// Migration 13's step in Rust: every row of the old `rejected` table
+/// moved to `rejected_rows` with its texts interned, then the old table
+/// replaced by the view of the same name.
+fn normalise_rejected(connection: &Connection, path: &Path) -> Result<(), StoreError> {
+    let mut texts = crate::batch::RejectionTexts::default();
+    let mut after = 0_i64;
+    loop {
+        type Row = (i64, i64, String, String, String, Option<String>, i64, Vec<u8>, Option<String>, i64, i64);
+        let rows: Vec<Row> = connection
+            .prepare_cached(
+                "SELECT id, after_seq, origin, reason, detail, subject, digest, payload, redriven, length, compressed
+                 FROM rejected WHERE id > ?1 ORDER BY id LIMIT 1000",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_map([after], |row| {
+                        Ok((
+                            row.get(0)?,
+                            row.get(1)?,
+                            row.get(2)?,
+                            row.get(3)?,
+                            row.get(4)?,
+                            row.get(5)?,
+                            row.get(6)?,
+                            row.get(7)?,
+                            row.get(8)?,
+                            row.get(9)?,
+                            row.get(10)?,
+                        ))
+                    })?
+                    .collect()
+            })
+            .context(path, "read rejected inputs")?;
+        let Some(last) = rows.last() else { break };
+        after = last.0;
+        for (id, after_seq, origin, reason, detail, subject, digest, payload, redriven, length, compressed) in
+            rows
+        {
+            let (input, line) = crate::batch::split_origin(&origin);
+            let input = texts.id(connection, path, input)?;
+            let reason = texts.id(connection, path, &reason)?;
+            let detail = texts.id(connection, path, &detail)?;
+            connection
+                .prepare_cached(
+                    "INSERT INTO rejected_rows(id, after_seq, input, line, reason, detail, subject, digest, payload,
+                                               redriven, length, compressed)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(rusqlite::params![
+                        id, after_seq, input, line, reason, detail, subject, digest, payload, redriven, length,
+                        compressed
+                    ])
+                })
+                .context(path, "move a rejected input")?;
+        }
+    }
+    connection.execute_batch("DROP TABLE rejected;").context(path, "drop the old rejected table")?;
+    connection.execute_batch(REJECTED_VIEW).context(path, "make the rejected view")?;
     Ok(())
 }
 
@@ -829,6 +938,15 @@ mod tests {
         assert_eq!(rejected[0].length, long.len() as u64);
         assert_eq!(rejected[1].payload, medium);
         assert_eq!(rejected[2].payload, b"x");
+        // Migration 13 split the origins and interned the texts: the view
+        // gives them back as they were.
+        let origins: Vec<&str> = rejected.iter().map(|rejection| rejection.origin.as_str()).collect();
+        assert_eq!(origins, ["a:1", "a:2", "a:3"]);
+        assert!(
+            rejected
+                .iter()
+                .all(|rejection| rejection.reason == "malformed_json" && rejection.detail == "bad")
+        );
         // The index on subjects still finds the rows that have one.
         let by_subject = store.rejected(None, Some("prj_1"), true).unwrap();
         assert_eq!(by_subject.iter().map(|rejection| rejection.id).collect::<Vec<_>>(), [rejected[0].id]);

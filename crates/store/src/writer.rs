@@ -695,17 +695,22 @@ impl Writer {
                 .connection
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .context(&path, "begin a transaction")?;
+            let mut texts = crate::batch::RejectionTexts::default();
             for (id, outcome) in &outcomes {
                 match outcome {
                     Ok(note) => transaction
-                        .execute("UPDATE rejected SET redriven = ?1 WHERE id = ?2", params![note, id])
+                        .execute("UPDATE rejected_rows SET redriven = ?1 WHERE id = ?2", params![note, id])
                         .context(&path, "mark a re-driven input")?,
-                    Err(rejection) => transaction
-                        .execute(
-                            "UPDATE rejected SET reason = ?1, detail = ?2 WHERE id = ?3",
-                            params![rejection.reason.as_str(), rejection.detail, id],
-                        )
-                        .context(&path, "update a rejected input")?,
+                    Err(rejection) => {
+                        let reason = texts.id(&transaction, &path, rejection.reason.as_str())?;
+                        let detail = texts.id(&transaction, &path, &rejection.detail)?;
+                        transaction
+                            .execute(
+                                "UPDATE rejected_rows SET reason = ?1, detail = ?2 WHERE id = ?3",
+                                params![reason, detail, id],
+                            )
+                            .context(&path, "update a rejected input")?
+                    }
                 };
             }
             batch.write(&transaction, &path, &mut db.blocks)?;
