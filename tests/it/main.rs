@@ -8,6 +8,7 @@ mod nats_support;
 
 mod cli;
 mod conformance;
+mod docs;
 mod nats_auth;
 mod nats_live;
 mod properties;

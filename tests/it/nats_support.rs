@@ -49,6 +49,13 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut condition: impl FnMut() -> O
     }
 }
 
+/// A loopback port that was free a moment ago, for a server that a test
+/// does not start itself (the doc test's examples start their own).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("the port").port()
+}
+
 /// A `nats-server` with JetStream, started by the test and stopped by its pid.
 pub struct NatsServer {
     child: Option<Child>,
