@@ -8,14 +8,16 @@ use std::io::{self, IsTerminal, Write};
 
 use clap::ValueEnum;
 use comfy_table::{Attribute, Cell, CellAlignment, Color, presets};
-use lifewatch_core::{IncidentRecord, Severity};
+use lifewatch_core::{Duration, IncidentRecord, Severity, Timestamp};
 use serde::Serialize;
 
 /// How records are printed.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
 pub enum Format {
-    /// One JSON record per line (SPEC.md section 4), for tools.
+    /// One JSON object per line, for tools that read a stream.
     Jsonl,
+    /// One JSON document (an array of the same objects), for scripts.
+    Json,
     /// Aligned columns for people; coloured on a terminal unless NO_COLOR is set.
     Table,
 }
@@ -147,9 +149,27 @@ pub fn write_json_line(out: &mut impl Write, value: &impl Serialize) -> io::Resu
     out.write_all(b"\n")
 }
 
+/// How an incident table is laid out: `wide` shows every column and whole
+/// summaries; `clock` is the instant the table is shown at, for how long
+/// open incidents have been open (the store's clock, or replay's end).
+#[derive(Clone, Copy, Default, Debug)]
+pub struct TableView {
+    /// Every column, nothing cut (`--wide`).
+    pub wide: bool,
+    /// The instant open incidents are aged at.
+    pub clock: Option<Timestamp>,
+}
+
+/// The width an incident table fits in by default (`--wide` lifts it).
+pub const TABLE_WIDTH: usize = 120;
+
 /// Writes records to standard output in `format`, one at a time for JSON
 /// Lines so that a million incidents never sit in memory as records at once.
-pub fn print_record_stream(records: impl Iterator<Item = IncidentRecord>, format: Format) -> io::Result<()> {
+pub fn print_record_stream(
+    records: impl Iterator<Item = IncidentRecord>,
+    format: Format,
+    view: TableView,
+) -> io::Result<()> {
     let stdout = io::stdout();
     let colour = colour_stdout();
     let mut out = io::BufWriter::with_capacity(256 * 1024, stdout.lock());
@@ -159,42 +179,147 @@ pub fn print_record_stream(records: impl Iterator<Item = IncidentRecord>, format
                 write_json_line(&mut out, &record)?;
             }
         }
-        Format::Table => write_incident_table(&mut out, &records.collect::<Vec<_>>(), colour)?,
+        Format::Json => write_json_array(&mut out, records)?,
+        Format::Table => write_incident_table(&mut out, &records.collect::<Vec<_>>(), colour, view)?,
     }
     out.flush()
 }
 
-/// The table of incident `records`, then how many there are and how many are open.
+/// Writes `items` as one JSON array, one element a line, without holding
+/// them all: `-o json` for scripts that want a single document.
+pub fn write_json_array<T: Serialize>(
+    out: &mut impl Write,
+    items: impl Iterator<Item = T>,
+) -> io::Result<()> {
+    out.write_all(b"[")?;
+    for (index, item) in items.enumerate() {
+        out.write_all(if index == 0 { b"\n" } else { b",\n" })?;
+        serde_json::to_writer(&mut *out, &item)?;
+    }
+    out.write_all(b"\n]\n")
+}
+
+/// A duration as a person reads it: its two largest units, rounded down
+/// (`2h42m`, `3d4h`, `45s`, `0s`); negative durations as `0s`.
+pub fn rounded_duration(duration: Duration) -> String {
+    let seconds = duration.as_nanos().max(0) / 1_000_000_000;
+    let units = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
+    let Some(first) = units.iter().position(|(size, _)| seconds >= *size) else {
+        return "0s".to_string();
+    };
+    let mut text = String::new();
+    let mut rest = seconds;
+    for (size, name) in &units[first..(first + 2).min(units.len())] {
+        let count = rest / size;
+        rest %= size;
+        if count > 0 {
+            let _ = write!(text, "{count}{name}");
+        }
+    }
+    text
+}
+
+/// `text` cut to `width` characters, the last one `…` when cut.
+fn fit(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// The table of incident `records`, then how many there are and how many
+/// are open, and the runbook of each kind shown. By default it fits in
+/// [`TABLE_WIDTH`] columns: the status with how long the incident has
+/// been open (as of `view.clock`) or how long it lasted, and the summary
+/// cut to the room left; `view.wide` adds the opening and resolving times,
+/// the entity, state, count and runbook, and shows whole summaries.
 pub fn write_incident_table(
     out: &mut impl Write,
     records: &[IncidentRecord],
     colour: bool,
+    view: TableView,
 ) -> io::Result<()> {
-    let mut table = Table::new(&[
-        "OPENED", "RESOLVED", "SEVERITY", "KIND", "ENTITY", "STATE", "OWNER", "COUNT", "SUMMARY",
-    ])
-    .coloured(colour);
-    for record in records {
-        let cells = [
-            record.opened_at.to_string(),
-            record.resolved_at.map_or_else(|| "open".to_string(), |at| at.to_string()),
-            record.severity.to_string(),
-            record.kind.to_string(),
-            format!("{} {}", record.entity.entity_type, record.entity.id),
-            record.state.clone().unwrap_or_else(|| "-".to_string()),
-            record.owner.clone(),
-            record.count.to_string(),
-            record.summary.clone(),
-        ];
-        table.row_with_severity(cells, 2, record.severity);
+    let status = |record: &IncidentRecord| match (record.resolved_at, view.clock) {
+        (Some(resolved), _) => format!("resolved {}", rounded_duration(resolved.since(record.opened_at))),
+        (None, Some(clock)) => format!("open {}", rounded_duration(clock.since(record.opened_at))),
+        (None, None) => "open".to_string(),
+    };
+    if view.wide {
+        let mut table = Table::new(&[
+            "ID", "OPENED", "RESOLVED", "STATUS", "SEVERITY", "KIND", "ENTITY", "STATE", "OWNER", "COUNT",
+            "RUNBOOK", "SUMMARY",
+        ])
+        .coloured(colour);
+        for record in records {
+            let cells = [
+                record.id.clone(),
+                record.opened_at.to_string(),
+                record.resolved_at.map_or_else(|| "-".to_string(), |at| at.to_string()),
+                status(record),
+                record.severity.to_string(),
+                record.kind.to_string(),
+                format!("{} {}", record.entity.entity_type, record.entity.id),
+                record.state.clone().unwrap_or_else(|| "-".to_string()),
+                record.owner.clone(),
+                record.count.to_string(),
+                record.runbook.clone(),
+                record.summary.clone(),
+            ];
+            table.row_with_severity(cells, 4, record.severity);
+        }
+        table.write(out)?;
+    } else {
+        let rows: Vec<[String; 6]> = records
+            .iter()
+            .map(|record| {
+                [
+                    record.id.clone(),
+                    status(record),
+                    record.severity.to_string(),
+                    record.kind.to_string(),
+                    terminal_safe(&record.owner).into_owned(),
+                    terminal_safe(&record.summary).into_owned(),
+                ]
+            })
+            .collect();
+        let header = ["ID", "STATUS", "SEVERITY", "KIND", "OWNER", "SUMMARY"];
+        // Every column but the summary at its widest, two spaces apart;
+        // the summary gets the rest of the width, at least 20 characters.
+        let fixed: usize = (0..5)
+            .map(|column| {
+                rows.iter()
+                    .map(|row| row[column].chars().count())
+                    .chain([header[column].len()])
+                    .max()
+                    .unwrap_or(0)
+                    + 2
+            })
+            .sum();
+        let room = TABLE_WIDTH.saturating_sub(fixed).max(20);
+        let mut table = Table::new(&header).coloured(colour);
+        for (record, mut row) in records.iter().zip(rows) {
+            row[5] = fit(&row[5], room);
+            table.row_with_severity(row, 2, record.severity);
+        }
+        table.write(out)?;
     }
-    table.write(out)?;
-    writeln!(
-        out,
-        "{}, {} open",
-        plural(records.len(), "incident"),
-        records.iter().filter(|r| r.resolved_at.is_none()).count()
-    )
+    let open = records.iter().filter(|record| record.resolved_at.is_none()).count();
+    match view.clock {
+        Some(clock) => writeln!(out, "{}, {open} open as of {clock}", plural(records.len(), "incident"))?,
+        None => writeln!(out, "{}, {open} open", plural(records.len(), "incident"))?,
+    }
+    if !view.wide {
+        // The runbook of each kind shown, once, rather than a wide column
+        // repeating the same path on every row.
+        let runbooks: std::collections::BTreeSet<(&str, &str)> =
+            records.iter().map(|record| (record.kind.as_str(), record.runbook.as_str())).collect();
+        for (kind, runbook) in runbooks {
+            writeln!(out, "runbook for {kind}: {}", terminal_safe(runbook))?;
+        }
+    }
+    Ok(())
 }
 
 /// A count with its noun, as a person writes it: "1 incident", "2
@@ -210,6 +335,24 @@ pub fn plural(count: usize, noun: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_rounded_to_two_units() {
+        let d = |seconds: i64| rounded_duration(Duration::from_nanos(seconds * 1_000_000_000 + 120_000_000));
+        assert_eq!(d(0), "0s");
+        assert_eq!(d(45), "45s");
+        assert_eq!(d(2 * 3600 + 41 * 60 + 56), "2h41m");
+        assert_eq!(d(3 * 86_400 + 4 * 3600 + 59), "3d4h");
+        assert_eq!(d(86_400 + 30), "1d", "a zero second unit is left out");
+        assert_eq!(d(600), "10m");
+        assert_eq!(rounded_duration(Duration::from_nanos(-5)), "0s");
+    }
+
+    #[test]
+    fn long_cells_are_cut_with_an_ellipsis() {
+        assert_eq!(fit("short", 10), "short");
+        assert_eq!(fit("région lointaine", 8), "région …");
+    }
 
     #[test]
     fn counts_read_as_a_person_writes_them() {

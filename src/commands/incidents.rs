@@ -1,20 +1,23 @@
 //! `incidents`: the stored incident records, filtered.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Args;
-use lifewatch_core::{IncidentKind, Status, Timestamp};
+use lifewatch_core::{IncidentKind, Severity, Status, Timestamp};
 use lifewatch_store::Store;
 use lifewatch_store::query::{self, IncidentQuery};
 
 use crate::commands::{DbArg, parse_kind, parse_time};
-use crate::output::{self, Format};
+use crate::output::{self, Format, TableView};
 
 /// The `Examples:` section of `lifewatch incidents --help`.
 pub const EXAMPLES: &str = "Examples:
   lifewatch replay fixtures/launch-day.jsonl --db /tmp/lifewatch.db > /dev/null
-  lifewatch incidents --db /tmp/lifewatch.db --status open --format jsonl";
+  lifewatch incidents --db /tmp/lifewatch.db --status open
+  lifewatch incidents --db /tmp/lifewatch.db --severity critical --wide
+  lifewatch incidents --db /tmp/lifewatch.db --owner platform-oncall -o json";
 
 /// `lifewatch incidents` arguments.
 #[derive(Args)]
@@ -30,11 +33,28 @@ pub struct IncidentsArgs {
     /// Only this kind (e.g. stuck, quota_breach).
     #[arg(long, value_parser = parse_kind)]
     kind: Option<IncidentKind>,
-    /// Only incidents open at some moment since this instant (RFC 3339).
-    #[arg(long, value_parser = parse_time)]
+    /// Only this severity.
+    #[arg(long, value_enum)]
+    severity: Option<SeverityArg>,
+    /// Only incidents whose record names this region.
+    #[arg(long)]
+    region: Option<String>,
+    /// Only incidents about this entity (an account, project or dispute id, or
+    /// a region for a regional outage).
+    #[arg(long)]
+    entity: Option<String>,
+    /// Only incidents open at some moment since this instant: RFC 3339,
+    /// `now`, or a time before now such as `-1h` or `-2d`.
+    #[arg(long, value_parser = parse_time, allow_hyphen_values = true)]
     since: Option<Timestamp>,
-    /// Output format: table for people, jsonl for tools.
-    #[arg(long, value_enum, default_value = "table")]
+    /// Every column and whole summaries (by default the table fits in 120
+    /// columns, the summary cut to the room left).
+    #[arg(long)]
+    wide: bool,
+    /// What standard output holds. table: columns for people, with how long
+    /// each open incident has been open as of the store's clock; jsonl: one
+    /// incident record per line, as in the contract; json: one array of them.
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
     format: Format,
 }
 
@@ -45,22 +65,65 @@ enum StatusArg {
     Resolved,
 }
 
+/// `--severity` values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SeverityArg {
+    Critical,
+    Error,
+    Warning,
+    Info,
+}
+
 /// `lifewatch incidents`.
 pub fn main(args: IncidentsArgs) -> anyhow::Result<ExitCode> {
-    let IncidentsArgs { db, status, owner, kind, since, format } = args;
+    let IncidentsArgs { db, status, owner, kind, severity, region, entity, since, wide, format } = args;
     let status = status.map(|status| match status {
         StatusArg::Open => Status::Open,
         StatusArg::Resolved => Status::Resolved,
     });
-    let query = IncidentQuery { status, owner, kind, since, ..Default::default() };
-    run(&db.db, &query, format)?;
+    let severity = severity.map(|severity| match severity {
+        SeverityArg::Critical => Severity::Critical,
+        SeverityArg::Error => Severity::Error,
+        SeverityArg::Warning => Severity::Warning,
+        SeverityArg::Info => Severity::Info,
+    });
+    let query = IncidentQuery { status, owner, kind, severity, region, entity, since, ..Default::default() };
+    run(&db.db, &query, format, wide)?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints the incidents `query` selects, in its order.
-pub fn run(db: &Path, query: &IncidentQuery, format: Format) -> anyhow::Result<()> {
+/// Prints the incidents `query` selects, in its order. When an owner or a
+/// region selects nothing, says on standard error which ones the store has
+/// incidents for: a mistyped team name must not read as "all clear".
+pub fn run(db: &Path, query: &IncidentQuery, format: Format, wide: bool) -> anyhow::Result<()> {
     let store = Store::open_read_only(db)?;
     let page = query::incidents(&store, query)?;
-    output::print_record_stream(page.incidents.into_iter(), format)?;
+    if page.incidents.is_empty() && (query.owner.is_some() || query.region.is_some()) {
+        let all = query::incidents(&store, &IncidentQuery::default())?.incidents;
+        if let Some(owner) = &query.owner {
+            let owners: BTreeSet<&str> = all.iter().map(|record| record.owner.as_str()).collect();
+            if !owners.contains(owner.as_str()) {
+                let known: Vec<&str> = owners.into_iter().collect();
+                eprintln!(
+                    "lifewatch: no incidents for owner {}; owners with incidents: {}",
+                    output::terminal_safe(&format!("{owner:?}")),
+                    output::terminal_safe(&known.join(", "))
+                );
+            }
+        }
+        if let Some(region) = &query.region {
+            let regions: BTreeSet<&str> = all.iter().filter_map(|record| record.region.as_deref()).collect();
+            if !regions.contains(region.as_str()) {
+                let known: Vec<&str> = regions.into_iter().collect();
+                eprintln!(
+                    "lifewatch: no incidents in region {}; regions with incidents: {}",
+                    output::terminal_safe(&format!("{region:?}")),
+                    output::terminal_safe(&known.join(", "))
+                );
+            }
+        }
+    }
+    let view = TableView { wide, clock: store.clock()? };
+    output::print_record_stream(page.incidents.into_iter(), format, view)?;
     Ok(())
 }

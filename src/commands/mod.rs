@@ -64,10 +64,34 @@ pub fn parse_reason(text: &str) -> anyhow::Result<RejectReason> {
     RejectReason::parse(text).ok_or_else(|| anyhow!("{text:?} is not a rejection reason"))
 }
 
-/// RFC 3339 times (`--now`, `--since`, `--start`).
+/// Times as a person types them (`--now`, `--since`, `--start`): RFC 3339,
+/// `now` (the wall clock), or a time before now such as `-1h`, `-30m` or
+/// `-2d`.
 pub fn parse_time(text: &str) -> anyhow::Result<Timestamp> {
-    Timestamp::parse_rfc3339(text)
-        .ok_or_else(|| anyhow!("{text:?} is not an RFC 3339 time with an offset, e.g. 2026-11-27T12:00:00Z"))
+    parse_time_at(text, wall_clock())
+}
+
+/// [`parse_time`] with the wall clock given, for tests.
+fn parse_time_at(text: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
+    if text == "now" {
+        return Ok(now);
+    }
+    if let Some(ago) = text.strip_prefix('-') {
+        let ago = lifewatch_core::Duration::parse_human(ago)
+            .map_err(|message| anyhow!("{text:?} is not a time before now such as -1h or -2d: {message}"))?;
+        return Ok(now.saturating_sub(ago));
+    }
+    Timestamp::parse_rfc3339(text).ok_or_else(|| {
+        anyhow!("{text:?} is not a time: give RFC 3339 with an offset (2026-11-27T12:00:00Z), now, or -1h")
+    })
+}
+
+/// The wall clock as a [`Timestamp`].
+fn wall_clock() -> Timestamp {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| i64::try_from(since.as_nanos()).unwrap_or(i64::MAX));
+    Timestamp::from_unix_nanos(nanos)
 }
 
 /// Human durations (`--duration 5m`).
@@ -76,4 +100,25 @@ pub fn parse_duration(text: &str) -> anyhow::Result<std::time::Duration> {
     u64::try_from(duration.as_nanos())
         .map(std::time::Duration::from_nanos)
         .map_err(|_| anyhow!("{text:?} is negative"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_taken_as_a_person_types_them() {
+        let now = Timestamp::parse_rfc3339("2026-12-04T12:00:00Z").unwrap();
+        assert_eq!(parse_time_at("now", now).unwrap(), now);
+        assert_eq!(parse_time_at("-1h", now).unwrap().to_string(), "2026-12-04T11:00:00Z");
+        assert_eq!(parse_time_at("-2d", now).unwrap().to_string(), "2026-12-02T12:00:00Z");
+        assert_eq!(parse_time_at("-1h30m", now).unwrap().to_string(), "2026-12-04T10:30:00Z");
+        assert_eq!(
+            parse_time_at("2026-11-27T12:00:00+01:00", now).unwrap().to_string(),
+            "2026-11-27T11:00:00Z"
+        );
+        for wrong in ["-", "-1x", "yesterday", "1h", "-15m15m"] {
+            assert!(parse_time_at(wrong, now).is_err(), "{wrong}");
+        }
+    }
 }

@@ -25,7 +25,7 @@ pub struct OutboxArgs {
     #[command(flatten)]
     db: DbArg,
     /// Output format: table for people, jsonl for tools.
-    #[arg(long, value_enum, default_value = "table")]
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
     format: Format,
 }
 
@@ -56,21 +56,26 @@ pub fn run(db: &Path, format: Format) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The JSON line of `entry`.
+fn line(entry: &SetAsideEntry) -> Line<'_> {
+    Line {
+        id: entry.id,
+        incident_id: &entry.incident_id,
+        transition: &entry.transition,
+        subject: &entry.subject,
+        reason: &entry.reason,
+        set_aside_at: entry.set_aside_at.to_string(),
+    }
+}
+
 fn write(out: &mut impl Write, entries: &[SetAsideEntry], format: Format) -> io::Result<()> {
     match format {
         Format::Jsonl => {
             for entry in entries {
-                let line = Line {
-                    id: entry.id,
-                    incident_id: &entry.incident_id,
-                    transition: &entry.transition,
-                    subject: &entry.subject,
-                    reason: &entry.reason,
-                    set_aside_at: entry.set_aside_at.to_string(),
-                };
-                output::write_json_line(out, &line)?;
+                output::write_json_line(out, &line(entry))?;
             }
         }
+        Format::Json => output::write_json_array(out, entries.iter().map(line))?,
         Format::Table => {
             // Subjects stored before schema 8 were not cleaned and can hold
             // anything a region name held; the table escapes every cell.

@@ -30,7 +30,7 @@ pub struct RejectedArgs {
     #[arg(long)]
     all: bool,
     /// Output format: table for people, jsonl for tools.
-    #[arg(long, value_enum, default_value = "table")]
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
     format: Format,
 }
 
@@ -53,6 +53,7 @@ pub fn run(db: &Path, filter: &RejectedFilter, format: Format) -> anyhow::Result
                 output::write_json_line(&mut out, rejection)?;
             }
         }
+        Format::Json => output::write_json_array(&mut out, rejected.iter())?,
         Format::Table => {
             let mut table = Table::new(&["ID", "ORIGIN", "REASON", "SUBJECT", "DETAIL"]);
             for rejection in &rejected {

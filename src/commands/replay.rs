@@ -34,7 +34,7 @@ pub struct ReplayArgs {
     files: Vec<PathBuf>,
     /// The instant the replay ends at (RFC 3339); visits still open are judged
     /// against it. Default: the latest time of an accepted event.
-    #[arg(long, value_parser = parse_time)]
+    #[arg(long, value_parser = parse_time, allow_hyphen_values = true)]
     now: Option<Timestamp>,
     /// Configuration file (default: the shipped ops/lifewatch.toml, built in).
     #[arg(long)]
@@ -45,6 +45,10 @@ pub struct ReplayArgs {
     /// people, open ones first, then resolved ones, each group in that order.
     #[arg(long, short = 'o', value_enum, default_value = "jsonl")]
     format: Format,
+    /// With `-o table`: every column and whole summaries (by default the
+    /// table fits in 120 columns, the summary cut to the room left).
+    #[arg(long)]
+    wide: bool,
     /// Print only the incidents still open (or resolved) when the replay ends.
     /// The totals on standard error still count every line.
     #[arg(long, value_enum)]
@@ -105,17 +109,20 @@ pub struct Shown {
     pub status: Option<StatusArg>,
     /// The rejected lines listed on standard error.
     pub listing: Listing,
+    /// Every column of the table (`--wide`).
+    pub wide: bool,
 }
 
 /// `lifewatch replay`.
 pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let ReplayArgs { files, now, config, format, status, quiet, max_rejections, db, batch_lines } = args;
+    let ReplayArgs { files, now, config, format, wide, status, quiet, max_rejections, db, batch_lines } =
+        args;
     let listing = match (quiet, max_rejections) {
         (true, _) => Listing::Quiet,
         (false, Some(limit)) => Listing::First(limit),
         (false, None) => Listing::All,
     };
-    let shown = Shown { format, status, listing };
+    let shown = Shown { format, status, listing, wide };
     let config = AppConfig::load(config.as_deref())?.engine;
     if let Some(db) = db {
         replay_db::run(&db, &files, now, config, shown, batch_lines)?;
@@ -134,6 +141,8 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 /// in the contract's order (by opened_at, then key), except that a table
 /// lists the open ones first.
 pub fn print_incidents(engine: &Engine, shown: Shown) -> io::Result<()> {
+    // Open incidents are aged at the replay's end clock.
+    let view = output::TableView { wide: shown.wide, clock: engine.clock() };
     let records = engine
         .sorted_incidents()
         .into_iter()
@@ -143,9 +152,9 @@ pub fn print_incidents(engine: &Engine, shown: Shown) -> io::Result<()> {
         // A person reads a table from the top: what still needs someone goes
         // there. The table holds every record in memory anyway.
         let (open, resolved): (Vec<_>, Vec<_>) = records.partition(|record| record.resolved_at.is_none());
-        output::print_record_stream(open.into_iter().chain(resolved), shown.format)
+        output::print_record_stream(open.into_iter().chain(resolved), shown.format, view)
     } else {
-        output::print_record_stream(records, shown.format)
+        output::print_record_stream(records, shown.format, view)
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use lifewatch_core::{Config, Timestamp};
+use lifewatch_core::{Config, IncidentKind, SubjectType, Timestamp};
 use lifewatch_store::Store;
 use lifewatch_store::query::{self, JudgedAt, StuckEntity};
 
@@ -37,33 +37,64 @@ pub enum ReportCommand {
 pub struct StuckArgs {
     #[command(flatten)]
     db: DbArg,
-    /// The instant to judge at (RFC 3339). Default: the database's clock.
-    #[arg(long, value_parser = parse_time)]
+    /// The instant to judge at: RFC 3339, `now` (the wall clock) or a time
+    /// before now such as `-1h`. Default: the database's clock.
+    #[arg(long, value_parser = parse_time, allow_hyphen_values = true)]
     now: Option<Timestamp>,
+    /// Only what this team owns.
+    #[arg(long)]
+    owner: Option<String>,
     #[command(flatten)]
     config: ConfigArg,
     /// Output format: table for people, jsonl for tools.
-    #[arg(long, value_enum, default_value = "table")]
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
     format: Format,
 }
 
 /// `lifewatch report`.
 pub fn main(report: ReportCommand) -> anyhow::Result<ExitCode> {
     match report {
-        ReportCommand::Stuck(StuckArgs { db, now, config, format }) => {
-            stuck(&db.db, now, &config.load()?.engine, format)?;
+        ReportCommand::Stuck(StuckArgs { db, now, owner, config, format }) => {
+            stuck(&db.db, now, owner.as_deref(), &config.load()?.engine, format)?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints the stuck report at `now` (default: the database's clock).
-pub fn stuck(db: &Path, now: Option<Timestamp>, config: &Config, format: Format) -> anyhow::Result<()> {
+/// Prints the stuck report at `now` (default: the database's clock), of
+/// `owner`'s entities only when given.
+pub fn stuck(
+    db: &Path,
+    now: Option<Timestamp>,
+    owner: Option<&str>,
+    config: &Config,
+    format: Format,
+) -> anyhow::Result<()> {
     let store = Store::open_read_only(db)?;
-    let Some(report) = query::stuck_report(&store, config, now)? else {
+    let Some(mut report) = query::stuck_report(&store, config, now)? else {
         eprintln!("lifewatch: {} holds no events yet: nothing is stuck", db.display());
         return Ok(());
     };
+    if let Some(owner) = owner {
+        // A team that owns no kind of incident is a typing mistake, not an
+        // all-clear: name the teams the configuration routes to.
+        let owners: std::collections::BTreeSet<&str> = IncidentKind::ALL
+            .iter()
+            .flat_map(|&kind| SubjectType::ALL.iter().map(move |&subject| config.owner(kind, subject)))
+            .collect();
+        if !owners.contains(owner) {
+            let known: Vec<&str> = owners.into_iter().collect();
+            anyhow::bail!(crate::error::UsageError::Option {
+                option: "--owner",
+                message: format!(
+                    "no team {} in the configuration; its teams are {}",
+                    output::terminal_safe(&format!("{owner:?}")),
+                    known.join(", ")
+                ),
+            });
+        }
+        report.entities.retain(|item| item.owner == owner);
+    }
     // Which clock the report is judged at is said on every run: an on-call
     // engineer must never read "nothing is stuck" without knowing "as of when".
     let clock = match report.judged_at {
@@ -80,7 +111,7 @@ pub fn stuck(db: &Path, now: Option<Timestamp>, config: &Config, format: Format)
             "the latest committed event"
         }
     };
-    if format == Format::Jsonl {
+    if format != Format::Table {
         eprintln!(
             "lifewatch: stuck at {} ({clock}): {}",
             report.now,
@@ -95,6 +126,7 @@ pub fn stuck(db: &Path, now: Option<Timestamp>, config: &Config, format: Format)
                 output::write_json_line(&mut out, item)?;
             }
         }
+        Format::Json => output::write_json_array(&mut out, report.entities.iter())?,
         Format::Table => {
             writeln!(
                 out,

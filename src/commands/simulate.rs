@@ -39,7 +39,7 @@ pub struct SimulateArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Time of the first event (RFC 3339; default 2026-11-27T00:00:00Z).
-    #[arg(long, value_parser = parse_time)]
+    #[arg(long, value_parser = parse_time, allow_hyphen_values = true)]
     start: Option<Timestamp>,
     /// Publish live traffic to NATS instead of writing a file: the simulator's
     /// events in order, each timed at the wall clock when sent.

@@ -25,7 +25,7 @@ pub struct VerifyArgs {
     #[command(flatten)]
     config: ConfigArg,
     /// Output format: table for people, jsonl for tools.
-    #[arg(long, value_enum, default_value = "table")]
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
     format: Format,
 }
 
@@ -47,6 +47,7 @@ pub fn run(db: &Path, config: Config, format: Format) -> anyhow::Result<ExitCode
                 output::write_json_line(&mut out, check)?;
             }
         }
+        Format::Json => output::write_json_array(&mut out, verification.checks.iter())?,
         Format::Table => {
             for check in &verification.checks {
                 if check.ok() {

@@ -5,6 +5,7 @@
 
 mod common;
 mod nats_support;
+mod oncall;
 
 mod cli;
 mod conformance;

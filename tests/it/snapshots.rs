@@ -114,10 +114,11 @@ fn hostile_event_fields_are_escaped_in_every_table() {
     let db = dir.join("hostile.db");
     let db = db.to_str().expect("UTF-8 path");
     let fixture = "fixtures/hostile.jsonl";
-    let commands: [&[&str]; 8] = [
+    let commands: [&[&str]; 9] = [
         &["replay", fixture, "--format", "table"],
         &["replay", "--db", db, fixture, "--format", "table"],
         &["incidents", "--db", db],
+        &["incidents", "--db", db, "--wide"],
         &["show", "--db", db, "acc_h"],
         &["show", "--db", db, "prj_h"],
         &["rejected", "--db", db],
