@@ -370,10 +370,8 @@ fn an_outage_in_a_region_with_a_space_reaches_incidents_and_later_ones_flow() {
     let later = std::fs::read_to_string(repo_root().join("fixtures/provisioning_failed.jsonl")).unwrap();
     let fixture = dir.path().join("eu-west.jsonl");
     std::fs::write(&fixture, outage.replace("\"eu-west-1\"", "\"eu west\"") + &later).unwrap();
-    publish(&server.url(), &[&fixture], &[]);
     let db = dir.path().join("lifewatch.db");
-    let monitor = Monitor::start(&server.url(), &db, &config, &[]);
-    wait_until_processed(&db, accepted_by_replay(&[&fixture], &config), &monitor);
+    let monitor = started_monitor(&server, &db, &config, &[&fixture], &[]);
     assert!(monitor.terminate().success());
 
     let messages = stream_messages(&server.url(), "INCIDENTS");
@@ -409,10 +407,8 @@ fn an_incident_too_large_for_nats_is_published_bounded_and_later_ones_flow() {
     let later = std::fs::read_to_string(repo_root().join("fixtures/billing_dispute.jsonl")).unwrap();
     let fixture = dir.path().join("huge.jsonl");
     std::fs::write(&fixture, format!("{huge}\n{later}")).unwrap();
-    publish(&server.url(), &[&fixture], &[]);
     let db = dir.path().join("lifewatch.db");
-    let monitor = Monitor::start(&server.url(), &db, &config, &[]);
-    wait_until_processed(&db, accepted_by_replay(&[&fixture], &config), &monitor);
+    let monitor = started_monitor(&server, &db, &config, &[&fixture], &[]);
     assert!(monitor.terminate().success());
 
     let expected = replay(&[&fixture], NEVER, &config);
@@ -636,10 +632,8 @@ fn an_incidents_stream_deleted_while_the_monitor_runs_is_created_again() {
     let dir = TempDir::new("deleted-incidents");
     let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
     let parts = split(&launch_day(), 2, dir.path());
-    publish(&server.url(), &[&parts[0]], &[]);
     let db = dir.path().join("lifewatch.db");
-    let monitor = Monitor::start(&server.url(), &db, &config, &[]);
-    wait_until_processed(&db, accepted_by_replay(&[&parts[0]], &config), &monitor);
+    let monitor = started_monitor(&server, &db, &config, &[&parts[0]], &[]);
     let outbox_count = || -> i64 {
         rusqlite::Connection::open(&db)
             .unwrap()
@@ -649,10 +643,7 @@ fn an_incidents_stream_deleted_while_the_monitor_runs_is_created_again() {
     let before = outbox_count();
     assert_eq!(stream_messages(&server.url(), "INCIDENTS").len() as i64, before);
 
-    block_on(async {
-        let jetstream = async_nats::jetstream::new(server.client().await);
-        jetstream.delete_stream("INCIDENTS").await.expect("delete INCIDENTS");
-    });
+    delete_stream(&server, "INCIDENTS");
     publish_directly(&server, &parts[1]);
     wait_until_processed(&db, accepted_by_replay(&[&parts[0], &parts[1]], &config), &monitor);
     let after = outbox_count();
@@ -701,15 +692,10 @@ fn a_lifecycle_stream_deleted_while_the_monitor_runs_is_created_again() {
     let dir = TempDir::new("deleted-lifecycle");
     let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
     let parts = split(&launch_day(), 2, dir.path());
-    publish(&server.url(), &[&parts[0]], &[]);
     let db = dir.path().join("lifewatch.db");
-    let monitor = Monitor::start(&server.url(), &db, &config, &[]);
-    wait_until_processed(&db, accepted_by_replay(&[&parts[0]], &config), &monitor);
+    let monitor = started_monitor(&server, &db, &config, &[&parts[0]], &[]);
 
-    block_on(async {
-        let jetstream = async_nats::jetstream::new(server.client().await);
-        jetstream.delete_stream("LIFECYCLE").await.expect("delete LIFECYCLE");
-    });
+    delete_stream(&server, "LIFECYCLE");
     wait_watching(&monitor, "the monitor to create LIFECYCLE again", || {
         monitor.log_text().contains("events stream was deleted").then_some(())
     });
@@ -727,15 +713,10 @@ fn with_no_create_a_deleted_incidents_stream_is_waited_for() {
     let dir = TempDir::new("no-create-incidents");
     let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
     let parts = split(&launch_day(), 2, dir.path());
-    publish(&server.url(), &[&parts[0]], &[]);
     let db = dir.path().join("lifewatch.db");
-    let monitor = Monitor::start(&server.url(), &db, &config, &["--no-create"]);
-    wait_until_processed(&db, accepted_by_replay(&[&parts[0]], &config), &monitor);
+    let monitor = started_monitor(&server, &db, &config, &[&parts[0]], &["--no-create"]);
 
-    block_on(async {
-        let jetstream = async_nats::jetstream::new(server.client().await);
-        jetstream.delete_stream("INCIDENTS").await.expect("delete INCIDENTS");
-    });
+    delete_stream(&server, "INCIDENTS");
     publish_directly(&server, &parts[1]);
     let events = accepted_by_replay(&[&parts[0], &parts[1]], &config);
     wait_watching(&monitor, "the monitor to say INCIDENTS is missing, with transitions waiting", || {
@@ -764,15 +745,10 @@ fn with_no_create_a_deleted_lifecycle_stream_is_waited_for_and_shutdown_works() 
     let dir = TempDir::new("no-create-lifecycle");
     let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
     let fixture = repo_root().join("fixtures/regional_outage.jsonl");
-    publish(&server.url(), &[&fixture], &[]);
     let db = dir.path().join("lifewatch.db");
-    let monitor = Monitor::start(&server.url(), &db, &config, &["--no-create"]);
-    wait_until_processed(&db, accepted_by_replay(&[&fixture], &config), &monitor);
+    let monitor = started_monitor(&server, &db, &config, &[&fixture], &["--no-create"]);
 
-    block_on(async {
-        let jetstream = async_nats::jetstream::new(server.client().await);
-        jetstream.delete_stream("LIFECYCLE").await.expect("delete LIFECYCLE");
-    });
+    delete_stream(&server, "LIFECYCLE");
     wait_watching(&monitor, "the monitor to say LIFECYCLE is missing", || {
         monitor.log_text().contains("events stream is missing").then_some(())
     });
@@ -791,10 +767,8 @@ fn a_rejected_stream_deleted_while_the_monitor_runs_is_created_again() {
     let dir = TempDir::new("deleted-rejected");
     let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
     let fixture = repo_root().join("fixtures/regional_outage.jsonl");
-    publish(&server.url(), &[&fixture], &[]);
     let db = dir.path().join("lifewatch.db");
-    let monitor = Monitor::start(&server.url(), &db, &config, &[]);
-    wait_until_processed(&db, accepted_by_replay(&[&fixture], &config), &monitor);
+    let monitor = started_monitor(&server, &db, &config, &[&fixture], &[]);
 
     block_on(async {
         let jetstream = async_nats::jetstream::new(server.client().await);
@@ -827,10 +801,8 @@ fn a_second_monitor_on_the_same_consumer_refuses_and_leaves_the_first_alone() {
     let dir = TempDir::new("second-monitor");
     let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
     let parts = split(&launch_day(), 3, dir.path());
-    publish(&server.url(), &[&parts[0]], &[]);
     let first_db = dir.path().join("first.db");
-    let first = Monitor::start(&server.url(), &first_db, &config, &[]);
-    wait_until_processed(&first_db, accepted_by_replay(&[&parts[0]], &config), &first);
+    let first = started_monitor(&server, &first_db, &config, &[&parts[0]], &[]);
 
     let second_db = dir.path().join("second.db");
     let second = Monitor::start(&server.url(), &second_db, &config, &[]);
