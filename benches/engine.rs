@@ -7,9 +7,10 @@
 //! compare their throughput (elements/s). The end-to-end figure (file in,
 //! records out) comes from `benches/replay.sh`.
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use lifewatch_core::{Config, Engine, parse_event};
-use lifewatch_sim::{SimulateOptions, Simulator};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use lifewatch_core::parse_event;
+
+mod common;
 
 /// The baseline's envelope: everything owned, as a naive consumer decodes it.
 #[derive(serde::Deserialize)]
@@ -26,13 +27,8 @@ struct OwnedEnvelope {
     data: Option<serde_json::Value>,
 }
 
-fn lines() -> Vec<String> {
-    let options = SimulateOptions { seed: 7, accounts: 5_000, faults: true, ..Default::default() };
-    Simulator::new(options).map(|line| line.line).collect()
-}
-
 fn bench(c: &mut Criterion) {
-    let lines = lines();
+    let lines = common::lines(5_000);
     let mut group = c.benchmark_group("events");
     group.throughput(Throughput::Elements(lines.len() as u64));
     group.sample_size(20);
@@ -47,20 +43,7 @@ fn bench(c: &mut Criterion) {
             decoded
         })
     });
-    group.bench_function("lifewatch_parse_and_apply", |b| {
-        b.iter_batched(
-            || Engine::new(Config::shipped()),
-            |mut engine| {
-                for line in &lines {
-                    if let Ok(event) = parse_event(line.as_bytes()) {
-                        engine.handle_event(&event);
-                    }
-                }
-                engine
-            },
-            BatchSize::LargeInput,
-        )
-    });
+    common::bench_parse_and_apply(&mut group, &lines);
     group.bench_function("lifewatch_parse_only", |b| {
         b.iter(|| lines.iter().filter(|line| parse_event(line.as_bytes()).is_ok()).count())
     });

@@ -12,15 +12,10 @@
 
 use std::str::FromStr;
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use lifewatch_core::{Config, Engine, Timestamp, parse_event};
-use lifewatch_sim::{SimulateOptions, Simulator};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use lifewatch_core::Timestamp;
 
-/// About 270,000 lines, malformed ones included: a replay-sized stream.
-fn lines() -> Vec<String> {
-    let options = SimulateOptions { seed: 7, accounts: 25_000, faults: true, ..Default::default() };
-    Simulator::new(options).map(|line| line.line).collect()
-}
+mod common;
 
 /// The `time` attribute of every line that is a JSON object with one, as the
 /// consumer sees it (including the malformed times the simulator injects).
@@ -35,7 +30,8 @@ fn times(lines: &[String]) -> Vec<String> {
 }
 
 fn bench(c: &mut Criterion) {
-    let lines = lines();
+    // About 270,000 lines, malformed ones included: a replay-sized stream.
+    let lines = common::lines(25_000);
     let times = times(&lines);
 
     let mut group = c.benchmark_group("time");
@@ -55,20 +51,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("event");
     group.throughput(Throughput::Elements(lines.len() as u64));
     group.sample_size(20);
-    group.bench_function("lifewatch_parse_and_apply", |b| {
-        b.iter_batched(
-            || Engine::new(Config::shipped()),
-            |mut engine| {
-                for line in &lines {
-                    if let Ok(event) = parse_event(line.as_bytes()) {
-                        engine.handle_event(&event);
-                    }
-                }
-                engine
-            },
-            BatchSize::LargeInput,
-        )
-    });
+    common::bench_parse_and_apply(&mut group, &lines);
     group.finish();
 }
 

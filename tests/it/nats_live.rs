@@ -31,6 +31,17 @@ fn launch_day() -> PathBuf {
     repo_root().join("fixtures/launch-day.jsonl")
 }
 
+/// What most tests here start from: a server, a directory named after the
+/// test, a configuration in it with the live clock turned off
+/// ([`NO_LIVE_CLOCK`]) and progress every second, and where the database goes.
+fn live_setup(name: &str) -> (NatsServer, TempDir, PathBuf, PathBuf) {
+    let server = NatsServer::start(&[]);
+    let dir = TempDir::new(name);
+    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
+    let db = dir.path().join("lifewatch.db");
+    (server, dir, config, db)
+}
+
 /// [`wait_for`], printing the monitor's log if it times out.
 fn wait_watching<T>(monitor: &Monitor, what: &str, condition: impl FnMut() -> Option<T>) -> T {
     let mut condition = condition;
@@ -74,13 +85,10 @@ fn assert_all_agree(url: &str, db: &Path, fixture: &Path, config: &Path) {
 
 #[test]
 fn end_to_end_publish_run_matches_replay() {
-    let server = NatsServer::start(&[]);
-    let dir = TempDir::new("e2e");
-    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
+    let (server, _dir, config, db) = live_setup("e2e");
     let fixture = launch_day();
     let report = publish(&server.url(), &[&fixture], &[]);
     assert!(report.contains("invalid lines skipped"), "{report}");
-    let db = dir.path().join("lifewatch.db");
     let monitor = Monitor::start(&server.url(), &db, &config, &[]);
     wait_until_processed(&db, accepted_by_replay(&[&fixture], &config), &monitor);
     let log = monitor.log_text();
@@ -363,17 +371,12 @@ fn set_aside(db: &Path) -> Vec<serde_json::Value> {
 /// events flow behind it.
 #[test]
 fn an_outage_in_a_region_with_a_space_reaches_incidents_and_later_ones_flow() {
-    let server = NatsServer::start(&[]);
-    let dir = TempDir::new("eu-west");
-    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
+    let (server, dir, config, db) = live_setup("eu-west");
     let outage = std::fs::read_to_string(repo_root().join("fixtures/regional_outage.jsonl")).unwrap();
     let later = std::fs::read_to_string(repo_root().join("fixtures/provisioning_failed.jsonl")).unwrap();
     let fixture = dir.path().join("eu-west.jsonl");
     std::fs::write(&fixture, outage.replace("\"eu-west-1\"", "\"eu west\"") + &later).unwrap();
-    publish(&server.url(), &[&fixture], &[]);
-    let db = dir.path().join("lifewatch.db");
-    let monitor = Monitor::start(&server.url(), &db, &config, &[]);
-    wait_until_processed(&db, accepted_by_replay(&[&fixture], &config), &monitor);
+    let monitor = started_monitor(&server, &db, &config, &[&fixture], &[]);
     assert!(monitor.terminate().success());
 
     let messages = stream_messages(&server.url(), "INCIDENTS");
@@ -399,9 +402,7 @@ fn an_outage_in_a_region_with_a_space_reaches_incidents_and_later_ones_flow() {
 /// incidents still flow.
 #[test]
 fn an_incident_too_large_for_nats_is_published_bounded_and_later_ones_flow() {
-    let server = NatsServer::start(&[]);
-    let dir = TempDir::new("huge");
-    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
+    let (server, dir, config, db) = live_setup("huge");
     let account = "a".repeat(600_000);
     let huge = format!(
         r#"{{"specversion":"1.0","id":"huge-1","source":"billing/disputes","type":"dispute.opened","subject":"dsp_huge","time":"2026-11-20T07:00:00Z","data":{{"account_id":"{account}","amount_cents":99,"currency":"USD"}}}}"#
@@ -409,10 +410,7 @@ fn an_incident_too_large_for_nats_is_published_bounded_and_later_ones_flow() {
     let later = std::fs::read_to_string(repo_root().join("fixtures/billing_dispute.jsonl")).unwrap();
     let fixture = dir.path().join("huge.jsonl");
     std::fs::write(&fixture, format!("{huge}\n{later}")).unwrap();
-    publish(&server.url(), &[&fixture], &[]);
-    let db = dir.path().join("lifewatch.db");
-    let monitor = Monitor::start(&server.url(), &db, &config, &[]);
-    wait_until_processed(&db, accepted_by_replay(&[&fixture], &config), &monitor);
+    let monitor = started_monitor(&server, &db, &config, &[&fixture], &[]);
     assert!(monitor.terminate().success());
 
     let expected = replay(&[&fixture], NEVER, &config);
@@ -449,11 +447,8 @@ fn an_incident_too_large_for_nats_is_published_bounded_and_later_ones_flow() {
 /// logged once, listed by `lifewatch outbox`, and do not hold back the rest.
 #[test]
 fn rows_refused_for_good_are_set_aside_and_listed() {
-    let server = NatsServer::start(&[]);
-    let dir = TempDir::new("set-aside");
-    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
+    let (server, _dir, config, db) = live_setup("set-aside");
     let fixture = repo_root().join("fixtures/regional_outage.jsonl");
-    let db = dir.path().join("lifewatch.db");
     let output = lifewatch()
         .args(["replay", "--now", NEVER, "--config"])
         .arg(&config)
@@ -575,11 +570,8 @@ fn create_stream(server: &NatsServer, name: &str, subjects: &[&str]) {
 /// it does not cover, instead of refusing incidents one at a time.
 #[test]
 fn a_narrow_incidents_stream_stops_the_monitor_at_start() {
-    let server = NatsServer::start(&[]);
-    let dir = TempDir::new("narrow-incidents");
-    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
+    let (server, _dir, config, db) = live_setup("narrow-incidents");
     create_stream(&server, "INCIDENTS", &["incidents.stuck.>"]);
-    let db = dir.path().join("lifewatch.db");
     let monitor = Monitor::start(&server.url(), &db, &config, &[]);
     let (status, log) = monitor.wait_exit(PATIENCE);
     assert_eq!(status.code(), Some(1), "a stream that does not cover the subjects is an error: {log}");
@@ -632,14 +624,9 @@ fn publish_directly(server: &NatsServer, file: &Path) {
 /// want of a stream.
 #[test]
 fn an_incidents_stream_deleted_while_the_monitor_runs_is_created_again() {
-    let server = NatsServer::start(&[]);
-    let dir = TempDir::new("deleted-incidents");
-    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
+    let (server, dir, config, db) = live_setup("deleted-incidents");
     let parts = split(&launch_day(), 2, dir.path());
-    publish(&server.url(), &[&parts[0]], &[]);
-    let db = dir.path().join("lifewatch.db");
-    let monitor = Monitor::start(&server.url(), &db, &config, &[]);
-    wait_until_processed(&db, accepted_by_replay(&[&parts[0]], &config), &monitor);
+    let monitor = started_monitor(&server, &db, &config, &[&parts[0]], &[]);
     let outbox_count = || -> i64 {
         rusqlite::Connection::open(&db)
             .unwrap()
@@ -649,10 +636,7 @@ fn an_incidents_stream_deleted_while_the_monitor_runs_is_created_again() {
     let before = outbox_count();
     assert_eq!(stream_messages(&server.url(), "INCIDENTS").len() as i64, before);
 
-    block_on(async {
-        let jetstream = async_nats::jetstream::new(server.client().await);
-        jetstream.delete_stream("INCIDENTS").await.expect("delete INCIDENTS");
-    });
+    delete_stream(&server, "INCIDENTS");
     publish_directly(&server, &parts[1]);
     wait_until_processed(&db, accepted_by_replay(&[&parts[0], &parts[1]], &config), &monitor);
     let after = outbox_count();
@@ -697,19 +681,11 @@ fn publish_to_a_narrow_lifecycle_stream_fails_naming_the_subject() {
 /// so events published to it afterwards are applied.
 #[test]
 fn a_lifecycle_stream_deleted_while_the_monitor_runs_is_created_again() {
-    let server = NatsServer::start(&[]);
-    let dir = TempDir::new("deleted-lifecycle");
-    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
+    let (server, dir, config, db) = live_setup("deleted-lifecycle");
     let parts = split(&launch_day(), 2, dir.path());
-    publish(&server.url(), &[&parts[0]], &[]);
-    let db = dir.path().join("lifewatch.db");
-    let monitor = Monitor::start(&server.url(), &db, &config, &[]);
-    wait_until_processed(&db, accepted_by_replay(&[&parts[0]], &config), &monitor);
+    let monitor = started_monitor(&server, &db, &config, &[&parts[0]], &[]);
 
-    block_on(async {
-        let jetstream = async_nats::jetstream::new(server.client().await);
-        jetstream.delete_stream("LIFECYCLE").await.expect("delete LIFECYCLE");
-    });
+    delete_stream(&server, "LIFECYCLE");
     wait_watching(&monitor, "the monitor to create LIFECYCLE again", || {
         monitor.log_text().contains("events stream was deleted").then_some(())
     });
@@ -723,19 +699,11 @@ fn a_lifecycle_stream_deleted_while_the_monitor_runs_is_created_again() {
 /// (none set aside), and they flow once the operators create it again.
 #[test]
 fn with_no_create_a_deleted_incidents_stream_is_waited_for() {
-    let server = NatsServer::start(&[]);
-    let dir = TempDir::new("no-create-incidents");
-    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
+    let (server, dir, config, db) = live_setup("no-create-incidents");
     let parts = split(&launch_day(), 2, dir.path());
-    publish(&server.url(), &[&parts[0]], &[]);
-    let db = dir.path().join("lifewatch.db");
-    let monitor = Monitor::start(&server.url(), &db, &config, &["--no-create"]);
-    wait_until_processed(&db, accepted_by_replay(&[&parts[0]], &config), &monitor);
+    let monitor = started_monitor(&server, &db, &config, &[&parts[0]], &["--no-create"]);
 
-    block_on(async {
-        let jetstream = async_nats::jetstream::new(server.client().await);
-        jetstream.delete_stream("INCIDENTS").await.expect("delete INCIDENTS");
-    });
+    delete_stream(&server, "INCIDENTS");
     publish_directly(&server, &parts[1]);
     let events = accepted_by_replay(&[&parts[0], &parts[1]], &config);
     wait_watching(&monitor, "the monitor to say INCIDENTS is missing, with transitions waiting", || {
@@ -760,19 +728,11 @@ fn with_no_create_a_deleted_incidents_stream_is_waited_for() {
 /// SIGTERM while it waits.
 #[test]
 fn with_no_create_a_deleted_lifecycle_stream_is_waited_for_and_shutdown_works() {
-    let server = NatsServer::start(&[]);
-    let dir = TempDir::new("no-create-lifecycle");
-    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
+    let (server, _dir, config, db) = live_setup("no-create-lifecycle");
     let fixture = repo_root().join("fixtures/regional_outage.jsonl");
-    publish(&server.url(), &[&fixture], &[]);
-    let db = dir.path().join("lifewatch.db");
-    let monitor = Monitor::start(&server.url(), &db, &config, &["--no-create"]);
-    wait_until_processed(&db, accepted_by_replay(&[&fixture], &config), &monitor);
+    let monitor = started_monitor(&server, &db, &config, &[&fixture], &["--no-create"]);
 
-    block_on(async {
-        let jetstream = async_nats::jetstream::new(server.client().await);
-        jetstream.delete_stream("LIFECYCLE").await.expect("delete LIFECYCLE");
-    });
+    delete_stream(&server, "LIFECYCLE");
     wait_watching(&monitor, "the monitor to say LIFECYCLE is missing", || {
         monitor.log_text().contains("events stream is missing").then_some(())
     });
@@ -787,14 +747,9 @@ fn with_no_create_a_deleted_lifecycle_stream_is_waited_for_and_shutdown_works() 
 /// when a rejected message is next republished, and holds that message.
 #[test]
 fn a_rejected_stream_deleted_while_the_monitor_runs_is_created_again() {
-    let server = NatsServer::start(&[]);
-    let dir = TempDir::new("deleted-rejected");
-    let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
+    let (server, _dir, config, db) = live_setup("deleted-rejected");
     let fixture = repo_root().join("fixtures/regional_outage.jsonl");
-    publish(&server.url(), &[&fixture], &[]);
-    let db = dir.path().join("lifewatch.db");
-    let monitor = Monitor::start(&server.url(), &db, &config, &[]);
-    wait_until_processed(&db, accepted_by_replay(&[&fixture], &config), &monitor);
+    let monitor = started_monitor(&server, &db, &config, &[&fixture], &[]);
 
     block_on(async {
         let jetstream = async_nats::jetstream::new(server.client().await);
@@ -827,10 +782,8 @@ fn a_second_monitor_on_the_same_consumer_refuses_and_leaves_the_first_alone() {
     let dir = TempDir::new("second-monitor");
     let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");
     let parts = split(&launch_day(), 3, dir.path());
-    publish(&server.url(), &[&parts[0]], &[]);
     let first_db = dir.path().join("first.db");
-    let first = Monitor::start(&server.url(), &first_db, &config, &[]);
-    wait_until_processed(&first_db, accepted_by_replay(&[&parts[0]], &config), &first);
+    let first = started_monitor(&server, &first_db, &config, &[&parts[0]], &[]);
 
     let second_db = dir.path().join("second.db");
     let second = Monitor::start(&server.url(), &second_db, &config, &[]);

@@ -313,6 +313,34 @@ pub fn wait_until_processed(db: &Path, events: i64, monitor: &Monitor) {
     }
 }
 
+/// The set-up most live tests start from: publishes `files` to `server`,
+/// starts a monitor on `db` with `config` and the `extra` arguments, and
+/// waits until it has stored every event of `files` that replay accepts and
+/// published every incident.
+pub fn started_monitor(
+    server: &NatsServer,
+    db: &Path,
+    config: &Path,
+    files: &[&Path],
+    extra: &[&str],
+) -> Monitor {
+    publish(&server.url(), files, &[]);
+    let monitor = Monitor::start(&server.url(), db, config, extra);
+    wait_until_processed(db, accepted_by_replay(files, config), &monitor);
+    monitor
+}
+
+/// Deletes the stream `name` from `server`, as an operator might under a
+/// running monitor.
+pub fn delete_stream(server: &NatsServer, name: &str) {
+    block_on(async {
+        let jetstream = async_nats::jetstream::new(server.client().await);
+        if let Err(error) = jetstream.delete_stream(name).await {
+            panic!("delete {name}: {error}");
+        }
+    });
+}
+
 /// The database's counts, or `None` while it cannot be opened yet.
 pub fn db_summary(db: &Path) -> Option<lifewatch_store::StoreSummary> {
     lifewatch_store::Store::open_read_only(db).ok()?.summary().ok()

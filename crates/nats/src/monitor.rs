@@ -180,36 +180,28 @@ pub async fn run_monitor(
             // messages held back behind it go at the server's ack rate.
             settled = monitor.in_flight.next(), if !monitor.in_flight.is_empty() => Input::Published(settled),
         };
-        match input {
+        // Whether the consumer is to be bound again from the next sequence
+        // the monitor wants.
+        let rebind = match input {
             Input::Batch(mut batch) => {
                 fill_batch(&mut batch, &mut messages, settings.batch_size).await;
-                if monitor.handle_batch(batch, max_future).await? == Continuity::Gap {
-                    let start = monitor.next_sequence;
+                let gap = monitor.handle_batch(batch, max_future).await? == Continuity::Gap;
+                if gap {
                     tracing::warn!(
-                        start,
+                        start = monitor.next_sequence,
                         "messages arrived out of order; binding the consumer again from the first missing one"
                     );
-                    drop(messages);
-                    match monitor.rebind(&mut lifecycle, settings, start, shutdown.as_mut()).await {
-                        Ok(Some(rebound)) => messages = rebound,
-                        Ok(None) => return monitor.stop(&client, settings).await,
-                        Err(error) => return monitor.stop(&client, settings).await.and(Err(error)),
-                    }
                 }
+                gap
             }
             Input::StreamEnded => {
                 tracing::warn!("message stream ended; binding the consumer again");
-                let start = monitor.next_sequence;
-                drop(messages);
-                match monitor.rebind(&mut lifecycle, settings, start, shutdown.as_mut()).await {
-                    Ok(Some(rebound)) => messages = rebound,
-                    Ok(None) => return monitor.stop(&client, settings).await,
-                    Err(error) => return monitor.stop(&client, settings).await.and(Err(error)),
-                }
+                true
             }
             Input::Deadline => {
                 let now = wall_clock().ok_or(NatsError::Clock)?;
                 monitor.handle_clock(now.saturating_sub(lateness)).await?;
+                false
             }
             Input::Published(settled) => {
                 if let Some(settled) = settled {
@@ -217,6 +209,7 @@ pub async fn run_monitor(
                 }
                 monitor.collect_settled().await;
                 monitor.pump_outbox().await?;
+                false
             }
             Input::Tick => {
                 monitor.report_progress();
@@ -224,10 +217,20 @@ pub async fn run_monitor(
                 monitor.outbox.tick();
                 monitor.pump_outbox().await?;
                 monitor.flush_outbox_marks(1)?;
+                false
             }
             Input::Shutdown => {
                 drop(messages);
                 return monitor.stop(&client, settings).await;
+            }
+        };
+        if rebind {
+            let start = monitor.next_sequence;
+            drop(messages);
+            match monitor.rebind(&mut lifecycle, settings, start, shutdown.as_mut()).await {
+                Ok(Some(rebound)) => messages = rebound,
+                Ok(None) => return monitor.stop(&client, settings).await,
+                Err(error) => return monitor.stop(&client, settings).await.and(Err(error)),
             }
         }
         deadline_armed = monitor.arm_deadline(deadline_timer.as_mut(), lateness)?;
@@ -362,6 +365,38 @@ struct RejectedMessage {
     payload: Bytes,
 }
 
+/// The last line of a monitor's log: its totals, at info when every incident
+/// transition was published and at warn when some wait for the next start
+/// (the outbox could not be drained within `outbox_drain`).
+fn log_stopped(totals: &MonitorTotals, outbox_drain: Duration) {
+    // `tracing` fixes an event's level where it is written, so the two
+    // levels need two call sites; the macro writes the shared fields once.
+    macro_rules! stopped {
+        ($level:expr, $($rest:tt)*) => {
+            tracing::event!(
+                $level,
+                accepted = totals.accepted,
+                duplicates = totals.duplicates,
+                rejected = totals.rejected,
+                published = totals.published,
+                set_aside = totals.set_aside,
+                $($rest)*
+            )
+        };
+    }
+    if totals.unpublished == 0 {
+        stopped!(tracing::Level::INFO, "monitor stopped cleanly; every incident transition was published");
+    } else {
+        stopped!(
+            tracing::Level::WARN,
+            unpublished = totals.unpublished,
+            drain_ms = outbox_drain.as_millis() as u64,
+            "monitor stopped with incident transitions not yet published; \
+             they are published at the next start"
+        );
+    }
+}
+
 impl Monitor<'_> {
     /// Shutdown, once fetching stopped: waits up to `outbox_drain` for the
     /// outbox to be published (saying how many entries remain if it was
@@ -382,28 +417,7 @@ impl Monitor<'_> {
             .await;
         self.report_progress();
         let totals = self.totals;
-        if unpublished == 0 {
-            tracing::info!(
-                accepted = totals.accepted,
-                duplicates = totals.duplicates,
-                rejected = totals.rejected,
-                published = totals.published,
-                set_aside = totals.set_aside,
-                "monitor stopped cleanly; every incident transition was published"
-            );
-        } else {
-            tracing::warn!(
-                accepted = totals.accepted,
-                duplicates = totals.duplicates,
-                rejected = totals.rejected,
-                published = totals.published,
-                set_aside = totals.set_aside,
-                unpublished,
-                drain_ms = settings.outbox_drain.as_millis() as u64,
-                "monitor stopped with incident transitions not yet published; \
-                 they are published at the next start"
-            );
-        }
+        log_stopped(&totals, settings.outbox_drain);
         Ok(totals)
     }
 
