@@ -101,29 +101,26 @@ pub fn run(db: &Path, query: &IncidentQuery, format: Format, wide: bool) -> anyh
     if page.incidents.is_empty() && (query.owner.is_some() || query.region.is_some()) {
         let all = query::incidents(&store, &IncidentQuery::default())?.incidents;
         if let Some(owner) = &query.owner {
-            let owners: BTreeSet<&str> = all.iter().map(|record| record.owner.as_str()).collect();
-            if !owners.contains(owner.as_str()) {
-                let known: Vec<&str> = owners.into_iter().collect();
-                eprintln!(
-                    "lifewatch: no incidents for owner {}; owners with incidents: {}",
-                    output::terminal_safe(&format!("{owner:?}")),
-                    output::terminal_safe(&known.join(", "))
-                );
-            }
+            name_known("owner", owner, all.iter().map(|record| record.owner.as_str()).collect());
         }
         if let Some(region) = &query.region {
-            let regions: BTreeSet<&str> = all.iter().filter_map(|record| record.region.as_deref()).collect();
-            if !regions.contains(region.as_str()) {
-                let known: Vec<&str> = regions.into_iter().collect();
-                eprintln!(
-                    "lifewatch: no incidents in region {}; regions with incidents: {}",
-                    output::terminal_safe(&format!("{region:?}")),
-                    output::terminal_safe(&known.join(", "))
-                );
-            }
+            name_known("region", region, all.iter().filter_map(|record| record.region.as_deref()).collect());
         }
     }
     let view = TableView { wide, clock: store.clock()? };
     output::print_record_stream(page.incidents.into_iter(), format, view)?;
     Ok(())
+}
+
+/// Says on standard error which values of `what` have incidents, when
+/// `given` is not one of them.
+fn name_known(what: &str, given: &str, known: BTreeSet<&str>) {
+    if !known.contains(given) {
+        let known: Vec<&str> = known.into_iter().collect();
+        eprintln!(
+            "lifewatch: no incidents for {what} {}; {what}s with incidents: {}",
+            output::terminal_safe(&format!("{given:?}")),
+            output::terminal_safe(&known.join(", "))
+        );
+    }
 }
