@@ -12,20 +12,9 @@ use lifewatch_core::parse_event;
 
 mod common;
 
-/// The baseline's envelope: everything owned, as a naive consumer decodes it.
-#[derive(serde::Deserialize)]
-#[allow(dead_code)]
-struct OwnedEnvelope {
-    specversion: String,
-    id: String,
-    source: String,
-    #[serde(rename = "type")]
-    event_type: String,
-    subject: String,
-    time: chrono::DateTime<chrono::Utc>,
-    datacontenttype: Option<String>,
-    data: Option<serde_json::Value>,
-}
+#[path = "common/envelope.rs"]
+mod envelope;
+use envelope::OwnedEnvelope;
 
 fn bench(c: &mut Criterion) {
     let lines = common::lines(5_000);

@@ -7,19 +7,9 @@
 
 use std::io::BufRead;
 
-#[derive(serde::Deserialize)]
-#[allow(dead_code)]
-struct OwnedEnvelope {
-    specversion: String,
-    id: String,
-    source: String,
-    #[serde(rename = "type")]
-    event_type: String,
-    subject: String,
-    time: chrono::DateTime<chrono::Utc>,
-    datacontenttype: Option<String>,
-    data: Option<serde_json::Value>,
-}
+#[path = "../benches/common/envelope.rs"]
+mod envelope;
+use envelope::OwnedEnvelope;
 
 fn main() -> std::io::Result<()> {
     let path = std::env::args().nth(1).ok_or_else(|| std::io::Error::other("usage: decode_baseline FILE"))?;
