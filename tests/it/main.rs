@@ -12,6 +12,7 @@ mod nats_auth;
 mod nats_live;
 mod properties;
 mod schemas;
+mod setup;
 mod snapshots;
 mod store;
 mod store_query;
