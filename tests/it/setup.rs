@@ -266,3 +266,19 @@ fn tail_prints_incident_transitions_from_the_start() {
     assert!(lines[2].starts_with("resolved"), "{text}");
     assert!(!text.contains('\x1b'), "an event's string reached the terminal raw:\n{text}");
 }
+
+/// `run` is a daemon: a server that is down at start is waited for, each
+/// retry logged, and SIGTERM still stops it cleanly.
+#[test]
+fn run_waits_for_a_server_that_is_down_and_logs_its_retries() {
+    let dir = TempDir::new("run-waits");
+    let db = dir.join("live.db");
+    let url = closed_url();
+    let monitor =
+        crate::nats_support::Monitor::start(&url, &db, &repo_root().join("ops/lifewatch.toml"), &[]);
+    wait_for("two logged connection retries", Duration::from_secs(30), || {
+        (monitor.log_text().matches("cannot connect to NATS yet").count() >= 2).then_some(())
+    });
+    let status = monitor.terminate();
+    assert!(status.success(), "a stop while waiting for the server is clean: {status:?}");
+}
