@@ -2,8 +2,14 @@
 //! default) read once, split into the engine's part (core's [`Config`]) and
 //! the sections the binary and its adapters own: `[live]` for the live
 //! monitor and `[nats]` for the NATS adapter.
+//!
+//! A `--config` file is overlaid on the built-in configuration: its tables
+//! are merged key by key into the built-in ones (an array, such as
+//! `[[owners]]`, replaces the built-in array whole), so that a file setting
+//! one deadline is enough. Unknown keys are still refused, by the same
+//! validation as a complete file.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use lifewatch_core::{Config, Duration};
 use serde::Deserialize;
@@ -62,24 +68,23 @@ pub struct AppConfig {
 }
 
 impl AppConfig {
-    /// Reads and validates the configuration file, or the built-in default.
-    /// Every failure is a [`UsageError`] naming the file.
+    /// Reads and validates the configuration file overlaid on the built-in
+    /// one, or the built-in one alone. Every failure is a [`UsageError`]
+    /// naming the file.
     pub fn load(path: Option<&Path>) -> Result<AppConfig, UsageError> {
-        match path {
-            None => AppConfig::from_toml(lifewatch_core::DEFAULT_CONFIG_TOML)
-                .map_err(|source| UsageError::Config { origin: "built-in configuration".into(), source }),
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|error| UsageError::unreadable(path.to_path_buf(), error))?;
-                AppConfig::from_toml(&text)
-                    .map_err(|source| UsageError::Config { origin: path.display().to_string(), source })
-            }
-        }
+        let effective = Effective::load(path)?;
+        AppConfig::from_table(effective.table)
+            .map_err(|source| UsageError::Config { origin: effective.origin, source })
     }
 
-    /// Parses and validates a configuration text.
+    /// Parses and validates a complete configuration text (not overlaid).
+    #[cfg(test)]
     pub fn from_toml(text: &str) -> Result<AppConfig, ConfigError> {
-        let mut table: toml::Table = toml::from_str(text).map_err(ConfigError::Syntax)?;
+        AppConfig::from_table(toml::from_str(text).map_err(ConfigError::Syntax)?)
+    }
+
+    /// Validates a complete configuration table.
+    fn from_table(mut table: toml::Table) -> Result<AppConfig, ConfigError> {
         let live = match table.remove("live") {
             None => RawLive::default(),
             Some(toml::Value::Table(live)) => live.try_into().map_err(|error: toml::de::Error| {
@@ -107,6 +112,75 @@ impl AppConfig {
             max_future: duration("live.max_future", live.max_future, 300)?,
         };
         Ok(AppConfig { engine, live, nats })
+    }
+}
+
+/// The effective configuration table before validation: the built-in one
+/// with the file (if any) overlaid on it.
+#[derive(Debug)]
+pub struct Effective {
+    /// The merged table.
+    pub table: toml::Table,
+    /// The file's name, or "built-in configuration", for messages.
+    pub origin: String,
+    /// The top-level keys (sections) the file sets; empty without a file.
+    pub from_file: Vec<String>,
+}
+
+impl Effective {
+    /// Reads `path` (if any) and overlays it on the built-in configuration.
+    pub fn load(path: Option<&Path>) -> Result<Effective, UsageError> {
+        let builtin = "built-in configuration";
+        let mut table: toml::Table =
+            toml::from_str(lifewatch_core::DEFAULT_CONFIG_TOML).map_err(|error| UsageError::Config {
+                origin: builtin.into(),
+                source: ConfigError::Syntax(error),
+            })?;
+        let Some(path) = path else {
+            return Ok(Effective { table, origin: builtin.into(), from_file: Vec::new() });
+        };
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| UsageError::unreadable(path.to_path_buf(), error))?;
+        let overlay: toml::Table = toml::from_str(&text).map_err(|error| UsageError::Config {
+            origin: origin.clone(),
+            source: ConfigError::Syntax(error),
+        })?;
+        let from_file = overlay.keys().cloned().collect();
+        merge(&mut table, overlay);
+        Ok(Effective { table, origin, from_file })
+    }
+}
+
+/// Overlays `overlay` on `base`: tables are merged key by key, anything
+/// else (values, arrays, arrays of tables) replaces what `base` had.
+pub fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(inner)), toml::Value::Table(value)) => merge(inner, value),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// The directory runbook paths are relative to, for the configuration at
+/// `path` (or the built-in one): the operations package's root.
+///
+/// For a file, it is the file's directory, except when that directory is
+/// named `ops`: that is the layout the repository ships (`ops/lifewatch.toml`
+/// beside `ops/runbooks/`, paths written `ops/runbooks/…`), whose root is the
+/// directory above. For the built-in configuration it is the repository the
+/// binary was built from, which holds the shipped runbooks; an installed
+/// binary far from it is told to give `--root`.
+pub fn runbook_root(path: Option<&Path>) -> PathBuf {
+    let Some(path) = path else { return PathBuf::from(env!("CARGO_MANIFEST_DIR")) };
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let directory = absolute.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    match (directory.file_name(), directory.parent()) {
+        (Some(name), Some(parent)) if name == "ops" => parent.to_path_buf(),
+        _ => directory,
     }
 }
 
@@ -140,6 +214,24 @@ mod tests {
         let deadline = shipped.replace("pending = \"15m\"", "pending = \"16m\"");
         assert_ne!(deadline, shipped);
         assert_ne!(fingerprint(&deadline), base);
+    }
+
+    #[test]
+    fn an_overlay_merges_tables_and_replaces_arrays() {
+        let mut base: toml::Table =
+            toml::from_str("a = 1\n[t]\nx = 1\ny = 2\n[[list]]\nk = 1\n[[list]]\nk = 2\n").unwrap();
+        let overlay: toml::Table = toml::from_str("[t]\ny = 3\nz = 4\n[[list]]\nk = 5\n").unwrap();
+        merge(&mut base, overlay);
+        let expected: toml::Table =
+            toml::from_str("a = 1\n[t]\nx = 1\ny = 3\nz = 4\n[[list]]\nk = 5\n").unwrap();
+        assert_eq!(base, expected);
+    }
+
+    #[test]
+    fn the_runbook_root_of_a_file_in_ops_is_the_directory_above() {
+        assert_eq!(runbook_root(Some(Path::new("/srv/pkg/ops/lifewatch.toml"))), Path::new("/srv/pkg"));
+        assert_eq!(runbook_root(Some(Path::new("/etc/lifewatch/lw.toml"))), Path::new("/etc/lifewatch"));
+        assert!(runbook_root(None).join("ops/runbooks/stuck.md").is_file());
     }
 
     #[test]

@@ -13,7 +13,9 @@ use crate::error::UsageError;
 /// overrides the same key of the configuration's `[nats]` section.
 #[derive(Args, Clone, Debug, Default)]
 pub struct NatsFlags {
-    /// NATS server URL(s), comma-separated (default: `nats.url` of the configuration).
+    /// NATS server URL(s), comma-separated: nats://, tls://, ws:// or wss://. Left out:
+    /// for run, publish and tail, LIFEWATCH_NATS_URL, else NATS_URL (the nats CLI's),
+    /// else `nats.url` of the configuration.
     #[arg(long = "nats", value_name = "URL")]
     pub url: Option<String>,
     /// User for user/password authentication.
@@ -43,7 +45,24 @@ pub struct NatsFlags {
     pub tls_key: Option<PathBuf>,
 }
 
+/// The environment variables that give the server URL when `--nats` is left
+/// out, first found first: lifewatch's own, then the nats CLI's.
+pub const NATS_URL_VARIABLES: [&str; 2] = ["LIFEWATCH_NATS_URL", "NATS_URL"];
+
 impl NatsFlags {
+    /// These flags with the URL taken from the environment
+    /// ([`NATS_URL_VARIABLES`]) when `--nats` was left out. `run`, `publish`
+    /// and `tail` use it; `simulate` does not, since there `--nats` switches
+    /// from printing to publishing, which a variable must not do unseen.
+    pub fn with_env_url(mut self) -> NatsFlags {
+        if self.url.is_none() {
+            self.url = NATS_URL_VARIABLES
+                .iter()
+                .find_map(|name| std::env::var(name).ok().filter(|value| !value.trim().is_empty()));
+        }
+        self
+    }
+
     fn overrides(&self) -> ConnectOverrides {
         ConnectOverrides {
             url: self.url.clone(),

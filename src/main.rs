@@ -126,6 +126,16 @@ enum Command {
     /// Nats-Msg-Id = its id; report how many were stored and how many were duplicates.
     #[command(after_help = commands::publish::EXAMPLES)]
     Publish(commands::publish::PublishArgs),
+    /// Print incident transitions from the INCIDENTS stream as they arrive, from now,
+    /// from the start or from a time.
+    #[command(after_help = commands::tail::EXAMPLES)]
+    Tail(commands::tail::TailArgs),
+    /// The effective configuration (`config show`).
+    #[command(after_help = commands::config::EXAMPLES)]
+    Config {
+        #[command(subcommand)]
+        config: commands::config::ConfigCommand,
+    },
     /// Print a shell completion script to standard output.
     #[command(after_help = commands::completions::EXAMPLES)]
     Completions(commands::completions::CompletionsArgs),
@@ -175,6 +185,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => commands::run::run(args),
         Command::Publish(args) => commands::publish::run(args),
         Command::Completions(args) => commands::completions::run(args),
+        Command::Tail(args) => commands::tail::run(args),
+        Command::Config { config } => commands::config::main(config),
         Command::Incidents(args) => commands::incidents::main(args),
         Command::Show(args) => commands::show::main(args),
         Command::Report { report } => commands::report::main(report),

@@ -12,7 +12,13 @@ use crate::config::AppConfig;
 /// The `Examples:` section of `lifewatch check --help`.
 pub const EXAMPLES: &str = "Examples:
   lifewatch check
-  lifewatch check --config ops/lifewatch.toml --root .";
+  lifewatch check --config /etc/lifewatch/lifewatch.toml
+  lifewatch check --config ops/lifewatch.toml --root .
+
+Runbook paths are relative to the operations package's root: the directory of
+the --config file (the directory above it when that directory is named ops, as
+in the shipped ops/lifewatch.toml), or for the built-in configuration the
+repository lifewatch was built from. --root overrides it.";
 
 /// `lifewatch check` arguments.
 #[derive(Args)]
@@ -20,17 +26,26 @@ pub struct CheckArgs {
     /// Configuration file (default: the shipped ops/lifewatch.toml, built in).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Directory that runbook paths are relative to.
-    #[arg(long, default_value = ".")]
-    root: PathBuf,
+    /// Directory that runbook paths are relative to (default: the
+    /// configuration's root, see below).
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
 }
 
 /// `lifewatch check`: exit 1 when there is a problem.
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let config = AppConfig::load(args.config.as_deref())?;
-    let problems = check(&config.engine, &args.root, &mut io::stdout().lock())?;
+    let root = args.root.clone().unwrap_or_else(|| crate::config::runbook_root(args.config.as_deref()));
+    let problems = check(&config.engine, &root, &mut io::stdout().lock())?;
     for problem in &problems {
         eprintln!("lifewatch check: {problem}");
+    }
+    if args.root.is_none() && problems.iter().any(|problem| problem.contains(" missing: ")) {
+        eprintln!(
+            "lifewatch check: runbooks were looked for in {} (the configuration's root); \
+             give --root DIR to name the directory that holds them",
+            root.display()
+        );
     }
     Ok(if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

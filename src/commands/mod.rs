@@ -6,6 +6,7 @@
 pub mod backup;
 pub mod check;
 pub mod completions;
+pub mod config;
 pub mod incidents;
 pub mod outbox;
 pub mod publish;
@@ -18,6 +19,7 @@ pub mod report;
 pub mod run;
 pub mod show;
 pub mod simulate;
+pub mod tail;
 pub mod verify;
 
 use std::path::PathBuf;

@@ -20,7 +20,11 @@ use crate::live::NatsFlags;
 /// The `Examples:` section of `lifewatch publish --help`.
 pub const EXAMPLES: &str = "Examples:
   lifewatch publish --nats nats://127.0.0.1:4222 fixtures/launch-day.jsonl
-  lifewatch publish --nats nats://127.0.0.1:4222 --raw fixtures/bad-input.jsonl";
+  lifewatch publish --nats nats://127.0.0.1:4222 --raw fixtures/bad-input.jsonl
+  NATS_URL=nats://127.0.0.1:4222 lifewatch publish fixtures/launch-day.jsonl
+
+--nats left out: LIFEWATCH_NATS_URL, else NATS_URL, else `nats.url` of the configuration.
+A server that cannot be reached within a few seconds is an error naming it (exit 1).";
 
 /// `lifewatch publish` arguments.
 #[derive(Args)]
@@ -40,10 +44,15 @@ pub struct PublishArgs {
 /// `lifewatch publish`.
 pub fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
     let config = AppConfig::load(args.config.as_deref())?;
-    let nats = args.nats.nats_config(&config.nats)?;
+    let nats = args.nats.with_env_url().nats_config(&config.nats)?;
     publish(nats, args.files, args.raw)?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// How long `publish`, a one-shot command, tries to reach its server: long
+/// enough for a server that is starting, short enough that a wrong address
+/// is reported at once rather than after a silent wait.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(3);
 
 /// Pending acknowledgements at most; enough to keep the server busy.
 const MAX_IN_FLIGHT: usize = 8_192;
@@ -90,7 +99,7 @@ fn publish(nats: NatsConfig, files: Vec<PathBuf>, raw: bool) -> anyhow::Result<(
     });
 
     let result = runtime.block_on(async move {
-        let client = lifewatch_nats::connect(&nats.connect, Duration::from_secs(30)).await?;
+        let client = lifewatch_nats::connect(&nats.connect, CONNECT_PATIENCE).await?;
         let jetstream = lifewatch_nats::publishing_context(client.clone(), Duration::from_secs(10));
         lifewatch_nats::ensure_streams(&jetstream, &nats.streams, CreateStreams::IfMissing).await?;
         let mut publisher = Publisher::new(jetstream, MAX_IN_FLIGHT);

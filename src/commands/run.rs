@@ -1,6 +1,6 @@
 //! `lifewatch run`: the live monitor on NATS JetStream.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,13 +9,19 @@ use clap::Args;
 use lifewatch_nats::{CreateStreams, MonitorOptions};
 
 use crate::config::AppConfig;
+use crate::error::UsageError;
 use crate::live::{self, LogFormat, NatsFlags, runtime, shutdown_signal};
 
 /// The `Examples:` section of `lifewatch run --help`.
 pub const EXAMPLES: &str = "Examples:
   lifewatch run --nats nats://127.0.0.1:4222 --db /tmp/lifewatch-live.db
   LIFEWATCH_NATS_PASSWORD=secret lifewatch run --nats nats://127.0.0.1:4222 --user monitor \\
-      --db /tmp/lifewatch-live.db --log-format json";
+      --db /tmp/lifewatch-live.db --log-format json
+  export NATS_URL=nats://127.0.0.1:4222; lifewatch run --db /tmp/lifewatch-live.db
+
+--nats left out: LIFEWATCH_NATS_URL, else NATS_URL, else `nats.url` of the configuration.
+A server that is down at start is waited for, each retry logged, until it answers or
+SIGINT/SIGTERM; refused credentials and TLS failures stop at once (exit 1).";
 
 /// `lifewatch run` arguments.
 #[derive(Args)]
@@ -36,11 +42,29 @@ pub struct RunArgs {
     log_format: LogFormat,
 }
 
+/// Refuses a database path whose directory does not exist, naming that
+/// directory: SQLite's own message ("unable to open database file") does not
+/// say which part of the path is wrong.
+pub fn check_parent(db: &Path) -> Result<(), UsageError> {
+    let parent = match db.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => return Ok(()),
+    };
+    if parent.is_dir() {
+        return Ok(());
+    }
+    Err(UsageError::Option {
+        option: "--db",
+        message: format!("the directory {} does not exist (create it first)", parent.display()),
+    })
+}
+
 /// `lifewatch run`: until SIGINT or SIGTERM.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let RunArgs { nats, db, config, no_create, log_format } = args;
     let config = AppConfig::load(config.as_deref())?;
-    let nats = nats.nats_config(&config.nats)?;
+    let nats = nats.with_env_url().nats_config(&config.nats)?;
+    check_parent(&db)?;
     live::init_logging(log_format);
     let options = MonitorOptions {
         nats,
@@ -61,7 +85,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             incidents = writer.engine().incident_count(),
             "engine restored from the event log"
         );
-        let client = lifewatch_nats::connect(&options.nats.connect, Duration::from_secs(30)).await?;
+        // A daemon waits for its server, logging each retry, rather than
+        // exiting while NATS restarts; a signal still stops it.
+        let client = tokio::select! {
+            client = lifewatch_nats::connect(&options.nats.connect, Duration::MAX) => client?,
+            () = shutdown_signal() => return anyhow::Ok(()),
+        };
         let totals = lifewatch_nats::run_monitor(client, &options, &mut writer, shutdown_signal()).await?;
         tracing::debug!(?totals, "totals");
         anyhow::Ok(())

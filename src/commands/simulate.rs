@@ -20,7 +20,10 @@ use crate::live::{self, NatsFlags, runtime, shutdown_signal};
 pub const EXAMPLES: &str = "Examples:
   lifewatch simulate --seed 7 --accounts 50 --faults --out /tmp/sim.jsonl
   lifewatch simulate --faults | lifewatch replay --format table
-  lifewatch simulate --nats nats://127.0.0.1:4222 --rate 200 --duration 30s";
+  lifewatch simulate --nats nats://127.0.0.1:4222 --rate 200 --duration 30s
+
+simulate reads no NATS_URL or LIFEWATCH_NATS_URL: here --nats switches from printing
+to publishing live traffic, which an environment variable must not do unseen.";
 
 /// `lifewatch simulate` arguments.
 #[derive(Args)]

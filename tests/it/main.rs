@@ -15,6 +15,7 @@ mod nats_live;
 mod properties;
 mod replay_cli;
 mod schemas;
+mod setup;
 mod snapshots;
 mod store;
 mod store_query;

@@ -11,7 +11,8 @@
 //! [`Outbox`], a state machine without IO that the monitor drives. It also publishes events ([`Publisher`]) for
 //! `lifewatch publish` and `lifewatch simulate --nats`, and turns the `[nats]`
 //! configuration section and command-line options into connection options
-//! ([`NatsConfig`]).
+//! ([`NatsConfig`]), and follows the incidents stream for `lifewatch tail`
+//! ([`Tail`]).
 //!
 //! It does not decide anything about events: parsing and detection are
 //! lifewatch-core's, persistence is lifewatch-store's. It installs no signal
@@ -25,6 +26,7 @@ mod options;
 mod outbox;
 mod publish;
 mod streams;
+mod tail;
 mod validate;
 
 pub use connect::{backoff, connect, redact_url};
@@ -40,6 +42,7 @@ pub use streams::{
     ORIGINAL_SUBJECT_HEADER, OWNER_IDLE_LIMIT, REJECT_DETAIL_HEADER, REJECT_REASON_HEADER, REJECTED_SUBJECTS,
     Streams, bind_consumer, ensure_streams, rejected_subject, stream_config, subject_token,
 };
+pub use tail::{Tail, TailMessage, TailStart};
 pub use validate::{check_future, subject_matches, validate_message, wall_clock};
 
 /// Re-exported so that the binary and tests use the same client version.

@@ -228,6 +228,7 @@ impl NatsConfig {
         let token = overrides.token.clone().or(raw.token);
         let credentials = overrides.credentials.clone().or(raw.credentials);
         let nkey_seed_file = overrides.nkey_seed_file.clone().or(raw.nkey_seed_file);
+        check_schemes(&url)?;
         // Credentials in the URL are taken out of it here, so that the URL
         // handed to async-nats (whose debug logs print it) and kept in the
         // settings never holds them; they are used as explicit ones.
@@ -305,6 +306,27 @@ impl NatsConfig {
         }
         Ok(NatsConfig { connect: ConnectSettings { url, name, auth, tls }, streams })
     }
+}
+
+/// The URL schemes the client speaks.
+const SCHEMES: [&str; 4] = ["nats", "tls", "ws", "wss"];
+
+/// Refuses a server URL whose scheme the client cannot speak (`http://…`, a
+/// common slip for the monitoring port), so that the command stops before it
+/// does anything rather than retrying a connection that can never work.
+fn check_schemes(url: &str) -> Result<(), NatsError> {
+    for server in url.split(',') {
+        if let Some((scheme, _)) = server.trim().split_once("://")
+            && !SCHEMES.contains(&scheme.to_ascii_lowercase().as_str())
+        {
+            return Err(NatsError::Config(format!(
+                "the server URL {} has scheme {scheme}://; NATS URLs are nats://, tls://, ws:// or wss:// \
+                 (the client port, 4222 by default)",
+                crate::connect::redact_url(server)
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn choose_auth(
@@ -465,6 +487,18 @@ fn duration(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_schemes_the_client_speaks_are_taken() {
+        for url in ["nats://h:4222", "tls://h", "ws://h:8080", "WSS://h", "h:4222", "nats://a,tls://b"] {
+            assert!(check_schemes(url).is_ok(), "{url}");
+        }
+        for url in ["http://h:8222", "nats://a,https://u:secret@b"] {
+            let message = check_schemes(url).unwrap_err().to_string();
+            assert!(message.contains("nats://, tls://, ws:// or wss://"), "{message}");
+            assert!(!message.contains("secret"), "{message}");
+        }
+    }
 
     fn parse(text: &str, overrides: &ConnectOverrides) -> Result<NatsConfig, NatsError> {
         let table: toml::Table =
