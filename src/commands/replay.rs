@@ -125,6 +125,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let shown = Shown { format, status, listing, wide };
     let config = AppConfig::load(config.as_deref())?.engine;
     if let Some(db) = db {
+        crate::commands::run::check_parent(&db)?;
         replay_db::run(&db, &files, now, config, shown, batch_lines)?;
         return Ok(ExitCode::SUCCESS);
     }

@@ -216,3 +216,15 @@ fn help_says_what_each_format_prints_and_how_long_replays_are_kept_readable() {
         assert!(text.contains(expected), "replay --help lacks {expected:?}:\n{text}");
     }
 }
+
+/// `replay --db` into a directory that does not exist names the directory
+/// and is a usage error, before anything is read.
+#[test]
+fn replay_db_names_a_missing_directory() {
+    let dir = crate::common::TempDir::new("replay-missing-dir");
+    let db = dir.path().join("no-such-dir").join("lw.db");
+    let run = crate::common::lifewatch(&["replay", OUTAGE, "--db", db.to_str().unwrap()], None);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("no-such-dir does not exist"), "{}", run.stderr);
+    assert!(!db.parent().unwrap().exists());
+}
