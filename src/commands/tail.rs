@@ -110,6 +110,22 @@ struct Printer {
 /// The table's columns.
 const HEADER: [&str; 8] = ["TRANSITION", "OPENED", "SEVERITY", "KIND", "ENTITY", "STATE", "OWNER", "SUMMARY"];
 
+/// The width every cell but the last is padded to, so that rows printed one
+/// at a time line up under the header (a longer cell still shows whole).
+const WIDTHS: [usize; 7] = [10, 24, 8, 19, 24, 12, 16];
+
+/// `cells` padded to [`WIDTHS`].
+fn padded(cells: Vec<String>) -> Vec<String> {
+    cells
+        .into_iter()
+        .enumerate()
+        .map(|(index, cell)| match WIDTHS.get(index) {
+            Some(&width) => format!("{cell:<width$}"),
+            None => cell,
+        })
+        .collect()
+}
+
 impl Printer {
     fn print(&mut self, message: &TailMessage) -> io::Result<()> {
         let stdout = io::stdout();
@@ -120,8 +136,11 @@ impl Printer {
                 out.write_all(b"\n")?;
             }
             TailFormat::Table => {
-                let mut table = Table::new(&HEADER).coloured(self.colour);
+                let header = padded(HEADER.iter().map(|name| name.to_string()).collect());
+                let header: Vec<&str> = header.iter().map(String::as_str).collect();
+                let mut table = Table::new(&header).coloured(self.colour);
                 let (cells, severity) = row(message);
+                let cells = padded(cells);
                 match severity {
                     Some(severity) => table.row_with_severity(cells, 2, severity),
                     None => table.row(cells),

@@ -264,6 +264,11 @@ fn tail_prints_incident_transitions_from_the_start() {
     assert!(lines[0].starts_with("TRANSITION") && lines[0].contains("SEVERITY"), "{text}");
     assert!(lines[1].starts_with("opened") && lines[1].contains("account acc_1"), "{text}");
     assert!(lines[2].starts_with("resolved"), "{text}");
+    // Rows printed one at a time still line up under the header.
+    let column = lines[0].find("SEVERITY").unwrap();
+    for line in &lines[1..] {
+        assert!(line[..column].ends_with("  ") && !line[column..].starts_with(' '), "{text}");
+    }
     assert!(!text.contains('\x1b'), "an event's string reached the terminal raw:\n{text}");
 }
 
