@@ -151,7 +151,7 @@ pub fn stuck(
                     table.row([
                         item.entity.id.clone(),
                         item.entered_at.to_string(),
-                        item.past_deadline.to_string(),
+                        output::rounded_duration(item.past_deadline),
                         item.account_id.clone().unwrap_or_else(|| "-".to_string()),
                         item.region.clone().unwrap_or_else(|| "-".to_string()),
                         item.incident_id.clone().unwrap_or_else(|| "-".to_string()),
