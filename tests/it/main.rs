@@ -5,13 +5,13 @@
 
 mod common;
 mod nats_support;
-mod oncall;
 
 mod cli;
 mod conformance;
 mod docs;
 mod nats_auth;
 mod nats_live;
+mod oncall;
 mod properties;
 mod replay_cli;
 mod schemas;
