@@ -11,6 +11,15 @@ scripts/install-nats-server.sh
 PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
 export PATH
 nats-server --version
+# One runbook example pipes into jq, and the doc test runs every example.
+if ! command -v jq >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >/dev/null
+  else
+    echo "scripts/test.sh: jq is missing (the doc test runs a runbook example that uses it): install it" >&2
+    exit 1
+  fi
+fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
