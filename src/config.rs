@@ -65,6 +65,39 @@ pub struct AppConfig {
     pub live: LiveConfig,
     /// The `[nats]` table, for `lifewatch_nats::NatsConfig::from_table`.
     pub nats: toml::Table,
+    /// `[web]`.
+    pub web: WebSettings,
+}
+
+/// `[web]`: the web server of `serve` and `run --listen`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebSettings {
+    /// `web.listen`: the address when `--listen` names none.
+    pub listen: std::net::SocketAddr,
+    /// `web.token`, overridden by `LIFEWATCH_WEB_TOKEN`: the bearer token.
+    pub token: Option<String>,
+    /// `web.ready_outbox_stall`: how long the outbox may make no progress
+    /// while transitions wait before `/readyz` says unready.
+    pub ready_outbox_stall: Duration,
+}
+
+impl std::fmt::Debug for WebSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a secret: never printed.
+        f.debug_struct("WebSettings")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("ready_outbox_stall", &self.ready_outbox_stall)
+            .finish()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWeb {
+    listen: Option<String>,
+    token: Option<String>,
+    ready_outbox_stall: Option<String>,
 }
 
 impl AppConfig {
@@ -101,6 +134,15 @@ impl AppConfig {
                 return Err(ConfigError::Invalid { key: "nats".into(), message: "must be a table".into() });
             }
         };
+        let web = match table.remove("web") {
+            None => RawWeb::default(),
+            Some(toml::Value::Table(web)) => web.try_into().map_err(|error: toml::de::Error| {
+                ConfigError::Invalid { key: "web".into(), message: error.message().to_string() }
+            })?,
+            Some(_) => {
+                return Err(ConfigError::Invalid { key: "web".into(), message: "must be a table".into() });
+            }
+        };
         let engine = Config::from_table(table)?;
         let duration = |key: &str, value: Option<String>, default: i64| match value {
             None => Ok(Duration::from_seconds(default)),
@@ -111,7 +153,23 @@ impl AppConfig {
             allowed_lateness: duration("live.allowed_lateness", live.allowed_lateness, 30)?,
             max_future: duration("live.max_future", live.max_future, 300)?,
         };
-        Ok(AppConfig { engine, live, nats })
+        let listen = match web.listen {
+            None => lifewatch_web::DEFAULT_LISTEN.parse().map_err(|_| ConfigError::Invalid {
+                key: "web.listen".into(),
+                message: "the built-in address does not parse".into(),
+            })?,
+            Some(text) => text.parse().map_err(|_| ConfigError::Invalid {
+                key: "web.listen".into(),
+                message: format!("{text:?} is not an address and port such as 127.0.0.1:9464"),
+            })?,
+        };
+        let token = std::env::var("LIFEWATCH_WEB_TOKEN").ok().or(web.token).filter(|token| !token.is_empty());
+        let web = WebSettings {
+            listen,
+            token,
+            ready_outbox_stall: duration("web.ready_outbox_stall", web.ready_outbox_stall, 120)?,
+        };
+        Ok(AppConfig { engine, live, nats, web })
     }
 }
 

@@ -122,6 +122,10 @@ enum Command {
     /// credentials or the store fails; 2 for a bad configuration.
     #[command(after_help = commands::run::EXAMPLES)]
     Run(commands::run::RunArgs),
+    /// Serve the dashboard, the JSON API, /metrics and health probes over a database,
+    /// read-only (next to a running `lifewatch run`, or over a copy).
+    #[command(after_help = commands::serve::EXAMPLES)]
+    Serve(commands::serve::ServeArgs),
     /// Publish event files to NATS JetStream, each event to its subject with
     /// Nats-Msg-Id = its id; report how many were stored and how many were duplicates.
     #[command(after_help = commands::publish::EXAMPLES)]
@@ -183,6 +187,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => commands::check::run(args),
         Command::Simulate(args) => commands::simulate::run(args),
         Command::Run(args) => commands::run::run(args),
+        Command::Serve(args) => commands::serve::run(args),
         Command::Publish(args) => commands::publish::run(args),
         Command::Completions(args) => commands::completions::run(args),
         Command::Tail(args) => commands::tail::run(args),

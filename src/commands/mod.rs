@@ -17,6 +17,7 @@ pub mod replay;
 pub mod replay_db;
 pub mod report;
 pub mod run;
+pub mod serve;
 pub mod show;
 pub mod simulate;
 pub mod tail;

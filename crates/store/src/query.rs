@@ -549,6 +549,30 @@ pub fn stuck_report(
     Ok(Some(StuckReport { now, judged_at, entities: stuck }))
 }
 
+/// How many incidents are open, by kind (kinds with none left out), read
+/// from the `(status, kind)` index.
+pub fn open_counts(store: &Store) -> Result<Vec<(IncidentKind, u64)>, StoreError> {
+    let path = store.path();
+    let rows: Vec<(String, i64)> = store
+        .connection()
+        .prepare(OPEN_COUNTS_SQL)
+        .and_then(|mut statement| statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?.collect())
+        .context(path, "count open incidents")?;
+    rows.into_iter()
+        .map(|(kind, count)| {
+            let kind = IncidentKind::parse(&kind).ok_or_else(|| StoreError::BadData {
+                path: path.to_path_buf(),
+                detail: format!("an incident has an unknown kind {kind:?}"),
+            })?;
+            Ok((kind, u64::try_from(count).unwrap_or(0)))
+        })
+        .collect()
+}
+
+/// Open incidents by kind: a range of the `(status, kind)` index.
+const OPEN_COUNTS_SQL: &str =
+    "SELECT kind, count(*) FROM incidents WHERE status = 'open' GROUP BY kind ORDER BY kind";
+
 /// Which rejected inputs to list.
 #[derive(Clone, Default, Debug)]
 pub struct RejectedFilter {

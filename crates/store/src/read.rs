@@ -336,6 +336,24 @@ impl Store {
         })
     }
 
+    /// A version of what is committed: it changes with every committed batch
+    /// or clock tick (new log rows, rejected inputs, ticks or incident
+    /// transitions), so that a page can ask cheaply whether to refresh. Each
+    /// part is the largest key of a table: one index lookup.
+    pub fn version(&self) -> Result<String, StoreError> {
+        let path = &self.path;
+        let last = |sql: &str| -> Result<i64, StoreError> {
+            self.connection.query_row(sql, [], |row| row.get(0)).context(path, "read the store's version")
+        };
+        Ok(format!(
+            "{}.{}.{}.{}",
+            crate::blocks::last_seq(&self.connection, path)?,
+            last("SELECT coalesce(max(id), 0) FROM ticks")?,
+            last("SELECT coalesce(max(id), 0) FROM rejected_rows")?,
+            last("SELECT coalesce(max(id), 0) FROM outbox")?,
+        ))
+    }
+
     /// SQLite's `PRAGMA integrity_check`: `ok`, or what is damaged.
     pub fn integrity_check(&self) -> Result<String, StoreError> {
         let path = &self.path;
