@@ -21,3 +21,4 @@ mod store;
 mod store_query;
 mod store_writer;
 mod verify;
+mod web;

@@ -695,6 +695,25 @@ mod tests {
             incidents_sql(&IncidentQuery { entity: Some("prj_1".into()), ..Default::default() });
         let entity_plan = plan(&store, &sql, rusqlite::params_from_iter(values.iter()));
         assert!(entity_plan.contains("USING INDEX incidents_by_entity"), "{entity_plan}");
+        // The dashboard's reads: open counts by kind, and the open incidents
+        // of one kind in either order, with or without a page limit.
+        let counts = plan(&store, OPEN_COUNTS_SQL, []);
+        assert!(counts.contains("USING COVERING INDEX incidents_by_status_kind"), "{counts}");
+        for order in [Order::OldestFirst, Order::NewestFirst] {
+            for limit in [None, Some(200)] {
+                let query = IncidentQuery {
+                    status: Some(Status::Open),
+                    kind: Some(IncidentKind::Stuck),
+                    limit,
+                    order,
+                    ..Default::default()
+                };
+                let (sql, values) = incidents_sql(&query);
+                let plan = plan(&store, &sql, rusqlite::params_from_iter(values.iter()));
+                assert!(plan.contains("USING INDEX incidents_by_status_kind"), "{order:?} {limit:?}: {plan}");
+                assert!(!plan.contains("TEMP B-TREE"), "{order:?} {limit:?}: {plan}");
+            }
+        }
         let transitions = plan(&store, TRANSITIONS_SQL, [1_i64]);
         assert!(transitions.contains("USING PRIMARY KEY (incident=?)"), "{transitions}");
         let _ = std::fs::remove_dir_all(&dir);

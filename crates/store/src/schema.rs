@@ -295,7 +295,7 @@ const MIGRATIONS: [&str; CURRENT_VERSION as usize] = [
     -- Open incidents by kind (the dashboard's counts, its stuck list and
     -- outage banners, the metrics' gauges) read only the open ones, in
     -- opening order, instead of scanning every incident ever raised.
-    CREATE INDEX incidents_by_status_kind ON incidents(status, kind, opened_at);
+    CREATE INDEX incidents_by_status_kind ON incidents(status, kind, opened_at, key);
     ",
 ];
 

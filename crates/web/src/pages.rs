@@ -367,15 +367,15 @@ pub(crate) async fn incident(
     let (detail, timeline, version) = state
         .pool
         .read(move |store| {
-            store
-                .snapshot(|store| {
-                    let Some(detail) = query::incident(store, &id)? else {
-                        return Ok((None, None, String::new()));
-                    };
-                    let entity = query::entity(store, &detail.record.entity.id)?;
-                    Ok((Some(detail), entity, store.version()?))
-                })
-                .map_err(ApiError::store)
+            // Each query reads one committed state of its own; the version
+            // is read first, so a change in between reloads the page again.
+            let read = || -> Result<_, lifewatch_store::StoreError> {
+                let version = store.version()?;
+                let Some(detail) = query::incident(store, &id)? else { return Ok((None, None, version)) };
+                let entity = query::entity(store, &detail.record.entity.id)?;
+                Ok((Some(detail), entity, version))
+            };
+            read().map_err(ApiError::store)
         })
         .await?;
     let Some(detail) = detail else {
@@ -460,9 +460,8 @@ pub(crate) async fn entity(
     let (detail, version) = state
         .pool
         .read(move |store| {
-            store
-                .snapshot(|store| Ok((query::entity(store, &id)?, store.version()?)))
-                .map_err(ApiError::store)
+            let version = store.version().map_err(ApiError::store)?;
+            Ok((query::entity(store, &id).map_err(ApiError::store)?, version))
         })
         .await?;
     let Some(detail) = detail else {
