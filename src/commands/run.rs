@@ -40,6 +40,10 @@ pub struct RunArgs {
     /// Log format on standard error.
     #[arg(long, value_enum, default_value = "human")]
     log_format: LogFormat,
+    /// Also serve the dashboard, the JSON API, /metrics, /healthz and /readyz on
+    /// this address (`--listen` alone: `web.listen`, 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1)]
+    listen: Option<Option<std::net::SocketAddr>>,
 }
 
 /// Refuses a database path whose directory does not exist, naming that
@@ -61,8 +65,8 @@ pub fn check_parent(db: &Path) -> Result<(), UsageError> {
 
 /// `lifewatch run`: until SIGINT or SIGTERM.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let RunArgs { nats, db, config, no_create, log_format } = args;
-    let config = AppConfig::load(config.as_deref())?;
+    let RunArgs { nats, db, config: config_path, no_create, log_format, listen } = args;
+    let config = AppConfig::load(config_path.as_deref())?;
     let nats = nats.with_env_url().nats_config(&config.nats)?;
     check_parent(&db)?;
     live::init_logging(log_format);
@@ -72,7 +76,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         allowed_lateness: config.live.allowed_lateness,
         max_future: config.live.max_future,
     };
-    let engine_config = config.engine;
+    let engine_config = config.engine.clone();
     let runtime = runtime()?;
     runtime.block_on(async move {
         let mut writer = tokio::task::block_in_place(|| lifewatch_store::Writer::open(&db, engine_config))
@@ -85,13 +89,38 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             incidents = writer.engine().incident_count(),
             "engine restored from the event log"
         );
+        // The web server reads the database the monitor writes; it answers
+        // (/readyz: not ready) while NATS is awaited, and stops when the
+        // monitor has stopped.
+        let (stop_web, web_stopped) = tokio::sync::oneshot::channel::<()>();
+        let web = match listen {
+            None => None,
+            Some(listen) => {
+                let listener = lifewatch_web::bind(listen.unwrap_or(config.web.listen)).await?;
+                let bound = listener.local_addr().context("the listening socket has no address")?;
+                let web = crate::commands::serve::web_config(&db, &config, config_path.as_deref(), None);
+                crate::commands::serve::announce(bound, web.token.is_some());
+                Some(tokio::spawn(lifewatch_web::serve(listener, web, async move {
+                    let _ = web_stopped.await;
+                })))
+            }
+        };
         // A daemon waits for its server, logging each retry, rather than
         // exiting while NATS restarts; a signal still stops it.
         let client = tokio::select! {
             client = lifewatch_nats::connect(&options.nats.connect, Duration::MAX) => client?,
             () = shutdown_signal() => return anyhow::Ok(()),
         };
-        let totals = lifewatch_nats::run_monitor(client, &options, &mut writer, shutdown_signal()).await?;
+        let totals = lifewatch_nats::run_monitor(client, &options, &mut writer, shutdown_signal()).await;
+        let _ = stop_web.send(());
+        if let Some(web) = web {
+            match web.await {
+                Ok(Err(error)) => tracing::warn!(error = %error, "the web server failed"),
+                Err(error) => tracing::warn!(error = %error, "the web server task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
+        let totals = totals?;
         tracing::debug!(?totals, "totals");
         anyhow::Ok(())
     })?;

@@ -17,7 +17,8 @@
 //!   and `NATS_URL` is set); `no-test: REASON` marks a block that cannot run
 //!   here, with its reason. Few may be so marked (`MAX_UNTESTED`).
 //! - In every block `/tmp/` stands for a directory of the test's own and
-//!   `4222` for a free port, so examples stay the ones a reader copies.
+//!   `4222` (and `9464`) for a free port, so examples stay the ones a reader
+//!   copies.
 //! - A runbook's `$DB` is a database replayed from the fixture of the same
 //!   name (`ops/runbooks/stuck.md` → `fixtures/stuck.jsonl`).
 //! - A block without a language that holds a `$ ` or `lifewatch ` line, or a
@@ -236,10 +237,13 @@ fn run_bash(dir: &Path, script: &str, env: &[(&str, String)]) -> Outcome {
     }
 }
 
-/// The block's text as run: `/tmp/` is the workspace's own `tmp/` and
-/// `4222` the port of the test's server.
-fn substitute(text: &str, dir: &Path, port: u16) -> String {
-    text.replace("/tmp/", &format!("{}/tmp/", dir.display())).replace("4222", &port.to_string())
+/// The block's text as run: `/tmp/` is the workspace's own `tmp/`, `4222`
+/// the port of the test's server and `9464` (the web server's default) a
+/// free port of its own.
+fn substitute(text: &str, dir: &Path, (port, web_port): (u16, u16)) -> String {
+    text.replace("/tmp/", &format!("{}/tmp/", dir.display()))
+        .replace("4222", &port.to_string())
+        .replace("9464", &web_port.to_string())
 }
 
 /// Lines without trailing spaces and without trailing empty lines.
@@ -253,13 +257,14 @@ fn normalise(text: &str) -> String {
 fn run_block(block: &Block, dir: &Path, env: &[(&str, String)]) -> Result<(), String> {
     let server = block.needs_nats.then(|| NatsServer::start(&[]));
     let port = server.as_ref().map_or_else(free_port, |server| server.port);
+    let ports = (port, free_port());
     let mut env = env.to_vec();
     if server.is_some() {
         env.push(("NATS_URL", format!("nats://127.0.0.1:{port}")));
     }
     match block.kind {
         Kind::Script => {
-            let outcome = run_bash(dir, &substitute(&block.body, dir, port), &env);
+            let outcome = run_bash(dir, &substitute(&block.body, dir, ports), &env);
             if outcome.success {
                 Ok(())
             } else {
@@ -274,7 +279,7 @@ fn run_block(block: &Block, dir: &Path, env: &[(&str, String)]) -> Result<(), St
         }
         Kind::Transcript => {
             for (command, expected) in transcript(&block.body) {
-                let outcome = run_bash(dir, &substitute(&command, dir, port), &env);
+                let outcome = run_bash(dir, &substitute(&command, dir, ports), &env);
                 if !outcome.success {
                     return Err(format!("{}: `{command}` failed:\n{}", block.place(), outcome.stderr));
                 }
