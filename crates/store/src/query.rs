@@ -691,6 +691,14 @@ mod tests {
             assert!(plan.contains("USING INDEX incidents_by_opened"), "{order:?}: {plan}");
             assert!(!plan.contains("TEMP B-TREE"), "{order:?}: a page sorts the whole table: {plan}");
         }
+        for order in [Order::OldestFirst, Order::NewestFirst] {
+            let query =
+                IncidentQuery { status: Some(Status::Open), limit: Some(100), order, ..Default::default() };
+            let (sql, values) = incidents_sql(&query);
+            let plan = plan(&store, &sql, rusqlite::params_from_iter(values.iter()));
+            assert!(plan.contains("USING INDEX incidents_by_status "), "{order:?}: {plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{order:?}: {plan}");
+        }
         let (sql, values) =
             incidents_sql(&IncidentQuery { entity: Some("prj_1".into()), ..Default::default() });
         let entity_plan = plan(&store, &sql, rusqlite::params_from_iter(values.iter()));

@@ -179,7 +179,7 @@ impl Store {
         mut rest: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Vec<(IncidentRecord, T)>, StoreError> {
         let path = &self.path;
-        let mut statement = self.connection.prepare(sql).context(path, "read incidents")?;
+        let mut statement = self.connection.prepare_cached(sql).context(path, "read incidents")?;
         let mut rows = statement.query(values).context(path, "read incidents")?;
         let mut records = Vec::new();
         while let Some(row) = rows.next().context(path, "read incidents")? {

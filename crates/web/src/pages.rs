@@ -21,7 +21,7 @@ use crate::error::ApiError;
 use crate::params::{IncidentParams, parse_query, wall_clock};
 
 /// How many incidents the home page lists before it offers the next page.
-const HOME_LIMIT: u32 = 200;
+const HOME_LIMIT: u32 = 100;
 /// The most characters of an event-supplied string a page shows in a list.
 const SHOWN: usize = 200;
 
