@@ -11,12 +11,25 @@ scripts/install-nats-server.sh
 PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
 export PATH
 nats-server --version
-# One runbook example pipes into jq, and the doc test runs every example.
-if ! command -v jq >/dev/null; then
+# Debian packages the tests use, installed together when any is missing:
+# jq and curl (doc examples pipe the API into jq), prometheus (promtool
+# checks /metrics).
+missing=()
+command -v jq >/dev/null || missing+=(jq)
+command -v curl >/dev/null || missing+=(curl)
+command -v promtool >/dev/null || missing+=(prometheus)
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >/dev/null
+    # prometheus is a daemon package: keep its install from starting one
+    # (policy-rc.d 101 = "do not start services"), so nothing outlives this script.
+    policy_made=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy_made=1
+    fi
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    [ -z "$policy_made" ] || rm -f /usr/sbin/policy-rc.d
   else
-    echo "scripts/test.sh: jq is missing (the doc test runs a runbook example that uses it): install it" >&2
+    echo "scripts/test.sh: missing ${missing[*]} (Debian packages the tests use): install them" >&2
     exit 1
   fi
 fi

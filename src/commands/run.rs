@@ -75,6 +75,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         create: if no_create { CreateStreams::Never } else { CreateStreams::IfMissing },
         allowed_lateness: config.live.allowed_lateness,
         max_future: config.live.max_future,
+        telemetry: listen.is_some().then(|| std::sync::Arc::new(lifewatch_nats::Telemetry::new())),
     };
     let engine_config = config.engine.clone();
     let runtime = runtime()?;
@@ -98,7 +99,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Some(listen) => {
                 let listener = lifewatch_web::bind(listen.unwrap_or(config.web.listen)).await?;
                 let bound = listener.local_addr().context("the listening socket has no address")?;
-                let web = crate::commands::serve::web_config(&db, &config, config_path.as_deref(), None);
+                let probe = options
+                    .telemetry
+                    .clone()
+                    .map(|telemetry| crate::commands::serve::probe(&config, telemetry));
+                let web = crate::commands::serve::web_config(&db, &config, config_path.as_deref(), probe);
                 crate::commands::serve::announce(bound, web.token.is_some());
                 Some(tokio::spawn(lifewatch_web::serve(listener, web, async move {
                     let _ = web_stopped.await;

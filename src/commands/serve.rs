@@ -50,7 +50,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     drop(Store::open_read_only(&db.db)?);
     live::init_logging(log_format);
     let listen = listen.unwrap_or(app.web.listen);
-    let web = web_config(&db.db, &app, config.config.as_deref(), None);
+    let probe = probe(&app, Arc::new(lifewatch_nats::Telemetry::new()));
+    let web = web_config(&db.db, &app, config.config.as_deref(), Some(probe));
     runtime()?.block_on(async move {
         let listener = lifewatch_web::bind(listen).await?;
         let bound = listener.local_addr().context("the listening socket has no address")?;
@@ -66,6 +67,36 @@ pub fn announce(bound: SocketAddr, token: bool) {
     let url = format!("http://{bound}/");
     tracing::info!(%url, token, "serving the dashboard, the API and /metrics");
     eprintln!("lifewatch: dashboard at {url}{}", if token { " (bearer token required)" } else { "" });
+}
+
+/// `/metrics` and `/readyz` from the process's telemetry: the live
+/// monitor's (`run --listen`) or a read-only server's (`serve`).
+pub struct TelemetryProbe {
+    pub telemetry: Arc<lifewatch_nats::Telemetry>,
+    pub max_outbox_stall: std::time::Duration,
+}
+
+impl lifewatch_web::Probe for TelemetryProbe {
+    fn metrics(&self, store: &Store) -> Result<(String, &'static str), String> {
+        let text = self.telemetry.encode(Some(store)).map_err(|error| format!("{error:#}"))?;
+        Ok((text, lifewatch_nats::CONTENT_TYPE))
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        match self.telemetry.readiness(self.max_outbox_stall) {
+            lifewatch_nats::Readiness::Ready => Ok(()),
+            lifewatch_nats::Readiness::NotReady(reason) => Err(reason),
+        }
+    }
+}
+
+/// The probe of `app`'s `[web]` settings over `telemetry`.
+pub fn probe(app: &AppConfig, telemetry: Arc<lifewatch_nats::Telemetry>) -> Arc<dyn lifewatch_web::Probe> {
+    let stall = app.web.ready_outbox_stall.as_nanos().max(0);
+    Arc::new(TelemetryProbe {
+        telemetry,
+        max_outbox_stall: std::time::Duration::from_nanos(u64::try_from(stall).unwrap_or(u64::MAX)),
+    })
 }
 
 /// The web server's settings from the application configuration.

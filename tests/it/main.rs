@@ -22,3 +22,4 @@ mod store_query;
 mod store_writer;
 mod verify;
 mod web;
+mod web_live;

@@ -34,7 +34,7 @@ fn launch_day() -> PathBuf {
 /// What most tests here start from: a server, a directory named after the
 /// test, a configuration in it with the live clock turned off
 /// ([`NO_LIVE_CLOCK`]) and progress every second, and where the database goes.
-fn live_setup(name: &str) -> (NatsServer, TempDir, PathBuf, PathBuf) {
+pub(crate) fn live_setup(name: &str) -> (NatsServer, TempDir, PathBuf, PathBuf) {
     let server = NatsServer::start(&[]);
     let dir = TempDir::new(name);
     let config = write_config(dir.path(), &NO_LIVE_CLOCK, "report_interval = \"1s\"\n");

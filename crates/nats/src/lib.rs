@@ -27,6 +27,7 @@ mod outbox;
 mod publish;
 mod streams;
 mod tail;
+mod telemetry;
 mod validate;
 
 pub use connect::{backoff, connect, redact_url};
@@ -43,6 +44,7 @@ pub use streams::{
     Streams, bind_consumer, ensure_streams, rejected_subject, stream_config, subject_token,
 };
 pub use tail::{Tail, TailMessage, TailStart};
+pub use telemetry::{BatchFigures, CONTENT_TYPE, Readiness, Telemetry, TelemetryError};
 pub use validate::{check_future, subject_matches, validate_message, wall_clock};
 
 /// Re-exported so that the binary and tests use the same client version.

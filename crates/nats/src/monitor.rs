@@ -34,6 +34,9 @@ pub struct MonitorOptions {
     /// How far ahead of the wall clock an event may be timed before it is
     /// rejected as `time_in_future` (`live.max_future`).
     pub max_future: lifewatch_core::Duration,
+    /// Where the monitor records its metrics and readiness (`/metrics`,
+    /// `/readyz`); `None` records nothing.
+    pub telemetry: Option<std::sync::Arc<crate::Telemetry>>,
 }
 
 /// Counts of one run of the monitor, for the final log line and for tests.
@@ -122,6 +125,10 @@ pub async fn run_monitor(
         .max_ack_inflight(65_536)
         .backpressure_on_inflight(true)
         .build(client.clone());
+    let telemetry = options.telemetry.clone();
+    if let Some(telemetry) = &telemetry {
+        telemetry.attach(&client);
+    }
     let streams = streams::ensure_streams(&jetstream, settings, options.create).await?;
     streams.check_subjects()?;
     let lateness = options.allowed_lateness;
@@ -138,6 +145,7 @@ pub async fn run_monitor(
         incidents_missing: false,
         totals: MonitorTotals::default(),
         report: Report::new(),
+        telemetry,
         checkpoint_name: format!("nats:{}", settings.lifecycle_stream),
         next_sequence: 0,
         fresh_consumer: true,
@@ -153,6 +161,7 @@ pub async fn run_monitor(
     let start = (monitor.next_sequence > 0).then_some(monitor.next_sequence);
     let mut lifecycle = Lifecycle { stream: streams.lifecycle, missing: false };
     let mut messages = open_messages(&lifecycle.stream, settings, start, &mut monitor.owner).await?;
+    monitor.with_telemetry(|telemetry| telemetry.consumer_bound(true));
     let mut ticker = tokio::time::interval(settings.report_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline_timer = tokio::time::sleep(Duration::ZERO);
@@ -213,6 +222,7 @@ pub async fn run_monitor(
             }
             Input::Tick => {
                 monitor.report_progress();
+                monitor.note_ack_pending(settings).await;
                 monitor.collect_settled().await;
                 monitor.outbox.tick();
                 monitor.pump_outbox().await?;
@@ -224,11 +234,16 @@ pub async fn run_monitor(
                 return monitor.stop(&client, settings).await;
             }
         };
+        monitor.note_outbox();
         if rebind {
             let start = monitor.next_sequence;
             drop(messages);
+            monitor.with_telemetry(|telemetry| telemetry.consumer_bound(false));
             match monitor.rebind(&mut lifecycle, settings, start, shutdown.as_mut()).await {
-                Ok(Some(rebound)) => messages = rebound,
+                Ok(Some(rebound)) => {
+                    messages = rebound;
+                    monitor.with_telemetry(|telemetry| telemetry.consumer_bound(true));
+                }
                 Ok(None) => return monitor.stop(&client, settings).await,
                 Err(error) => return monitor.stop(&client, settings).await.and(Err(error)),
             }
@@ -236,6 +251,10 @@ pub async fn run_monitor(
         deadline_armed = monitor.arm_deadline(deadline_timer.as_mut(), lateness)?;
     }
 }
+
+/// How long a stop waits for the last acknowledgements to be handed over
+/// and flushed before it gives up on a server that does not answer.
+const STOP_FLUSH_WAIT: Duration = Duration::from_secs(3);
 
 type Messages = futures_util::stream::ReadyChunks<jetstream::consumer::pull::Stream>;
 /// A message of a pull, or why the pull failed.
@@ -313,6 +332,8 @@ struct Monitor<'a> {
     incidents_missing: bool,
     totals: MonitorTotals,
     report: Report,
+    /// Metrics and readiness, when kept.
+    telemetry: Option<std::sync::Arc<crate::Telemetry>>,
     /// The store checkpoint that holds the last committed stream sequence.
     checkpoint_name: String,
     /// The stream sequence the engine must see next (0: any, nothing committed yet).
@@ -409,9 +430,21 @@ impl Monitor<'_> {
         tracing::info!("shutting down: fetching stopped");
         let unpublished = self.drain_outbox(settings.outbox_drain).await?;
         self.totals.unpublished = unpublished;
-        self.finish_acks().await;
-        if let Err(error) = client.flush().await {
-            tracing::warn!(%error, "could not flush the last acknowledgements");
+        // Bounded: with the server gone, the client holds acknowledgements
+        // and a flush until it reconnects, and a stop must not wait for that
+        // (the messages not acknowledged are redelivered as duplicates).
+        if tokio::time::timeout(STOP_FLUSH_WAIT, self.finish_acks()).await.is_err() {
+            tracing::warn!(
+                "acknowledgements not handed over in time; their messages will be redelivered as duplicates"
+            );
+        }
+        match tokio::time::timeout(STOP_FLUSH_WAIT, client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "could not flush the last acknowledgements"),
+            Err(_) => tracing::warn!(
+                wait_ms = STOP_FLUSH_WAIT.as_millis() as u64,
+                "could not flush the last acknowledgements: the server does not answer"
+            ),
         }
         streams::release_consumer(&self.jetstream, &self.lifecycle_stream, &settings.consumer, &self.owner)
             .await;
@@ -573,6 +606,10 @@ impl Monitor<'_> {
         let mut rejected: Vec<RejectedMessage> = Vec::new();
         let mut duplicates = 0u64;
         let mut lag = None;
+        // Per event type, summed over the batch, only when metrics are kept.
+        let mut accepted_types: Vec<(&'static str, u64)> = Vec::new();
+        let counting = self.telemetry.is_some();
+        let mut oldest_published: Option<i128> = None;
         let mut continuity = Continuity::InOrder;
         let mut processed = 0;
         for message in &messages {
@@ -596,13 +633,24 @@ impl Monitor<'_> {
             lag = Some(pending);
             if let Some(published) = published {
                 self.report.latency(now, published);
+                oldest_published = Some(oldest_published.map_or(published, |oldest| oldest.min(published)));
             }
             // Parsed here rather than by `Writer::feed_checked`, so that the
             // origin string is only formatted for a rejected message.
             let fed = match lifewatch_core::parse_event(&message.payload)
                 .and_then(|event| check_message(&message.subject, &event, now, max_future).map(|()| event))
             {
-                Ok(event) => self.writer.feed_event(&message.payload, &event),
+                Ok(event) => {
+                    let fed = self.writer.feed_event(&message.payload, &event);
+                    if counting && fed == Fed::Accepted {
+                        let name = event.event_type.as_str();
+                        match accepted_types.iter_mut().find(|(known, _)| *known == name) {
+                            Some((_, count)) => *count += 1,
+                            None => accepted_types.push((name, 1)),
+                        }
+                    }
+                    fed
+                }
                 Err(rejection) => {
                     let origin = format!("nats:{}:{sequence}:{}", self.lifecycle_stream, message.subject);
                     self.writer.reject(&message.payload, &rejection, &origin);
@@ -629,7 +677,33 @@ impl Monitor<'_> {
             self.writer.set_checkpoint(&self.checkpoint_name, committed_through);
         }
         let fed = Instant::now();
-        let committed = tokio::task::block_in_place(|| self.writer.commit())?;
+        let committed = tokio::task::block_in_place(|| self.writer.commit());
+        if committed.is_err() {
+            self.with_telemetry(|telemetry| telemetry.commit_result(false));
+        }
+        let committed = committed?;
+        if let Some(telemetry) = &self.telemetry {
+            let mut by_reason: Vec<(RejectReason, u64)> = Vec::new();
+            for message in &rejected {
+                match by_reason.iter_mut().find(|(reason, _)| *reason == message.reason) {
+                    Some((_, count)) => *count += 1,
+                    None => by_reason.push((message.reason, 1)),
+                }
+            }
+            let receipt_to_commit = oldest_published.and_then(|published| {
+                let nanos = i128::from(wall_clock()?.unix_nanos()) - published;
+                u64::try_from(nanos.max(0)).ok().map(Duration::from_nanos)
+            });
+            let figures = crate::BatchFigures {
+                accepted: accepted_types,
+                rejected: by_reason,
+                duplicates,
+                consumer_pending: lag,
+                commit: fed.elapsed(),
+                receipt_to_commit,
+            };
+            telemetry.batch(&figures, &committed);
+        }
         self.report.phases[0] += fed.duration_since(received);
         self.report.phases[1] += fed.elapsed();
         let acking = Instant::now();
@@ -703,7 +777,10 @@ impl Monitor<'_> {
     /// Moves the engine's clock to `watermark` and commits the tick with its changes.
     async fn handle_clock(&mut self, watermark: Timestamp) -> Result<(), NatsError> {
         self.writer.tick(watermark);
-        let committed = tokio::task::block_in_place(|| self.writer.commit())?;
+        let committed = tokio::task::block_in_place(|| self.writer.commit());
+        self.with_telemetry(|telemetry| telemetry.commit_result(committed.is_ok()));
+        let committed = committed?;
+        self.with_telemetry(|telemetry| telemetry.incidents(&committed, None));
         tracing::debug!(transitions = committed.transitions, %watermark, "clock moved");
         if committed.transitions > 0 {
             self.outbox.committed();
@@ -762,6 +839,7 @@ impl Monitor<'_> {
         let error = match result {
             Ok(()) => {
                 self.outbox.acked(ticket);
+                self.with_telemetry(crate::Telemetry::outbox_progressed);
                 return;
             }
             Err(error) => error,
@@ -902,6 +980,32 @@ impl Monitor<'_> {
         let wait = due.since(now).as_nanos().max(0) as u64;
         timer.reset(tokio::time::Instant::now() + Duration::from_nanos(wait));
         Ok(true)
+    }
+
+    /// Runs `record` on the telemetry, when metrics are kept.
+    fn with_telemetry(&self, record: impl FnOnce(&crate::Telemetry)) {
+        if let Some(telemetry) = &self.telemetry {
+            record(telemetry);
+        }
+    }
+
+    /// Tells the telemetry whether the outbox has transitions waiting.
+    fn note_outbox(&self) {
+        self.with_telemetry(|telemetry| telemetry.note_outbox(usize::from(!self.outbox.is_idle())));
+    }
+
+    /// Asks the server how many delivered messages wait for their
+    /// acknowledgement (bounded: a slow answer is skipped).
+    async fn note_ack_pending(&self, settings: &crate::options::StreamSettings) {
+        let Some(telemetry) = &self.telemetry else { return };
+        let ask = async {
+            let stream = self.jetstream.get_stream(&self.lifecycle_stream).await.ok()?;
+            stream.consumer_info(&settings.consumer).await.ok()
+        };
+        if let Ok(Some(info)) = tokio::time::timeout(Duration::from_secs(2), ask).await {
+            telemetry.ack_pending(info.num_ack_pending as u64);
+            telemetry.consumer_pending(info.num_pending);
+        }
     }
 
     fn report_progress(&mut self) {

@@ -424,6 +424,12 @@ impl Batch {
                 self.last_seq,
             )?;
             committed.transitions += 1;
+            let kind = incident.record.kind as usize;
+            match transition {
+                Transition::Opened | Transition::Reopened => committed.opened[kind] += 1,
+                Transition::Resolved => committed.resolved[kind] += 1,
+                Transition::Updated | Transition::Retracted => {}
+            }
         }
         project::set_meta_value(connection, path, "clock", self.clock)?;
         Ok(committed)

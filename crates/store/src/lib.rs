@@ -71,7 +71,7 @@ mod writer;
 pub use error::StoreError;
 pub use log::RestoreStats;
 pub use project::{Difference, StoredEntity};
-pub use read::{IncidentFilter, Store, StoreSummary, StoredEvent, StoredRejection};
+pub use read::{IncidentFilter, OpenCount, OutboxState, Store, StoreSummary, StoredEvent, StoredRejection};
 pub use schema::Durability;
 pub use verify::{Check, Verification};
 pub use writer::{

@@ -298,8 +298,8 @@ pub(crate) fn note_transition(
     // `Writer::pending_outbox`); only entries older than migration 7 hold it.
     connection
         .prepare_cached(
-            "INSERT INTO outbox(incident_id, transition, subject, payload, record_id)
-             VALUES (?1, ?2, ?3, '', ?4)",
+            "INSERT INTO outbox(incident_id, transition, subject, payload, record_id, queued_at_ms)
+             VALUES (?1, ?2, ?3, '', ?4, CAST(unixepoch('subsec') * 1000 AS INTEGER))",
         )
         .and_then(|mut statement| {
             // The subject is core's, the one place it is built (its tokens are

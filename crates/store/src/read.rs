@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use lifewatch_core::{Config, Engine, IncidentKind, IncidentRecord, Status, Timestamp, parse_event};
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::{Context, StoreError};
 use crate::log::{RestoreStats, refold, refold_with_progress};
@@ -15,6 +15,30 @@ use crate::schema::{self, Access};
 /// The JSON of an incident row's record, as a column of a query on `incidents`.
 pub(crate) const RECORD: &str =
     "(SELECT record FROM incident_records WHERE incident_records.id = incidents.record_id)";
+
+/// The outbox's state (see [`Store::outbox_state`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct OutboxState {
+    /// Transitions waiting to be published.
+    pub waiting: u64,
+    /// When the oldest waiting one was queued, in Unix milliseconds.
+    pub oldest_queued_ms: Option<i64>,
+    /// Transitions set aside (refused by the server for good).
+    pub set_aside: u64,
+}
+
+/// Open incidents of one kind, owner and severity.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct OpenCount {
+    /// The incident kind.
+    pub kind: String,
+    /// The owning team.
+    pub owner: String,
+    /// The severity.
+    pub severity: String,
+    /// How many.
+    pub count: u64,
+}
 
 /// A read-only handle on a database.
 pub struct Store {
@@ -352,6 +376,73 @@ impl Store {
             last("SELECT coalesce(max(id), 0) FROM rejected_rows")?,
             last("SELECT coalesce(max(id), 0) FROM outbox")?,
         ))
+    }
+
+    /// The outbox as the metrics show it: transitions waiting to be
+    /// published, when the oldest of them was queued (wall clock, Unix
+    /// milliseconds; `None` when none waits or it predates schema 14), and
+    /// how many were set aside. Reads the outbox's partial indexes only.
+    pub fn outbox_state(&self) -> Result<OutboxState, StoreError> {
+        let path = &self.path;
+        let pending = "delivered_at IS NULL AND set_aside_at IS NULL";
+        let waiting: i64 = self
+            .connection
+            .prepare_cached(&format!("SELECT count(*) FROM outbox WHERE {pending}"))
+            .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+            .context(path, "count the outbox")?;
+        let oldest: Option<i64> = self
+            .connection
+            .prepare_cached(&format!("SELECT queued_at_ms FROM outbox WHERE {pending} ORDER BY id LIMIT 1"))
+            .and_then(|mut statement| statement.query_row([], |row| row.get(0)).optional())
+            .context(path, "read the outbox")?
+            .flatten();
+        let set_aside: i64 = self
+            .connection
+            .prepare_cached("SELECT count(*) FROM outbox WHERE set_aside_at IS NOT NULL")
+            .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+            .context(path, "count the outbox")?;
+        Ok(OutboxState {
+            waiting: u64::try_from(waiting).unwrap_or(0),
+            oldest_queued_ms: oldest,
+            set_aside: u64::try_from(set_aside).unwrap_or(0),
+        })
+    }
+
+    /// Open incidents counted by kind, owner and severity (the severity is
+    /// in the record): the open range of the status index.
+    pub fn open_incident_counts(&self) -> Result<Vec<OpenCount>, StoreError> {
+        let path = &self.path;
+        let sql = format!(
+            "SELECT kind, owner, json_extract({RECORD}, '$.severity'), count(*) FROM incidents
+             WHERE status = 'open' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        );
+        let mut statement = self.connection.prepare_cached(&sql).context(path, "count open incidents")?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok(OpenCount {
+                    kind: row.get(0)?,
+                    owner: row.get(1)?,
+                    severity: row.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                    count: u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
+                })
+            })
+            .and_then(|rows| rows.collect())
+            .context(path, "count open incidents")?;
+        Ok(rows)
+    }
+
+    /// The database's size on disk: the file and its write-ahead log.
+    pub fn size_bytes(&self) -> u64 {
+        let wal = {
+            let mut name = self.path.clone().into_os_string();
+            name.push("-wal");
+            std::path::PathBuf::from(name)
+        };
+        [self.path.as_path(), wal.as_path()]
+            .iter()
+            .filter_map(|file| std::fs::metadata(file).ok())
+            .map(|metadata| metadata.len())
+            .sum()
     }
 
     /// SQLite's `PRAGMA integrity_check`: `ok`, or what is damaged.

@@ -290,7 +290,8 @@ const MIGRATIONS: [&str; CURRENT_VERSION as usize] = [
         compressed INTEGER NOT NULL
     );
     ",
-    // 14: the dashboard's counts and lists of open incidents by kind.
+    // 14: the dashboard's lists and counts of open incidents; when outbox
+    // entries were queued.
     "
     -- Open incidents (the dashboard's lists, its counts by kind, its stuck
     -- list and outage banners, the metrics' gauges) read only the open
@@ -298,6 +299,9 @@ const MIGRATIONS: [&str; CURRENT_VERSION as usize] = [
     -- raised: most incidents are resolved.
     CREATE INDEX incidents_by_status ON incidents(status, opened_at, key);
     CREATE INDEX incidents_by_status_kind ON incidents(status, kind, opened_at, key);
+    -- When each transition was queued (wall clock, milliseconds), for the
+    -- age of the oldest one not yet published (`Store::outbox_state`).
+    ALTER TABLE outbox ADD COLUMN queued_at_ms INTEGER;
     ",
 ];
 

@@ -50,6 +50,10 @@ pub struct Committed {
     pub ticks: u64,
     /// Incident transitions queued in the outbox.
     pub transitions: u64,
+    /// Incidents opened (or reopened), by kind (`kind as usize`).
+    pub opened: [u64; lifewatch_core::IncidentKind::ALL.len()],
+    /// Incidents resolved, by kind (`kind as usize`).
+    pub resolved: [u64; lifewatch_core::IncidentKind::ALL.len()],
 }
 
 impl std::ops::AddAssign for Committed {
@@ -58,6 +62,12 @@ impl std::ops::AddAssign for Committed {
         self.rejected += other.rejected;
         self.ticks += other.ticks;
         self.transitions += other.transitions;
+        for (mine, theirs) in self.opened.iter_mut().zip(other.opened) {
+            *mine += theirs;
+        }
+        for (mine, theirs) in self.resolved.iter_mut().zip(other.resolved) {
+            *mine += theirs;
+        }
     }
 }
 
