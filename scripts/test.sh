@@ -13,11 +13,12 @@ export PATH
 nats-server --version
 # Debian packages the tests use, installed together when any is missing:
 # jq and curl (doc examples pipe the API into jq), prometheus (promtool
-# checks /metrics).
+# checks /metrics), chromium (the dashboard's real-browser test).
 missing=()
 command -v jq >/dev/null || missing+=(jq)
 command -v curl >/dev/null || missing+=(curl)
 command -v promtool >/dev/null || missing+=(prometheus)
+command -v chromium >/dev/null || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     # prometheus is a daemon package: keep its install from starting one

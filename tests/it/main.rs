@@ -6,6 +6,7 @@
 mod common;
 mod nats_support;
 
+mod browser;
 mod cli;
 mod conformance;
 mod docs;
