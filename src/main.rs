@@ -60,6 +60,13 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// A simulated launch day through the real monitor in about a minute, with the
+    /// dashboard served meanwhile: the main job in one command.
+    ///
+    /// Incidents are printed as they open; the dashboard's URL is printed first.
+    /// Ctrl-C stops it cleanly (exit 0).
+    #[command(after_help = commands::demo::EXAMPLES)]
+    Demo(commands::demo::DemoArgs),
     /// Replay event files offline and print every incident raised, open or resolved.
     ///
     /// The files are read in order as one stream (`-` or no file: standard input).
@@ -183,6 +190,7 @@ fn is_broken_pipe(error: &(dyn std::error::Error + 'static)) -> bool {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Demo(args) => commands::demo::run(args),
         Command::Replay(args) => commands::replay::run(args),
         Command::Check(args) => commands::check::run(args),
         Command::Simulate(args) => commands::simulate::run(args),

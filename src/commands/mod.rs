@@ -7,6 +7,7 @@ pub mod backup;
 pub mod check;
 pub mod completions;
 pub mod config;
+pub mod demo;
 pub mod incidents;
 pub mod outbox;
 pub mod publish;

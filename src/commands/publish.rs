@@ -57,8 +57,8 @@ const CONNECT_PATIENCE: Duration = Duration::from_secs(3);
 /// Pending acknowledgements at most; enough to keep the server busy.
 const MAX_IN_FLIGHT: usize = 8_192;
 
-/// A line read and checked, ready to publish.
-enum Prepared {
+/// A line read and checked, ready to publish (also what `demo` sends).
+pub enum Prepared {
     Publish(Outgoing),
     Skipped { source: String, line: u64, why: String },
 }
@@ -135,7 +135,7 @@ fn publish(nats: NatsConfig, files: Vec<PathBuf>, raw: bool) -> anyhow::Result<(
     result
 }
 
-fn prepare(bytes: &[u8], raw: bool, source: &str, number: u64) -> Prepared {
+pub fn prepare(bytes: &[u8], raw: bool, source: &str, number: u64) -> Prepared {
     match parse_event(bytes) {
         Ok(event) => Prepared::Publish(Outgoing {
             subject: event.nats_subject(),

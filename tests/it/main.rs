@@ -9,6 +9,7 @@ mod nats_support;
 mod browser;
 mod cli;
 mod conformance;
+mod demo;
 mod docs;
 mod nats_auth;
 mod nats_live;
