@@ -104,6 +104,7 @@ struct Shared {
     runbook_root: PathBuf,
     token: Option<String>,
     probe: Option<Arc<dyn Probe>>,
+    home_cache: pages::HomeCache,
 }
 
 type AppState = Arc<Shared>;
@@ -116,6 +117,7 @@ pub fn router(config: WebConfig) -> Router {
         runbook_root: config.runbook_root,
         token: config.token,
         probe: config.probe,
+        home_cache: pages::HomeCache::new(),
     });
     let guarded = Router::new()
         .route("/", get(pages::home))

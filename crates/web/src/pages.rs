@@ -22,6 +22,8 @@ use crate::params::{IncidentParams, parse_query, wall_clock};
 
 /// How many incidents the home page lists before it offers the next page.
 const HOME_LIMIT: u32 = 100;
+/// How many stuck entities it lists (oldest first); `?kind=stuck` lists them all, page by page.
+const STUCK_LIMIT: u32 = 50;
 /// The most characters of an event-supplied string a page shows in a list.
 const SHOWN: usize = 200;
 
@@ -179,46 +181,48 @@ pub(crate) async fn home(
     if params.limit.is_none() {
         query.limit = Some(HOME_LIMIT);
     }
+    let cache_key = raw.clone().unwrap_or_default();
+    if let Some(page) = state.home_cache.get(&cache_key) {
+        return Ok(page.into_response());
+    }
     let home = state
         .pool
         .read(move |store| {
             store
                 .snapshot(|store| {
+                    let counts = query::open_counts(store)?;
+                    let open = |kind: IncidentKind| counts.iter().any(|&(counted, _)| counted == kind);
                     let page = query::incidents(store, &query)?;
-                    let stuck = query::incidents(
-                        store,
-                        &IncidentQuery {
+                    // The open ones of a kind, when there are any (the counts say).
+                    let open_of = |kind: IncidentKind, limit: u32, order: Order| {
+                        if !open(kind) {
+                            return Ok(Vec::new());
+                        }
+                        let query = IncidentQuery {
                             status: Some(Status::Open),
-                            kind: Some(IncidentKind::Stuck),
-                            limit: Some(HOME_LIMIT),
-                            order: Order::OldestFirst,
+                            kind: Some(kind),
+                            limit: Some(limit),
+                            order,
                             ..Default::default()
-                        },
-                    )?;
-                    let outages = query::incidents(
-                        store,
-                        &IncidentQuery {
-                            status: Some(Status::Open),
-                            kind: Some(IncidentKind::RegionalOutage),
-                            limit: Some(50),
-                            order: Order::NewestFirst,
-                            ..Default::default()
-                        },
-                    )?;
+                        };
+                        Ok::<_, lifewatch_store::StoreError>(query::incidents(store, &query)?.incidents)
+                    };
                     Ok(Home {
                         version: store.version()?,
                         clock: store.clock()?,
-                        outages: outages.incidents,
+                        outages: open_of(IncidentKind::RegionalOutage, 50, Order::NewestFirst)?,
                         incidents: page.incidents,
                         next_cursor: page.next_cursor.map(|cursor| cursor.to_string()),
-                        stuck: stuck.incidents,
-                        counts: query::open_counts(store)?,
+                        stuck: open_of(IncidentKind::Stuck, STUCK_LIMIT, Order::OldestFirst)?,
+                        counts,
                     })
                 })
                 .map_err(ApiError::store)
         })
         .await?;
-    Ok(render_home(&params, &home, now).into_response())
+    let page = render_home(&params, &home, now);
+    state.home_cache.put(cache_key, page.clone());
+    Ok(page.into_response())
 }
 
 fn render_home(params: &IncidentParams, home: &Home, now: Timestamp) -> Markup {
@@ -229,6 +233,8 @@ fn render_home(params: &IncidentParams, home: &Home, now: Timestamp) -> Markup {
     }
     let value = |field: &Option<String>| field.clone().unwrap_or_default();
     let shown_status = params.status.clone().unwrap_or_else(|| "open".to_string());
+    let stuck_count =
+        home.counts.iter().find(|&&(kind, _)| kind == IncidentKind::Stuck).map_or(0, |&(_, count)| count);
     let body = html! {
         @for outage in &home.outages {
             div.banner role="alert" {
@@ -293,7 +299,7 @@ fn render_home(params: &IncidentParams, home: &Home, now: Timestamp) -> Markup {
             }
         }
         section.stuck {
-            h2 { "Stuck entities, oldest first (" (home.stuck.len()) ")" }
+            h2 { "Stuck entities, oldest first (" (stuck_count) ")" }
             @if home.stuck.is_empty() { p.none { "Nothing is stuck." } }
             @else {
                 table {
@@ -311,6 +317,9 @@ fn render_home(params: &IncidentParams, home: &Home, now: Timestamp) -> Markup {
                         }
                     }
                 }
+            }
+            @if stuck_count > home.stuck.len() as u64 {
+                p { a href=(filter_href(&[("kind", "stuck")])) { "All " (stuck_count) " stuck →" } }
             }
             p.hint { "The full report, judged at any instant: " a href="/api/report/stuck" { "/api/report/stuck" } }
         }
@@ -528,4 +537,39 @@ fn render_entity(id: &str, detail: &EntityDetail, version: &str, now: Timestamp)
 /// Markup that is already HTML (the rendered runbook).
 pub(crate) fn trusted(html: String) -> Markup {
     PreEscaped(html)
+}
+
+/// The home page as rendered for each query string, kept for [`HOME_TTL`]:
+/// however many people (or scripts) load the dashboard at once, it is
+/// rendered at most a few times a second. A page is at most that much older
+/// than the store, well inside the 2 s in which pages follow it.
+pub(crate) struct HomeCache {
+    pages: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Markup)>>,
+}
+
+/// How long a rendered home page is served again.
+const HOME_TTL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// At most this many query strings are kept (a full cache is emptied).
+const HOME_CACHED: usize = 64;
+
+impl HomeCache {
+    pub(crate) fn new() -> HomeCache {
+        HomeCache { pages: std::sync::Mutex::new(std::collections::HashMap::new()) }
+    }
+
+    fn get(&self, key: &str) -> Option<Markup> {
+        let pages = self.pages.lock().ok()?;
+        let (made, page) = pages.get(key)?;
+        (made.elapsed() < HOME_TTL).then(|| page.clone())
+    }
+
+    fn put(&self, key: String, page: Markup) {
+        if let Ok(mut pages) = self.pages.lock() {
+            if pages.len() >= HOME_CACHED {
+                pages.clear();
+            }
+            pages.insert(key, (std::time::Instant::now(), page));
+        }
+    }
 }
