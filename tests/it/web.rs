@@ -350,3 +350,21 @@ fn serve_refuses_a_missing_database() {
     assert!(run.stderr.contains("nope.db"), "{}", run.stderr);
     assert!(!missing.exists());
 }
+
+#[test]
+fn the_changes_version_moves_with_every_commit() {
+    let (_dir, db) = temp_db("web-changes");
+    let db_arg = db.to_str().unwrap();
+    lifewatch(&["replay", "fixtures/stuck.jsonl", "--db", db_arg], None).assert_success();
+    let served = Served::start(&db, &[]);
+    let (status, before) = served.json("/api/changes");
+    assert_eq!(status, 200);
+    assert_eq!(served.json("/api/changes").1, before, "nothing was committed");
+    // A page carries the version it was rendered at, which its script compares.
+    let (_, home) = served.text("/");
+    assert!(home.contains(&format!("data-version=\"{}\"", before["version"].as_str().unwrap())), "{home}");
+    // Another writer commits: the version moves.
+    lifewatch(&["replay", "fixtures/provisioning_failed.jsonl", "--db", db_arg], None).assert_success();
+    let (_, after) = served.json("/api/changes");
+    assert_ne!(after, before);
+}
