@@ -1,0 +1,9 @@
+//! Notifications: getting every incident transition to the team that owns
+//! it. This crate holds the protocol, without IO: [`schedule`] decides which
+//! delivery goes next, when a failure is retried and when one is given up.
+//! The worker that sends (HTTP, SMTP, NATS) and the store rows that make
+//! deliveries durable are built around it.
+
+pub mod schedule;
+
+pub use schedule::{AfterFailure, DeliveryId, RetryPolicy, Schedule};
