@@ -228,6 +228,19 @@ fn every_documented_route_exists() {
         let answer = client().get(served.url(&concrete)).send().unwrap();
         assert_eq!(answer.status().as_u16(), 200, "{path} is documented but answers {}", answer.status());
     }
+    // The answers hold what the document says: a page of incidents checked
+    // against its schema, the incident record's among its components.
+    let schema = serde_json::json!({
+        "$ref": "#/components/schemas/IncidentPageBody",
+        "components": document["components"],
+    });
+    let validator = jsonschema::validator_for(&schema).expect("the document's schemas compile");
+    let (_, page) = served.json("/api/incidents?limit=50");
+    let errors: Vec<String> = validator.iter_errors(&page).map(|error| error.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut broken = page.clone();
+    broken["incidents"][0]["severity"] = serde_json::json!("catastrophic");
+    assert!(!validator.is_valid(&broken), "the record schema is enforced");
     // And every route the server has is documented (pages and assets aside).
     for path in [
         "/api/incidents",

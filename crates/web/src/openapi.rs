@@ -30,7 +30,43 @@ use crate::api;
 )]
 struct Document;
 
-/// The API's OpenAPI document.
-pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    Document::openapi()
+/// The incident record's JSON Schema, generated from the record type of
+/// `lifewatch-core` (its `schema` feature) and kept in the repository.
+const INCIDENT_SCHEMA: &str = include_str!("../../../schemas/incident.schema.json");
+
+/// The API's OpenAPI document, with the incident record's schema as the
+/// component `IncidentRecord` (its definitions beside it), referenced by
+/// every answer that holds records.
+pub fn openapi_document() -> serde_json::Value {
+    let mut document = serde_json::to_value(Document::openapi()).unwrap_or_default();
+    let Ok(mut record) = serde_json::from_str::<serde_json::Value>(INCIDENT_SCHEMA) else { return document };
+    // JSON Schema's `$defs` become components; their references follow.
+    let text =
+        serde_json::to_string(&record).unwrap_or_default().replace("#/$defs/", "#/components/schemas/");
+    record = serde_json::from_str(&text).unwrap_or(record);
+    let mut components = serde_json::Map::new();
+    if let Some(object) = record.as_object_mut() {
+        if let Some(serde_json::Value::Object(definitions)) = object.remove("$defs") {
+            components.extend(definitions);
+        }
+        object.remove("$schema");
+        object.remove("$id");
+    }
+    components.insert("IncidentRecord".to_string(), record);
+    let schemas = &mut document["components"]["schemas"];
+    if !schemas.is_object() {
+        *schemas = serde_json::Value::Object(serde_json::Map::new());
+    }
+    if let Some(schemas) = schemas.as_object_mut() {
+        schemas.extend(components);
+        let reference = serde_json::json!({"$ref": "#/components/schemas/IncidentRecord"});
+        for (body, field) in [("IncidentPageBody", "incidents"), ("OutagesBody", "outages")] {
+            if let Some(items) =
+                schemas.get_mut(body).and_then(|body| body.pointer_mut(&format!("/properties/{field}/items")))
+            {
+                *items = reference.clone();
+            }
+        }
+    }
+    document
 }
