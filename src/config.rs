@@ -67,6 +67,8 @@ pub struct AppConfig {
     pub nats: toml::Table,
     /// `[web]`.
     pub web: WebSettings,
+    /// `[[channels]]` and `[[teams]]`: where incidents are sent.
+    pub notifications: lifewatch_notify::Notifications,
 }
 
 /// `[web]`: the web server of `serve` and `run --listen`.
@@ -143,6 +145,7 @@ impl AppConfig {
                 return Err(ConfigError::Invalid { key: "web".into(), message: "must be a table".into() });
             }
         };
+        let notifications = notifications(table.remove("channels"), table.remove("teams"))?;
         let engine = Config::from_table(table)?;
         let duration = |key: &str, value: Option<String>, default: i64| match value {
             None => Ok(Duration::from_seconds(default)),
@@ -169,12 +172,40 @@ impl AppConfig {
             token,
             ready_outbox_stall: duration("web.ready_outbox_stall", web.ready_outbox_stall, 120)?,
         };
-        Ok(AppConfig { engine, live, nats, web })
+        Ok(AppConfig { engine, live, nats, web, notifications })
     }
 }
 
 /// The effective configuration table before validation: the built-in one
 /// with the file (if any) overlaid on it.
+/// The transitions a route may name: the record's, and those of
+/// acknowledgement and escalation.
+const ROUTE_TRANSITIONS: [&str; 7] =
+    ["opened", "updated", "resolved", "reopened", "retracted", "acknowledged", "escalated"];
+
+/// `[[channels]]` and `[[teams]]`, validated; secrets named by `*_env` are read from the environment.
+fn notifications(
+    channels: Option<toml::Value>,
+    teams: Option<toml::Value>,
+) -> Result<lifewatch_notify::Notifications, ConfigError> {
+    let severities = lifewatch_core::Severity::ALL.map(|severity| severity.as_str());
+    let kinds = lifewatch_core::IncidentKind::ALL.map(|kind| kind.as_str());
+    let names =
+        lifewatch_notify::Names { severities: &severities, kinds: &kinds, transitions: &ROUTE_TRANSITIONS };
+    let seconds = |text: &str| {
+        let duration = Duration::parse_human(text)?;
+        u64::try_from(duration.as_nanos() / 1_000_000_000).map_err(|_| format!("{text:?} is negative"))
+    };
+    lifewatch_notify::Notifications::from_toml(
+        channels,
+        teams,
+        &names,
+        &|name| std::env::var(name).ok(),
+        &seconds,
+    )
+    .map_err(|error| ConfigError::Invalid { key: error.key, message: error.message })
+}
+
 #[derive(Debug)]
 pub struct Effective {
     /// The merged table.

@@ -36,7 +36,10 @@ pub struct CheckArgs {
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let config = AppConfig::load(args.config.as_deref())?;
     let root = args.root.clone().unwrap_or_else(|| crate::config::runbook_root(args.config.as_deref()));
-    let problems = check(&config.engine, &root, &mut io::stdout().lock())?;
+    let mut out = io::stdout().lock();
+    let mut problems = check(&config.engine, &root, &mut out)?;
+    problems.extend(check_notifications(&config.engine, &config.notifications, &mut out)?);
+    drop(out);
     for problem in &problems {
         eprintln!("lifewatch check: {problem}");
     }
@@ -99,6 +102,66 @@ fn runbook_problem(root: &Path, runbook: &str) -> Option<String> {
     } else {
         Some(format!("is empty or not a file: {}", path.display()))
     }
+}
+
+/// Prints where each team's incidents are sent (channel kinds, never their
+/// secrets) and returns one line per problem: a team that owns no incident
+/// kind is a typing mistake (its routes would never be used).
+pub fn check_notifications(
+    config: &Config,
+    notifications: &lifewatch_notify::Notifications,
+    out: &mut impl Write,
+) -> io::Result<Vec<String>> {
+    let mut problems = Vec::new();
+    if notifications.teams.is_empty() {
+        writeln!(out, "notifications: none configured ([[channels]] and [[teams]])")?;
+        return Ok(problems);
+    }
+    let owners: std::collections::BTreeSet<&str> = IncidentKind::ALL
+        .iter()
+        .flat_map(|&kind| SubjectType::ALL.iter().map(move |&subject| config.owner(kind, subject)))
+        .collect();
+    let any = |set: &std::collections::BTreeSet<String>| {
+        if set.is_empty() { "any".to_string() } else { set.iter().cloned().collect::<Vec<_>>().join(",") }
+    };
+    writeln!(
+        out,
+        "{:<18} {:<20} {:<10} {:<16} {:<20} TRANSITIONS",
+        "TEAM", "CHANNEL", "KIND", "SEVERITIES", "KINDS"
+    )?;
+    for team in notifications.teams.values() {
+        for route in &team.routes {
+            let kind = notifications.channels.get(&route.channel).map_or("?", |channel| channel.kind.name());
+            writeln!(
+                out,
+                "{:<18} {:<20} {:<10} {:<16} {:<20} {}",
+                team.name,
+                route.channel,
+                kind,
+                any(&route.severities),
+                any(&route.kinds),
+                any(&route.transitions)
+            )?;
+        }
+        for step in &team.escalation {
+            writeln!(
+                out,
+                "{:<18} escalation after {}s{}: {}",
+                team.name,
+                step.after_seconds,
+                if step.repeat { " (repeated)" } else { "" },
+                step.notify.join(", ")
+            )?;
+        }
+        if !owners.contains(team.name.as_str()) {
+            problems.push(format!(
+                "notifications: team {:?} owns no incident kind (owners: {})",
+                team.name,
+                owners.iter().copied().collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    Ok(problems)
 }
 
 /// Prints the routing table to `out` and returns one line per problem.

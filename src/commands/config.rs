@@ -56,7 +56,7 @@ pub fn main(command: ConfigCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// Keys whose values are secrets, wherever they appear.
-const SECRET_KEYS: [&str; 2] = ["password", "token"];
+const SECRET_KEYS: [&str; 4] = ["password", "token", "secret", "routing_key"];
 
 fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     // Validating first: what is shown is a configuration commands accept.
@@ -102,19 +102,25 @@ fn is_array_of_tables(value: &toml::Value) -> bool {
 }
 
 /// Replaces every secret with `<set>`, and credentials in a URL with
-/// `<redacted>`, at any depth.
+/// `<redacted>`, at any depth. A channel's `url` is a secret as a whole (a
+/// Slack or webhook URL is its own credential).
 fn hide_secrets(table: &mut toml::Table) {
+    hide_secrets_in(table, false);
+}
+
+fn hide_secrets_in(table: &mut toml::Table, in_channel: bool) {
     for (key, value) in table.iter_mut() {
         match value {
-            toml::Value::Table(inner) => hide_secrets(inner),
+            toml::Value::Table(inner) => hide_secrets_in(inner, false),
             toml::Value::Array(items) => {
                 for item in items {
                     if let toml::Value::Table(inner) = item {
-                        hide_secrets(inner);
+                        hide_secrets_in(inner, key == "channels");
                     }
                 }
             }
             _ if SECRET_KEYS.contains(&key.as_str()) => *value = toml::Value::String("<set>".into()),
+            _ if in_channel && key == "url" => *value = toml::Value::String("<set>".into()),
             toml::Value::String(text) if key == "url" => *text = lifewatch_nats::redact_url(text),
             _ => {}
         }
@@ -135,5 +141,13 @@ mod tests {
         let text = toml::to_string(&table).unwrap();
         assert!(!text.contains("hunter2") && !text.contains("t0k"), "{text}");
         assert!(text.contains("password = \"<set>\"") && text.contains("user = \"me\""), "{text}");
+        let mut channels: toml::Table = toml::from_str(
+            "[[channels]]\nname = \"chat\"\nkind = \"slack\"\nurl = \"https://hooks.example/T0/B0/s3cr3t\"\n\
+             [[channels]]\nname = \"pager\"\nkind = \"pagerduty\"\nrouting_key = \"rk-s3cr3t\"\n",
+        )
+        .unwrap();
+        hide_secrets(&mut channels);
+        let shown = toml::to_string(&channels).unwrap();
+        assert!(!shown.contains("s3cr3t") && shown.contains("name = \"chat\""), "{shown}");
     }
 }

@@ -70,6 +70,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let nats = nats.with_env_url().nats_config(&config.nats)?;
     check_parent(&db)?;
     live::init_logging(log_format);
+    if !config.notifications.teams.is_empty() {
+        tracing::warn!(
+            teams = config.notifications.teams.len(),
+            channels = config.notifications.channels.len(),
+            "[[channels]] and [[teams]] are configured and checked, but this version does not send \
+             notifications yet: incidents reach INCIDENTS, the dashboard and the API only"
+        );
+    }
     let options = MonitorOptions {
         nats,
         create: if no_create { CreateStreams::Never } else { CreateStreams::IfMissing },

@@ -13,6 +13,7 @@ mod demo;
 mod docs;
 mod nats_auth;
 mod nats_live;
+mod notify;
 mod oncall;
 mod properties;
 mod replay_cli;

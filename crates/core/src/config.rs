@@ -147,9 +147,9 @@ pub struct Config {
 }
 
 /// The top-level sections of the shipped file that belong to the application
-/// (the live monitor, the NATS adapter, the web server) rather than to the
-/// engine.
-const APPLICATION_SECTIONS: [&str; 3] = ["live", "nats", "web"];
+/// (the live monitor, the NATS adapter, the web server, notifications)
+/// rather than to the engine.
+const APPLICATION_SECTIONS: [&str; 5] = ["live", "nats", "web", "channels", "teams"];
 
 impl Config {
     /// Parses and validates a TOML configuration that holds only the engine's

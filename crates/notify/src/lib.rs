@@ -4,6 +4,8 @@
 //! The worker that sends (HTTP, SMTP, NATS) and the store rows that make
 //! deliveries durable are built around it.
 
+pub mod config;
 pub mod schedule;
 
+pub use config::{Channel, ChannelKind, Names, Notifications, NotifyConfigError, Route, Secret, Team};
 pub use schedule::{AfterFailure, DeliveryId, RetryPolicy, Schedule};
