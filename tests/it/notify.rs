@@ -103,3 +103,43 @@ fn each_mistake_names_its_key_and_exits_2() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("\"platfrom-oncall\" owns no incident kind"), "{stderr}");
 }
+
+/// Every PagerDuty event lifewatch would send — a trigger, an
+/// acknowledgement and a resolution for each incident of a fixture, hostile
+/// strings included — is valid against PagerDuty's published request schema
+/// (`schemas/external/pagerduty-events-v2.openapi.json`).
+#[test]
+fn pagerduty_events_are_valid_against_the_published_schema() {
+    let document: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            crate::common::repo_root().join("schemas/external/pagerduty-events-v2.openapi.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let schema = serde_json::json!({
+        "$ref": "#/paths/~1enqueue/post/requestBody/content/application~1json/schema",
+        "paths": document["paths"],
+        "components": document["components"],
+    });
+    let validator = jsonschema::validator_for(&schema).expect("the request schema compiles");
+    let records =
+        crate::common::lifewatch(&["replay", "fixtures/launch-day.jsonl", "fixtures/hostile.jsonl"], None)
+            .records();
+    assert!(records.len() > 100);
+    let links = lifewatch_notify::payload::Links {
+        incident: Some("http://127.0.0.1:9464/incidents/inc_1".into()),
+        runbook: Some("ops/runbooks/stuck.md".into()),
+    };
+    for record in &records {
+        for transition in ["opened", "updated", "acknowledged", "resolved", "retracted"] {
+            let event = lifewatch_notify::payload::pagerduty_event("R0UT1NGKEY", transition, record, &links);
+            let errors: Vec<String> = validator.iter_errors(&event).map(|error| error.to_string()).collect();
+            assert!(errors.is_empty(), "{transition}: {errors:?}\n{event}");
+        }
+    }
+    // The schema is enforced: a made-up action is refused.
+    let mut wrong = lifewatch_notify::payload::pagerduty_event("R0UT1NGKEY", "opened", &records[0], &links);
+    wrong["event_action"] = serde_json::json!("escalate");
+    assert!(!validator.is_valid(&wrong));
+}

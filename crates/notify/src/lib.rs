@@ -5,6 +5,7 @@
 //! deliveries durable are built around it.
 
 pub mod config;
+pub mod payload;
 pub mod schedule;
 
 pub use config::{Channel, ChannelKind, Names, Notifications, NotifyConfigError, Route, Secret, Team};

@@ -1,0 +1,169 @@
+//! What each channel sends for one incident transition: pure functions from
+//! the record to the receiver's JSON, so that every payload is tested
+//! without a network. Strings that came from events are bounded before they
+//! go into a message (Slack and PagerDuty refuse oversized fields).
+
+use serde_json::{Value, json};
+
+/// The incident record as the channels see it (the contract's record, as
+/// JSON: this crate does not depend on the engine).
+pub type Record = Value;
+
+/// Slack's limit on a section block's text.
+pub const SLACK_SECTION_TEXT: usize = 3_000;
+/// Slack's limit on the blocks of one message.
+pub const SLACK_MAX_BLOCKS: usize = 50;
+/// PagerDuty's limit on `payload.summary`.
+pub const PAGERDUTY_SUMMARY: usize = 1_024;
+
+/// Links a message carries.
+#[derive(Clone, Debug, Default)]
+pub struct Links {
+    /// The incident's page on the dashboard, when the dashboard's URL is configured.
+    pub incident: Option<String>,
+    /// The runbook (a URL, or the path in the operations package).
+    pub runbook: Option<String>,
+}
+
+/// `text` cut to at most `max` characters, with `…` when cut.
+pub fn bounded(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max.saturating_sub(1)) {
+        Some((end, _)) if text.chars().count() > max => format!("{}…", &text[..end]),
+        _ => text.to_string(),
+    }
+}
+
+fn field<'a>(record: &'a Record, name: &str) -> &'a str {
+    record.get(name).and_then(Value::as_str).unwrap_or("")
+}
+
+/// The webhook body: `{"transition", "incident"}`.
+pub fn webhook_body(transition: &str, record: &Record) -> Value {
+    json!({ "transition": transition, "incident": record })
+}
+
+/// A Slack incoming-webhook message: a one-line `text` (the notification
+/// preview) and Block Kit blocks with severity, entity, owner, summary and
+/// the links, every text within Slack's limits.
+pub fn slack_message(transition: &str, record: &Record, links: &Links) -> Value {
+    let severity = field(record, "severity").to_uppercase();
+    let kind = field(record, "kind");
+    let entity = format!(
+        "{} {}",
+        record.pointer("/entity/type").and_then(Value::as_str).unwrap_or(""),
+        bounded(record.pointer("/entity/id").and_then(Value::as_str).unwrap_or(""), 200)
+    );
+    let summary = bounded(field(record, "summary"), 1_000);
+    let text = bounded(&format!("[{severity}] {kind} {transition}: {summary}"), 300);
+    let mut fields = vec![
+        json!({"type": "mrkdwn", "text": format!("*Severity*\n{severity}")}),
+        json!({"type": "mrkdwn", "text": format!("*Owner*\n{}", bounded(field(record, "owner"), 200))}),
+        json!({"type": "mrkdwn", "text": format!("*Entity*\n{entity}")}),
+        json!({"type": "mrkdwn", "text": format!("*Transition*\n{transition}")}),
+    ];
+    if let Some(region) = record.get("region").and_then(Value::as_str) {
+        fields.push(json!({"type": "mrkdwn", "text": format!("*Region*\n{}", bounded(region, 200))}));
+    }
+    let mut link_lines = Vec::new();
+    if let Some(incident) = &links.incident {
+        link_lines.push(format!("<{incident}|Dashboard>"));
+    }
+    if let Some(runbook) = &links.runbook {
+        link_lines.push(format!("Runbook: {}", bounded(runbook, 500)));
+    }
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": bounded(&format!("{severity} {kind}"), 150)}}),
+        json!({"type": "section", "text": {"type": "plain_text", "text": bounded(&summary, SLACK_SECTION_TEXT)}}),
+        json!({"type": "section", "fields": fields}),
+    ];
+    if !link_lines.is_empty() {
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": bounded(&link_lines.join("\n"), SLACK_SECTION_TEXT)}}));
+    }
+    json!({ "text": text, "blocks": blocks })
+}
+
+/// The PagerDuty Events API v2 event: `trigger` for opened, reopened and
+/// updated (an update of an open alert), `acknowledge`, `resolve` for
+/// resolved and retracted; `dedup_key` is the incident's key, so every
+/// transition of one incident is one alert.
+pub fn pagerduty_event(routing_key: &str, transition: &str, record: &Record, links: &Links) -> Value {
+    let event_action = match transition {
+        "acknowledged" => "acknowledge",
+        "resolved" | "retracted" => "resolve",
+        _ => "trigger",
+    };
+    let severity = match field(record, "severity") {
+        severity @ ("critical" | "error" | "warning" | "info") => severity,
+        _ => "error",
+    };
+    let mut event = json!({
+        "routing_key": routing_key,
+        "event_action": event_action,
+        "dedup_key": bounded(field(record, "key"), 255),
+        "client": "lifewatch",
+        "payload": {
+            "summary": bounded(field(record, "summary"), PAGERDUTY_SUMMARY),
+            "source": bounded(record.pointer("/entity/id").and_then(Value::as_str).unwrap_or("lifewatch"), 255),
+            "severity": severity,
+            "component": record.pointer("/entity/type").and_then(Value::as_str).unwrap_or(""),
+            "group": bounded(field(record, "owner"), 255),
+            "class": field(record, "kind"),
+            "timestamp": field(record, "opened_at"),
+            "custom_details": { "transition": transition, "incident": record },
+        },
+    });
+    let mut pagerduty_links = Vec::new();
+    if let Some(incident) = &links.incident {
+        event["client_url"] = json!(incident);
+        pagerduty_links.push(json!({"href": incident, "text": "Dashboard"}));
+    }
+    if let Some(runbook) = links.runbook.as_ref().filter(|runbook| runbook.starts_with("http")) {
+        pagerduty_links.push(json!({"href": runbook, "text": "Runbook"}));
+    }
+    if !pagerduty_links.is_empty() {
+        event["links"] = json!(pagerduty_links);
+    }
+    event
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(summary: &str) -> Record {
+        json!({
+            "id": "inc_1", "key": "stuck:project:prj_1:provisioning", "kind": "stuck", "severity": "error",
+            "status": "open", "entity": {"type": "project", "id": "prj_1"}, "account_id": "acc_1",
+            "region": "eu-west-1", "state": "provisioning", "owner": "platform-oncall",
+            "runbook": "ops/runbooks/stuck.md", "opened_at": "2026-11-27T12:15:00Z", "resolved_at": null,
+            "summary": summary, "count": 1, "events": ["e1"]
+        })
+    }
+
+    #[test]
+    fn pagerduty_actions_follow_the_transition_and_one_incident_is_one_alert() {
+        let links = Links { incident: Some("http://127.0.0.1:9464/incidents/inc_1".into()), runbook: None };
+        let opened = pagerduty_event("rk", "opened", &record("s"), &links);
+        let resolved = pagerduty_event("rk", "resolved", &record("s"), &links);
+        let acknowledged = pagerduty_event("rk", "acknowledged", &record("s"), &links);
+        assert_eq!(opened["event_action"], "trigger");
+        assert_eq!(resolved["event_action"], "resolve");
+        assert_eq!(acknowledged["event_action"], "acknowledge");
+        assert_eq!(opened["dedup_key"], resolved["dedup_key"]);
+        assert_eq!(opened["links"][0]["href"], "http://127.0.0.1:9464/incidents/inc_1");
+    }
+
+    #[test]
+    fn slack_messages_stay_within_block_kit_limits() {
+        let long = "x".repeat(20_000);
+        let message = slack_message("opened", &record(&long), &Links::default());
+        let blocks = message["blocks"].as_array().unwrap();
+        assert!(blocks.len() <= SLACK_MAX_BLOCKS);
+        for block in blocks {
+            if let Some(text) = block.pointer("/text/text").and_then(Value::as_str) {
+                assert!(text.chars().count() <= SLACK_SECTION_TEXT, "{}", text.len());
+            }
+        }
+        assert!(message["text"].as_str().unwrap().chars().count() <= 300);
+    }
+}
