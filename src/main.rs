@@ -141,6 +141,12 @@ enum Command {
     /// from the start or from a time.
     #[command(after_help = commands::tail::EXAMPLES)]
     Tail(commands::tail::TailArgs),
+    /// Notification channels: `notify test --channel NAME` sends a test message.
+    #[command(after_help = commands::notify::EXAMPLES)]
+    Notify {
+        #[command(subcommand)]
+        notify: commands::notify::NotifyCommand,
+    },
     /// The effective configuration (`config show`).
     #[command(after_help = commands::config::EXAMPLES)]
     Config {
@@ -200,6 +206,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Completions(args) => commands::completions::run(args),
         Command::Tail(args) => commands::tail::run(args),
         Command::Config { config } => commands::config::main(config),
+        Command::Notify { notify } => commands::notify::main(notify),
         Command::Incidents(args) => commands::incidents::main(args),
         Command::Show(args) => commands::show::main(args),
         Command::Report { report } => commands::report::main(report),

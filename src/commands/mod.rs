@@ -9,6 +9,7 @@ pub mod completions;
 pub mod config;
 pub mod demo;
 pub mod incidents;
+pub mod notify;
 pub mod outbox;
 pub mod publish;
 pub mod rebuild;

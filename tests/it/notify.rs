@@ -143,3 +143,84 @@ fn pagerduty_events_are_valid_against_the_published_schema() {
     wrong["event_action"] = serde_json::json!("escalate");
     assert!(!validator.is_valid(&wrong));
 }
+
+/// A receiver on a free loopback port answering each request with `status`;
+/// the requests it got (head and body), when asked.
+fn receiver(status: u16, requests: usize) -> (String, std::thread::JoinHandle<Vec<(String, String)>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let handle = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for _ in 0..requests {
+            let Ok((stream, _)) = listener.accept() else { break };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+                head.push_str(&line);
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let answer = format!(
+                "HTTP/1.1 {status} Whatever\r\ncontent-length: 8\r\nconnection: close\r\n\r\nreceived"
+            );
+            let mut stream = stream;
+            stream.write_all(answer.as_bytes()).unwrap();
+            seen.push((head, String::from_utf8_lossy(&body).into_owned()));
+        }
+        seen
+    });
+    (url, handle)
+}
+
+#[test]
+fn notify_test_sends_a_marked_signed_message_and_reports_the_answer() {
+    let dir = TempDir::new("notify-test");
+    let config = |url: &str| {
+        format!(
+            "[[channels]]\nname = \"audit\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"MARKER-secret\"\n"
+        )
+    };
+    let (url, seen) = receiver(200, 1);
+    let (code, stdout, stderr) = run(&dir, &config(&url), &["notify", "test", "--channel", "audit"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("audit (webhook) sent a test: HTTP 200") && stdout.contains("received"),
+        "{stdout}"
+    );
+    let requests = seen.join().unwrap();
+    let (head, body) = &requests[0];
+    let head = head.to_ascii_lowercase();
+    assert!(
+        head.contains("idempotency-key: test-") && head.contains("x-lifewatch-signature: sha256="),
+        "{head}"
+    );
+    let body: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["transition"], "test");
+    assert!(body["incident"]["summary"].as_str().unwrap().starts_with("TEST"), "{body}");
+    assert!(!stdout.contains("MARKER") && !stderr.contains("MARKER"));
+
+    // A receiver that fails: exit 1 with its answer.
+    let (url, seen) = receiver(500, 1);
+    let (code, stdout, _) = run(&dir, &config(&url), &["notify", "test", "--channel", "audit"]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("HTTP 500"), "{stdout}");
+    seen.join().unwrap();
+    // No receiver at all: exit 1, and the URL (a secret) is not printed.
+    let (code, stdout, stderr) =
+        run(&dir, &config("http://127.0.0.1:9/MARKER-path"), &["notify", "test", "--channel", "audit"]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("cannot connect to the receiver") && !stderr.contains("MARKER"), "{stderr}");
+    // An unknown channel: a usage error listing the channels.
+    let (code, _, stderr) = run(&dir, &config(&url), &["notify", "test", "--channel", "audti"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("its channels are: audit"), "{stderr}");
+}
