@@ -69,6 +69,31 @@ pub struct AppConfig {
     pub web: WebSettings,
     /// `[[channels]]` and `[[teams]]`: where incidents are sent.
     pub notifications: lifewatch_notify::Notifications,
+    /// `[delivery]`: how notifications are retried.
+    pub delivery: DeliverySettings,
+}
+
+/// `[delivery]`: retries of notifications and the links they carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliverySettings {
+    /// Backoff, limit and giving up.
+    pub policy: lifewatch_notify::RetryPolicy,
+    /// How long one request may take.
+    pub timeout: std::time::Duration,
+    /// The dashboard's address as people reach it (`https://lifewatch.example`),
+    /// for the links in messages; default: the `--listen` address of `run`.
+    pub dashboard_url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    retry_base: Option<String>,
+    retry_max: Option<String>,
+    give_up_after: Option<String>,
+    timeout: Option<String>,
+    per_channel: Option<usize>,
+    dashboard_url: Option<String>,
 }
 
 /// `[web]`: the web server of `serve` and `run --listen`.
@@ -146,6 +171,13 @@ impl AppConfig {
             }
         };
         let notifications = notifications(table.remove("channels"), table.remove("teams"))?;
+        let delivery: RawDelivery = match table.remove("delivery") {
+            None => RawDelivery::default(),
+            Some(value) => value.try_into().map_err(|error: toml::de::Error| ConfigError::Invalid {
+                key: "delivery".into(),
+                message: error.message().to_string(),
+            })?,
+        };
         let engine = Config::from_table(table)?;
         let duration = |key: &str, value: Option<String>, default: i64| match value {
             None => Ok(Duration::from_seconds(default)),
@@ -172,7 +204,24 @@ impl AppConfig {
             token,
             ready_outbox_stall: duration("web.ready_outbox_stall", web.ready_outbox_stall, 120)?,
         };
-        Ok(AppConfig { engine, live, nats, web, notifications })
+        let millis = |key: &str, value: Option<String>, default: i64| -> Result<u64, ConfigError> {
+            let duration = duration(key, value, default)?;
+            u64::try_from(duration.as_nanos() / 1_000_000)
+                .ok()
+                .filter(|millis| *millis > 0)
+                .ok_or_else(|| ConfigError::Invalid { key: key.into(), message: "must be positive".into() })
+        };
+        let delivery = DeliverySettings {
+            policy: lifewatch_notify::RetryPolicy {
+                base_ms: millis("delivery.retry_base", delivery.retry_base, 1)?,
+                max_ms: millis("delivery.retry_max", delivery.retry_max, 300)?,
+                give_up_after_ms: millis("delivery.give_up_after", delivery.give_up_after, 86_400)?,
+                per_channel: delivery.per_channel.unwrap_or(4).max(1),
+            },
+            timeout: std::time::Duration::from_millis(millis("delivery.timeout", delivery.timeout, 10)?),
+            dashboard_url: delivery.dashboard_url.map(|url| url.trim_end_matches('/').to_string()),
+        };
+        Ok(AppConfig { engine, live, nats, web, notifications, delivery })
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod commands;
 mod config;
+mod deliver;
 mod error;
 mod input;
 mod live;
@@ -141,6 +142,10 @@ enum Command {
     /// from the start or from a time.
     #[command(after_help = commands::tail::EXAMPLES)]
     Tail(commands::tail::TailArgs),
+    /// List the notifications of a database (pending, delivered, dead); `deliveries
+    /// retry` sends dead ones again.
+    #[command(after_help = commands::deliveries::EXAMPLES)]
+    Deliveries(commands::deliveries::DeliveriesArgs),
     /// Notification channels: `notify test --channel NAME` sends a test message.
     #[command(after_help = commands::notify::EXAMPLES)]
     Notify {
@@ -207,6 +212,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tail(args) => commands::tail::run(args),
         Command::Config { config } => commands::config::main(config),
         Command::Notify { notify } => commands::notify::main(notify),
+        Command::Deliveries(args) => commands::deliveries::main(args),
         Command::Incidents(args) => commands::incidents::main(args),
         Command::Show(args) => commands::show::main(args),
         Command::Report { report } => commands::report::main(report),

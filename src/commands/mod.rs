@@ -7,6 +7,7 @@ pub mod backup;
 pub mod check;
 pub mod completions;
 pub mod config;
+pub mod deliveries;
 pub mod demo;
 pub mod incidents;
 pub mod notify;

@@ -4,12 +4,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use hmac::{Hmac, Mac};
 use lifewatch_notify::payload::{self, Links};
+
+use crate::deliver::{self, Answer};
 use lifewatch_notify::{Channel, ChannelKind};
 use serde_json::json;
 
@@ -65,12 +66,12 @@ pub fn main(command: NotifyCommand) -> anyhow::Result<ExitCode> {
     let runtime = crate::live::runtime()?;
     let answers = runtime.block_on(send_test(channel, args.timeout))?;
     let mut ok = true;
-    for answer in &answers {
+    for (what, answer) in &answers {
         println!(
             "notify test: {} ({}) {}: HTTP {} in {} ms: {}",
             terminal_safe(&channel.name),
             channel.kind.name(),
-            answer.what,
+            what,
             answer.status,
             answer.took.as_millis(),
             terminal_safe(&payload::bounded(answer.body.trim(), 300))
@@ -78,14 +79,6 @@ pub fn main(command: NotifyCommand) -> anyhow::Result<ExitCode> {
         ok &= (200..300).contains(&answer.status);
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-}
-
-/// One request and its answer.
-struct Answer {
-    what: &'static str,
-    status: u16,
-    took: Duration,
-    body: String,
 }
 
 /// The test record: a resolvable `info` incident that says what it is.
@@ -101,79 +94,33 @@ fn test_record() -> serde_json::Value {
     })
 }
 
-async fn send_test(channel: &Channel, timeout: Duration) -> anyhow::Result<Vec<Answer>> {
+async fn send_test(channel: &Channel, timeout: Duration) -> anyhow::Result<Vec<(&'static str, Answer)>> {
     let client =
         reqwest::Client::builder().timeout(timeout).build().context("cannot build the HTTP client")?;
     let record = test_record();
     let links = Links { incident: None, runbook: Some("ops/runbooks/stuck.md".into()) };
     let idempotency = format!("test-{}", lifewatch_nats::wall_clock().map_or(0, |now| now.unix_nanos()));
-    match &channel.kind {
-        ChannelKind::Webhook { url, secret } => {
-            let body = serde_json::to_vec(&payload::webhook_body("test", &record))?;
-            let mut request = client
-                .post(url.expose())
-                .header("content-type", "application/json")
-                .header("idempotency-key", &idempotency);
-            if let Some(secret) = secret {
-                request = request.header("x-lifewatch-signature", signature(secret.expose(), &body)?);
-            }
-            Ok(vec![answer("sent a test", request.body(body)).await?])
-        }
-        ChannelKind::Slack { url } => {
-            let message = payload::slack_message("test", &record, &links);
-            Ok(vec![answer("sent a test", client.post(url.expose()).json(&message)).await?])
-        }
-        ChannelKind::PagerDuty { routing_key, url } => {
-            let trigger = payload::pagerduty_event(routing_key.expose(), "opened", &record, &links);
-            let resolve = payload::pagerduty_event(routing_key.expose(), "resolved", &record, &links);
-            let first = answer("triggered a test alert", client.post(url).json(&trigger)).await?;
-            let second = answer("resolved it", client.post(url).json(&resolve)).await?;
-            Ok(vec![first, second])
-        }
-        ChannelKind::Email { .. } | ChannelKind::Nats { .. } => anyhow::bail!(
-            "channel {} is of kind {}, which this version cannot send yet (webhook, slack and pagerduty can)",
-            terminal_safe(&channel.name),
-            channel.kind.name()
-        ),
+    // For PagerDuty the test alert is resolved at once.
+    let steps: &[(&str, &'static str)] = match channel.kind {
+        ChannelKind::PagerDuty { .. } => &[("opened", "triggered a test alert"), ("resolved", "resolved it")],
+        _ => &[("test", "sent a test")],
+    };
+    let mut answers = Vec::new();
+    for &(transition, what) in steps {
+        let answer = deliver::send(&client, channel, transition, &record, &idempotency, &links)
+            .await
+            .map_err(|error| anyhow::anyhow!("{what}: {error}"))?;
+        answers.push((what, answer));
     }
-}
-
-async fn answer(what: &'static str, request: reqwest::RequestBuilder) -> anyhow::Result<Answer> {
-    let started = Instant::now();
-    // The error of a failed request may hold the URL, which is a secret for
-    // webhooks and Slack: it is left out.
-    let response = request.send().await.map_err(|error| {
-        let why = if error.is_timeout() {
-            "the receiver did not answer in time"
-        } else if error.is_connect() {
-            "cannot connect to the receiver"
-        } else {
-            "the request failed"
-        };
-        anyhow::anyhow!("{what}: {why}")
-    })?;
-    let status = response.status().as_u16();
-    let body = response.text().await.unwrap_or_default();
-    Ok(Answer { what, status, took: started.elapsed(), body })
-}
-
-/// `sha256=<hex>`: HMAC-SHA256 of `body` with `secret`.
-fn signature(secret: &str, body: &[u8]) -> anyhow::Result<String> {
-    let mut mac =
-        Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).context("the signing key is unusable")?;
-    mac.update(body);
-    let digest = mac.finalize().into_bytes();
-    Ok(format!("sha256={}", digest.iter().map(|byte| format!("{byte:02x}")).collect::<String>()))
+    Ok(answers)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn the_signature_is_rfc_4231_hmac_sha256() {
         // RFC 4231 test case 2.
-        let signature = signature("Jefe", b"what do ya want for nothing?").unwrap();
+        let signature = crate::deliver::signature("Jefe", b"what do ya want for nothing?").unwrap();
         assert_eq!(signature, "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
     }
 }

@@ -70,13 +70,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let nats = nats.with_env_url().nats_config(&config.nats)?;
     check_parent(&db)?;
     live::init_logging(log_format);
-    if !config.notifications.teams.is_empty() {
-        tracing::warn!(
-            teams = config.notifications.teams.len(),
-            channels = config.notifications.channels.len(),
-            "[[channels]] and [[teams]] are configured and checked, but this version does not send \
-             notifications yet: incidents reach INCIDENTS, the dashboard and the API only"
-        );
+    for channel in config.notifications.channels.values() {
+        if !crate::deliver::supported(&channel.kind) {
+            tracing::warn!(
+                channel = %channel.name,
+                kind = channel.kind.name(),
+                "this version does not send through channels of this kind; its routes are skipped"
+            );
+        }
     }
     let options = MonitorOptions {
         nats,
@@ -90,6 +91,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let mut writer = tokio::task::block_in_place(|| lifewatch_store::Writer::open(&db, engine_config))
             .with_context(|| format!("cannot open the event store {}", db.display()))?;
+        let notifying = !config.notifications.teams.is_empty();
+        if notifying {
+            writer.set_delivery_router(crate::deliver::router(&config.notifications));
+        }
         let restored = writer.restore_stats();
         tracing::info!(
             db = %db.display(),
@@ -118,6 +123,25 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 })))
             }
         };
+        // Notifications go out from the delivery rows, on a task of their
+        // own, until the monitor has stopped.
+        let (stop_delivery, delivery_stopped) = tokio::sync::oneshot::channel::<()>();
+        let delivery = notifying.then(|| {
+            let dashboard =
+                config.delivery.dashboard_url.clone().or_else(|| {
+                    listen.map(|listen| format!("http://{}", listen.unwrap_or(config.web.listen)))
+                });
+            tokio::spawn(crate::deliver::run_worker(
+                db.clone(),
+                config.notifications.clone(),
+                config.delivery.policy,
+                config.delivery.timeout,
+                dashboard,
+                async move {
+                    let _ = delivery_stopped.await;
+                },
+            ))
+        });
         // A daemon waits for its server, logging each retry, rather than
         // exiting while NATS restarts; a signal still stops it.
         let client = tokio::select! {
@@ -126,6 +150,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         };
         let totals = lifewatch_nats::run_monitor(client, &options, &mut writer, shutdown_signal()).await;
         let _ = stop_web.send(());
+        let _ = stop_delivery.send(());
+        if let Some(delivery) = delivery {
+            match delivery.await {
+                Ok(Err(error)) => {
+                    tracing::error!(error = %format!("{error:#}"), "the delivery worker failed")
+                }
+                Err(error) => tracing::error!(%error, "the delivery worker task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
         if let Some(web) = web {
             match web.await {
                 Ok(Err(error)) => tracing::warn!(error = %error, "the web server failed"),

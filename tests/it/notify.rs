@@ -224,3 +224,194 @@ fn notify_test_sends_a_marked_signed_message_and_reports_the_answer() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("its channels are: audit"), "{stderr}");
 }
+
+/// The requests a recording receiver got: `Idempotency-Key` and body.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
+
+/// A receiver on a free loopback port that records every request (its
+/// `Idempotency-Key` and body) and answers 500 to the first `failures`
+/// requests, then 200. It runs until the test process ends.
+fn recording_receiver(failures: usize) -> (String, Seen) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        let mut answered = 0;
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (mut length, mut key) = (0, String::new());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(value) = lower.strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+                if let Some(value) = lower.strip_prefix("idempotency-key:") {
+                    key = value.trim().to_string();
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let status = if answered < failures { "500 Internal Server Error" } else { "200 OK" };
+            answered += 1;
+            log.lock().unwrap().push((key, serde_json::from_slice(&body).unwrap_or_default()));
+            let mut stream = stream;
+            let _ = stream.write_all(
+                format!("HTTP/1.1 {status}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").as_bytes(),
+            );
+        }
+    });
+    (url, seen)
+}
+
+/// The monitor delivers every transition of its teams' incidents to a
+/// webhook: each once (by `Idempotency-Key`), in order per incident, a
+/// failure retried; the delivery rows end delivered.
+#[test]
+fn run_delivers_each_transition_to_the_webhook_in_order_once() {
+    use crate::nats_support::{NatsServer, started_monitor, wait_for, write_config};
+    let server = NatsServer::start(&[]);
+    let dir = TempDir::new("notify-live");
+    let (url, seen) = recording_receiver(2);
+    let config = write_config(
+        dir.path(),
+        &[
+            ("allowed_lateness = \"30s\"", "allowed_lateness = \"3650d\""),
+            ("max_future = \"5m\"", "max_future = \"3650d\""),
+        ],
+        "report_interval = \"1s\"\n",
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[delivery]\nretry_base = \"50ms\"\n\n[[channels]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{url}\"\n\n\
+         [[teams]]\nname = \"platform-oncall\"\nroutes = [{{ channel = \"hook\" }}]\n"
+    ));
+    std::fs::write(&config, text).unwrap();
+    let db = dir.path().join("lifewatch.db");
+    let fixture = crate::common::repo_root().join("fixtures/provisioning_failed.jsonl");
+    let monitor = started_monitor(&server, &db, &config, &[&fixture], &[]);
+    let rows = || -> Vec<(i64, String, String, String)> {
+        let connection =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let mut statement = connection
+            .prepare("SELECT id, incident_id, transition, state FROM deliveries ORDER BY id")
+            .unwrap();
+        statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let delivered = wait_for("every delivery delivered", std::time::Duration::from_secs(30), || {
+        let rows = rows();
+        (!rows.is_empty() && rows.iter().all(|row| row.3 == "delivered")).then_some(rows)
+    });
+    assert!(monitor.terminate().success());
+    let seen = seen.lock().unwrap().clone();
+    // Two failures were answered 500 and sent again: every delivery once more than not at all, none lost.
+    let keys: std::collections::BTreeSet<&str> = seen.iter().map(|(key, _)| key.as_str()).collect();
+    assert_eq!(keys.len(), delivered.len(), "{seen:?}");
+    assert_eq!(seen.len(), delivered.len() + 2);
+    // In order per incident: the transitions each incident's webhook calls carried, in arrival order
+    // of their first success, are the transitions of its delivery rows in id order.
+    let mut by_incident: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let mut counted = std::collections::BTreeSet::new();
+    for (key, body) in seen.iter().rev() {
+        // The last copy of each key is the one that was accepted.
+        if counted.insert(key.clone()) {
+            let incident = body["incident"]["id"].as_str().unwrap().to_string();
+            by_incident
+                .entry(incident)
+                .or_default()
+                .insert(0, body["transition"].as_str().unwrap().to_string());
+        }
+    }
+    let mut expected: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (_, incident, transition, _) in &delivered {
+        expected.entry(incident.clone()).or_default().push(transition.clone());
+    }
+    assert_eq!(by_incident, expected);
+    assert!(delivered.iter().all(|(_, _, _, state)| state == "delivered"));
+    assert!(expected.values().any(|transitions| transitions.first().map(String::as_str) == Some("opened")));
+}
+
+/// A receiver that refuses for good (HTTP 400): the delivery is given up at
+/// once, `deliveries --state dead` lists it with the receiver's answer, and
+/// `deliveries retry --all` makes it pending again.
+#[test]
+fn refused_deliveries_are_dead_listed_and_can_be_retried() {
+    use crate::nats_support::{NatsServer, started_monitor, wait_for, write_config};
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let mut stream = stream;
+            let _ = stream.write_all(
+                b"HTTP/1.1 400 Bad Request\r\ncontent-length: 11\r\nconnection: close\r\n\r\nbad payload",
+            );
+        }
+    });
+    let server = NatsServer::start(&[]);
+    let dir = TempDir::new("notify-dead");
+    let config =
+        write_config(dir.path(), &[("allowed_lateness = \"30s\"", "allowed_lateness = \"3650d\"")], "");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[[channels]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{url}\"\n\n[[teams]]\nname = \"platform-oncall\"\nroutes = [{{ channel = \"hook\" }}]\n"
+    ));
+    std::fs::write(&config, text).unwrap();
+    let db = dir.path().join("lifewatch.db");
+    let db_arg = db.to_str().unwrap();
+    let fixture = crate::common::repo_root().join("fixtures/provisioning_failed.jsonl");
+    let monitor = started_monitor(&server, &db, &config, &[&fixture], &[]);
+    let dead = wait_for("dead deliveries", std::time::Duration::from_secs(30), || {
+        let listed = crate::common::lifewatch(
+            &["deliveries", "--db", db_arg, "--state", "pending", "-o", "jsonl"],
+            None,
+        );
+        let pending = listed.records().len();
+        let dead =
+            crate::common::lifewatch(&["deliveries", "--db", db_arg, "--state", "dead", "-o", "jsonl"], None)
+                .records();
+        (pending == 0 && !dead.is_empty()).then_some(dead)
+    });
+    assert!(monitor.terminate().success());
+    assert!(
+        dead.iter().all(|row| row["last_error"].as_str().unwrap().starts_with("HTTP 400: bad payload")),
+        "{dead:?}"
+    );
+    let table = crate::common::lifewatch(&["deliveries", "--db", db_arg], None);
+    assert!(table.assert_success().stdout_text().contains("dead"), "{}", table.stdout_text());
+    let retried = crate::common::lifewatch(&["deliveries", "retry", "--db", db_arg, "--all"], None);
+    retried.assert_success();
+    assert!(retried.stderr.contains(&format!("{} dead", dead.len())), "{}", retried.stderr);
+    let pending =
+        crate::common::lifewatch(&["deliveries", "--db", db_arg, "--state", "pending", "-o", "jsonl"], None)
+            .records();
+    assert_eq!(pending.len(), dead.len());
+    let missing = crate::common::lifewatch(&["deliveries", "retry", "--db", db_arg, "999999"], None);
+    assert_eq!(missing.code, Some(2), "{}", missing.stderr);
+}

@@ -149,7 +149,7 @@ pub struct Config {
 /// The top-level sections of the shipped file that belong to the application
 /// (the live monitor, the NATS adapter, the web server, notifications)
 /// rather than to the engine.
-const APPLICATION_SECTIONS: [&str; 5] = ["live", "nats", "web", "channels", "teams"];
+const APPLICATION_SECTIONS: [&str; 6] = ["live", "nats", "web", "channels", "teams", "delivery"];
 
 impl Config {
     /// Parses and validates a TOML configuration that holds only the engine's

@@ -191,6 +191,12 @@ impl Schedule {
         Some(AfterFailure::RetryAt(head.not_before))
     }
 
+    /// Gives up delivery `id`, in flight, at once (a refusal that retrying
+    /// cannot fix): its lane moves on.
+    pub fn give_up(&mut self, id: DeliveryId) -> bool {
+        self.finish(id)
+    }
+
     /// Removes `id` (the head of its lane) after it was in flight.
     fn finish(&mut self, id: DeliveryId) -> bool {
         let Some(lane) = self.lane_of.get(&id).cloned() else { return false };

@@ -57,6 +57,7 @@ mod backup;
 mod batch;
 mod blocks;
 mod checkpoint;
+mod deliveries;
 mod error;
 mod lock;
 mod log;
@@ -68,6 +69,7 @@ mod seqs;
 mod verify;
 mod writer;
 
+pub use deliveries::{Deliveries, Delivery, DeliveryRouter};
 pub use error::StoreError;
 pub use log::RestoreStats;
 pub use project::{Difference, StoredEntity};

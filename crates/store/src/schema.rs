@@ -19,7 +19,7 @@ use crate::error::{Context, StoreError};
 pub(crate) const APPLICATION_ID: i64 = 0x4c57_4154;
 
 /// The newest schema version this build writes.
-pub(crate) const CURRENT_VERSION: i64 = 14;
+pub(crate) const CURRENT_VERSION: i64 = 15;
 
 /// Migration `n` (from 0) takes the schema from version `n` to `n + 1`.
 /// Migrations are history: a released one is never edited, a later one
@@ -302,6 +302,27 @@ const MIGRATIONS: [&str; CURRENT_VERSION as usize] = [
     -- When each transition was queued (wall clock, milliseconds), for the
     -- age of the oldest one not yet published (`Store::outbox_state`).
     ALTER TABLE outbox ADD COLUMN queued_at_ms INTEGER;
+    ",
+    // 15: notifications to deliver.
+    "
+    -- One row per incident transition and channel it goes to, written in
+    -- the transaction of the transition (see `deliveries.rs`); the worker
+    -- sends them and records the outcome. `state`: pending, delivered, dead.
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY,
+        outbox_id INTEGER NOT NULL,
+        channel TEXT NOT NULL,
+        incident_id TEXT NOT NULL,
+        transition TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        not_before_ms INTEGER NOT NULL DEFAULT 0,
+        first_try_ms INTEGER,
+        last_error TEXT,
+        done_at_ms INTEGER
+    );
+    CREATE INDEX deliveries_pending ON deliveries(id) WHERE state = 'pending';
+    CREATE INDEX deliveries_dead ON deliveries(id) WHERE state = 'dead';
     ",
 ];
 

@@ -150,6 +150,8 @@ pub struct Writer {
 struct Db {
     connection: Connection,
     blocks: BlockWriter,
+    /// Where transitions are delivered; `None`: no delivery rows.
+    router: Option<crate::deliveries::DeliveryRouter>,
 }
 
 impl Db {
@@ -159,7 +161,16 @@ impl Db {
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .context(path, "begin a transaction")?;
+        let before = match self.router {
+            Some(_) => crate::deliveries::last_outbox_id(&transaction, path)?,
+            None => 0,
+        };
         let committed = batch.write(&transaction, path, &mut self.blocks)?;
+        if let Some(router) = &self.router
+            && committed.transitions > 0
+        {
+            crate::deliveries::queue(&transaction, path, before, router)?;
+        }
         transaction.commit().context(path, "commit a batch")?;
         Ok(committed)
     }
@@ -307,7 +318,7 @@ impl Writer {
         let mut writer = Writer {
             path: path.to_path_buf(),
             checkpointer,
-            db: Arc::new(Mutex::new(Db { connection, blocks })),
+            db: Arc::new(Mutex::new(Db { connection, blocks, router: None })),
             background: None,
             engine,
             pending: Pending::default(),
@@ -335,6 +346,12 @@ impl Writer {
     }
 
     /// The engine: read incidents and entities from it, never feed it
+    /// From now on every committed transition also gets one delivery row
+    /// per channel `router` names for it, in the same transaction.
+    pub fn set_delivery_router(&mut self, router: crate::deliveries::DeliveryRouter) {
+        lock(&self.db).router = Some(router);
+    }
+
     /// directly (feed the writer, so that the log records it).
     pub fn engine(&self) -> &Engine {
         &self.engine

@@ -1,0 +1,225 @@
+//! Notification deliveries: rows written with the transitions they carry,
+//! and the handle the delivery worker reads and updates them through.
+//!
+//! A delivery is one incident transition for one channel. Its row is
+//! inserted in the very transaction that queues the transition in the
+//! outbox (when the writer has a [`DeliveryRouter`]), so a transition is
+//! never committed without its deliveries, nor a delivery without its
+//! transition. The worker owns the rows' state afterwards: `pending` until
+//! the receiver accepted it (`delivered`) or it was given up (`dead`);
+//! `lifewatch deliveries retry` makes dead ones pending again.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::error::{Context, StoreError};
+use crate::schema::{self, Access, Durability};
+
+/// The channels one transition goes to: `(owner, severity, kind, transition)` → channel names.
+pub type DeliveryRouter = Arc<dyn Fn(&str, &str, &str, &str) -> Vec<String> + Send + Sync>;
+
+/// The largest outbox id, before a batch writes its transitions.
+pub(crate) fn last_outbox_id(connection: &Connection, path: &Path) -> Result<i64, StoreError> {
+    connection
+        .query_row("SELECT coalesce(max(id), 0) FROM outbox", [], |row| row.get(0))
+        .context(path, "read the outbox")
+}
+
+/// Inserts the deliveries of every outbox entry after `after`, in the
+/// caller's transaction.
+pub(crate) fn queue(
+    connection: &Connection,
+    path: &Path,
+    after: i64,
+    router: &DeliveryRouter,
+) -> Result<u64, StoreError> {
+    let entries: Vec<(i64, String, String, String)> = connection
+        .prepare_cached(
+            "SELECT outbox.id, outbox.incident_id, outbox.transition, incident_records.record
+             FROM outbox JOIN incident_records ON incident_records.id = outbox.record_id
+             WHERE outbox.id > ?1 ORDER BY outbox.id",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map([after], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?
+                .collect()
+        })
+        .context(path, "read the transitions to deliver")?;
+    let mut queued = 0;
+    let mut insert = connection
+        .prepare_cached(
+            "INSERT INTO deliveries(outbox_id, channel, incident_id, transition) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .context(path, "queue a delivery")?;
+    for (outbox_id, incident, transition, record) in entries {
+        let record: serde_json::Value = serde_json::from_str(&record)
+            .map_err(|source| StoreError::BadRecord { path: path.to_path_buf(), source })?;
+        let text =
+            |name: &str| record.get(name).and_then(serde_json::Value::as_str).unwrap_or("").to_string();
+        for channel in router(&text("owner"), &text("severity"), &text("kind"), &transition) {
+            insert
+                .execute(params![outbox_id, channel, incident, transition])
+                .context(path, "queue a delivery")?;
+            queued += 1;
+        }
+    }
+    Ok(queued)
+}
+
+/// A delivery with what it carries.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Delivery {
+    /// Its id: increasing with the transitions.
+    pub id: i64,
+    /// The channel.
+    pub channel: String,
+    /// The incident.
+    pub incident_id: String,
+    /// The transition.
+    pub transition: String,
+    /// `pending`, `delivered` or `dead`.
+    pub state: String,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Not tried again before this instant (Unix ms).
+    pub not_before_ms: u64,
+    /// When it was first tried (Unix ms).
+    pub first_try_ms: Option<u64>,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// When it was delivered or given up (Unix ms).
+    pub done_at_ms: Option<u64>,
+    /// The incident record as the transition left it (JSON).
+    #[serde(skip)]
+    pub record: String,
+}
+
+const COLUMNS: &str =
+    "deliveries.id, channel, deliveries.incident_id, deliveries.transition, state, attempts,
+    not_before_ms, first_try_ms, last_error, done_at_ms, incident_records.record";
+const FROM: &str = "deliveries JOIN outbox ON outbox.id = deliveries.outbox_id
+    JOIN incident_records ON incident_records.id = outbox.record_id";
+
+fn delivery(row: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
+    let unsigned = |value: Option<i64>| value.map(|value| u64::try_from(value).unwrap_or(0));
+    Ok(Delivery {
+        id: row.get(0)?,
+        channel: row.get(1)?,
+        incident_id: row.get(2)?,
+        transition: row.get(3)?,
+        state: row.get(4)?,
+        attempts: u32::try_from(row.get::<_, i64>(5)?).unwrap_or(u32::MAX),
+        not_before_ms: unsigned(Some(row.get(6)?)).unwrap_or(0),
+        first_try_ms: unsigned(row.get(7)?),
+        last_error: row.get(8)?,
+        done_at_ms: unsigned(row.get(9)?),
+        record: row.get(10)?,
+    })
+}
+
+/// The delivery worker's (and the `deliveries` command's) handle: a
+/// connection of its own next to the writer's; SQLite serialises the writes.
+pub struct Deliveries {
+    path: PathBuf,
+    connection: Connection,
+}
+
+impl Deliveries {
+    /// Opens an existing database for reading and updating deliveries.
+    pub fn open(path: &Path) -> Result<Deliveries, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::NotFound { path: path.to_path_buf() });
+        }
+        let mut connection = schema::connect(path, Access::ReadWrite, Durability::Full)?;
+        schema::check_and_migrate(&mut connection, path, Access::ReadOnly)?;
+        Ok(Deliveries { path: path.to_path_buf(), connection })
+    }
+
+    fn list(&self, condition: &str, values: impl rusqlite::Params) -> Result<Vec<Delivery>, StoreError> {
+        self.connection
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM {FROM} {condition}"))
+            .and_then(|mut statement| statement.query_map(values, delivery)?.collect())
+            .context(&self.path, "read deliveries")
+    }
+
+    /// Pending deliveries after `after`, in id order, at most `limit`.
+    pub fn pending_after(&self, after: i64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        self.list(
+            "WHERE state = 'pending' AND deliveries.id > ?1 ORDER BY deliveries.id LIMIT ?2",
+            params![after, i64::try_from(limit).unwrap_or(i64::MAX)],
+        )
+    }
+
+    /// Every delivery in `state` (all of them for `None`), newest first, at most `limit`.
+    pub fn listed(&self, state: Option<&str>, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        match state {
+            Some(state) => {
+                self.list("WHERE state = ?1 ORDER BY deliveries.id DESC LIMIT ?2", params![state, limit])
+            }
+            None => self.list("ORDER BY deliveries.id DESC LIMIT ?1", params![limit]),
+        }
+    }
+
+    /// The receiver accepted delivery `id`.
+    pub fn delivered(&self, id: i64, now_ms: u64) -> Result<(), StoreError> {
+        self.update(
+            "UPDATE deliveries SET state = 'delivered', done_at_ms = ?2 WHERE id = ?1",
+            params![id, now_ms as i64],
+        )
+    }
+
+    /// Delivery `id` failed and is tried again at `not_before_ms`.
+    pub fn retry(
+        &self,
+        id: i64,
+        attempts: u32,
+        not_before_ms: u64,
+        first_try_ms: u64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.update(
+            "UPDATE deliveries SET attempts = ?2, not_before_ms = ?3, first_try_ms = coalesce(first_try_ms, ?4),
+             last_error = ?5 WHERE id = ?1",
+            params![id, attempts, not_before_ms as i64, first_try_ms as i64, error],
+        )
+    }
+
+    /// Delivery `id` was given up.
+    pub fn dead(&self, id: i64, now_ms: u64, error: &str) -> Result<(), StoreError> {
+        self.update(
+            "UPDATE deliveries SET state = 'dead', done_at_ms = ?2, last_error = ?3, attempts = attempts + 1
+             WHERE id = ?1",
+            params![id, now_ms as i64, error],
+        )
+    }
+
+    /// Makes dead deliveries pending again (`id`, or every dead one); how many.
+    pub fn requeue(&self, id: Option<i64>) -> Result<u64, StoreError> {
+        let sql =
+            "UPDATE deliveries SET state = 'pending', attempts = 0, not_before_ms = 0, first_try_ms = NULL,
+                   done_at_ms = NULL WHERE state = 'dead' AND (?1 IS NULL OR id = ?1)";
+        let changed = self.connection.execute(sql, params![id]).context(&self.path, "re-queue deliveries")?;
+        Ok(changed as u64)
+    }
+
+    /// Whether delivery `id` exists.
+    pub fn exists(&self, id: i64) -> Result<bool, StoreError> {
+        self.connection
+            .query_row("SELECT 1 FROM deliveries WHERE id = ?1", [id], |_| Ok(()))
+            .optional()
+            .map(|found| found.is_some())
+            .context(&self.path, "read deliveries")
+    }
+
+    fn update(&self, sql: &str, values: impl rusqlite::Params) -> Result<(), StoreError> {
+        self.connection
+            .prepare_cached(sql)
+            .and_then(|mut statement| statement.execute(values))
+            .context(&self.path, "record a delivery")?;
+        Ok(())
+    }
+}

@@ -1,0 +1,246 @@
+//! Sending notifications: one request per delivery (webhook, Slack,
+//! PagerDuty) over reqwest, and the worker of `lifewatch run` that drives
+//! `lifewatch_notify::Schedule` from the delivery rows of the store. The
+//! protocol (order per incident and channel, per-channel limit, backoff,
+//! `Retry-After`, giving up) is the schedule's; this loop only reads rows,
+//! sends, and writes outcomes.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hmac::{Hmac, Mac};
+use lifewatch_notify::payload::{self, Links};
+use lifewatch_notify::{AfterFailure, Channel, ChannelKind, Notifications, RetryPolicy, Schedule};
+use lifewatch_store::{Deliveries, Delivery, DeliveryRouter};
+
+/// What a receiver answered.
+pub struct Answer {
+    /// The HTTP status.
+    pub status: u16,
+    /// How long it took.
+    pub took: Duration,
+    /// The body (for people).
+    pub body: String,
+    /// `Retry-After`, in ms, when given in seconds.
+    pub retry_after_ms: Option<u64>,
+}
+
+/// Why a request got no answer. Never holds the URL (a secret for webhooks and Slack).
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No answer in time.
+    #[error("the receiver did not answer in time")]
+    Timeout,
+    /// No connection.
+    #[error("cannot connect to the receiver")]
+    Connect,
+    /// Anything else on the way.
+    #[error("the request failed")]
+    Request,
+    /// A channel kind this version does not send.
+    #[error("channels of kind {0} are not sent by this version")]
+    Unsupported(&'static str),
+    /// The signing key is unusable.
+    #[error("the webhook's signing key is unusable")]
+    Key,
+}
+
+/// Whether this version sends through channels of this kind.
+pub fn supported(kind: &ChannelKind) -> bool {
+    matches!(kind, ChannelKind::Webhook { .. } | ChannelKind::Slack { .. } | ChannelKind::PagerDuty { .. })
+}
+
+/// Sends one transition of `record` through `channel`. `idempotency` is the
+/// webhook's `Idempotency-Key` (the delivery id), so that a re-send after a
+/// crash is recognised by the receiver; PagerDuty deduplicates by the
+/// incident's key.
+pub async fn send(
+    client: &reqwest::Client,
+    channel: &Channel,
+    transition: &str,
+    record: &serde_json::Value,
+    idempotency: &str,
+    links: &Links,
+) -> Result<Answer, SendError> {
+    let request = match &channel.kind {
+        ChannelKind::Webhook { url, secret } => {
+            let body = serde_json::to_vec(&payload::webhook_body(transition, record))
+                .map_err(|_| SendError::Request)?;
+            let mut request = client
+                .post(url.expose())
+                .header("content-type", "application/json")
+                .header("idempotency-key", idempotency);
+            if let Some(secret) = secret {
+                request = request.header("x-lifewatch-signature", signature(secret.expose(), &body)?);
+            }
+            request.body(body)
+        }
+        ChannelKind::Slack { url } => {
+            client.post(url.expose()).json(&payload::slack_message(transition, record, links))
+        }
+        ChannelKind::PagerDuty { routing_key, url } => {
+            client.post(url).json(&payload::pagerduty_event(routing_key.expose(), transition, record, links))
+        }
+        other => return Err(SendError::Unsupported(other.name())),
+    };
+    let started = Instant::now();
+    let response = request.send().await.map_err(|error| {
+        if error.is_timeout() {
+            SendError::Timeout
+        } else if error.is_connect() {
+            SendError::Connect
+        } else {
+            SendError::Request
+        }
+    })?;
+    let status = response.status().as_u16();
+    let retry_after_ms = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .map(|seconds| seconds.saturating_mul(1_000));
+    let body = response.text().await.unwrap_or_default();
+    Ok(Answer { status, took: started.elapsed(), body, retry_after_ms })
+}
+
+/// `sha256=<hex>`: HMAC-SHA256 of `body` with `secret`.
+pub fn signature(secret: &str, body: &[u8]) -> Result<String, SendError> {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).map_err(|_| SendError::Key)?;
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    Ok(format!("sha256={}", digest.iter().map(|byte| format!("{byte:02x}")).collect::<String>()))
+}
+
+/// The router the writer uses: the channels of the owning team's routes
+/// that this version can send through.
+pub fn router(notifications: &Notifications) -> DeliveryRouter {
+    let notifications = notifications.clone();
+    Arc::new(move |owner: &str, severity: &str, kind: &str, transition: &str| {
+        notifications
+            .route(owner, severity, kind, transition)
+            .into_iter()
+            .filter(|name| notifications.channels.get(*name).is_some_and(|channel| supported(&channel.kind)))
+            .map(str::to_string)
+            .collect()
+    })
+}
+
+/// Wall-clock milliseconds.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The outcome of one send, back to the loop.
+struct Sent {
+    id: i64,
+    result: Result<Answer, SendError>,
+}
+
+/// Delivers pending rows until `stop` completes: reads new rows every
+/// 250 ms, sends what the schedule hands out (each send on a task of its
+/// own, at most `timeout` long), records every outcome.
+pub async fn run_worker(
+    db: PathBuf,
+    notifications: Notifications,
+    policy: RetryPolicy,
+    timeout: Duration,
+    dashboard: Option<String>,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let store = tokio::task::block_in_place(|| Deliveries::open(&db))?;
+    let client =
+        reqwest::Client::builder().timeout(timeout).build().context("cannot build the HTTP client")?;
+    let mut schedule = Schedule::new(policy);
+    let mut known: HashMap<i64, Delivery> = HashMap::new();
+    let mut loaded_through = 0_i64;
+    let (results, mut finished) = tokio::sync::mpsc::unbounded_channel::<Sent>();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return Ok(()),
+            _ = tick.tick() => {
+                let rows = tokio::task::block_in_place(|| store.pending_after(loaded_through, 1_000))?;
+                for row in rows {
+                    loaded_through = loaded_through.max(row.id);
+                    schedule.add(row.id, &row.channel, &row.incident_id, row.attempts, row.not_before_ms, row.first_try_ms);
+                    known.insert(row.id, row);
+                }
+            }
+            Some(sent) = finished.recv() => {
+                settle(&store, &mut schedule, &mut known, sent)?;
+            }
+        }
+        for id in schedule.due(now_ms()) {
+            let Some(row) = known.get(&id) else { continue };
+            let Some(channel) = notifications.channels.get(&row.channel).cloned() else { continue };
+            let record: serde_json::Value = serde_json::from_str(&row.record).unwrap_or_default();
+            let links = Links {
+                incident: dashboard.as_ref().map(|base| format!("{base}/incidents/{}", row.incident_id)),
+                runbook: record.get("runbook").and_then(serde_json::Value::as_str).map(str::to_string),
+            };
+            let (client, transition, results) = (client.clone(), row.transition.clone(), results.clone());
+            tokio::spawn(async move {
+                let result = send(&client, &channel, &transition, &record, &id.to_string(), &links).await;
+                let _ = results.send(Sent { id, result });
+            });
+        }
+    }
+}
+
+/// Records one outcome in the schedule and the store.
+fn settle(
+    store: &Deliveries,
+    schedule: &mut Schedule,
+    known: &mut HashMap<i64, Delivery>,
+    sent: Sent,
+) -> anyhow::Result<()> {
+    let now = now_ms();
+    let (retryable, retry_after, error) = match &sent.result {
+        Ok(answer) if (200..300).contains(&answer.status) => {
+            schedule.delivered(sent.id);
+            known.remove(&sent.id);
+            tokio::task::block_in_place(|| store.delivered(sent.id, now))?;
+            return Ok(());
+        }
+        // A refusal that retrying cannot fix (a bad payload, a revoked key) is given up at once.
+        Ok(answer) => (
+            answer.status >= 500 || answer.status == 429 || answer.status == 408,
+            answer.retry_after_ms,
+            format!("HTTP {}: {}", answer.status, payload::bounded(answer.body.trim(), 200)),
+        ),
+        Err(SendError::Unsupported(_) | SendError::Key) => {
+            (false, None, sent.result.as_ref().err().map(ToString::to_string).unwrap_or_default())
+        }
+        Err(error) => (true, None, error.to_string()),
+    };
+    let outcome = if retryable { schedule.failed(sent.id, now, retry_after, fastrand::f64()) } else { None };
+    match outcome {
+        Some(AfterFailure::RetryAt(at)) => {
+            let row = known.get_mut(&sent.id);
+            let attempts = row.as_ref().map_or(1, |row| row.attempts + 1);
+            if let Some(row) = row {
+                row.attempts = attempts;
+            }
+            tokio::task::block_in_place(|| store.retry(sent.id, attempts, at, now, &error))?;
+            tracing::warn!(delivery = sent.id, attempts, retry_in_ms = at.saturating_sub(now), %error, "delivery failed; retrying");
+        }
+        Some(AfterFailure::Dead) | None => {
+            if outcome.is_none() {
+                // Not retried: out of the schedule too.
+                schedule.give_up(sent.id);
+            }
+            known.remove(&sent.id);
+            tokio::task::block_in_place(|| store.dead(sent.id, now, &error))?;
+            tracing::error!(delivery = sent.id, %error, "delivery given up (see `lifewatch deliveries --state dead`)");
+        }
+    }
+    Ok(())
+}
