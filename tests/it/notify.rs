@@ -403,6 +403,14 @@ fn refused_deliveries_are_dead_listed_and_can_be_retried() {
         dead.iter().all(|row| row["last_error"].as_str().unwrap().starts_with("HTTP 400: bad payload")),
         "{dead:?}"
     );
+    // /metrics counts them.
+    let served = crate::web::Served::start(&db, &[]);
+    let (_, metrics) = served.text("/metrics");
+    assert!(
+        metrics.contains(&format!("lifewatch_notification_deliveries{{state=\"dead\"}} {}", dead.len())),
+        "{metrics}"
+    );
+    drop(served);
     let table = crate::common::lifewatch(&["deliveries", "--db", db_arg], None);
     assert!(table.assert_success().stdout_text().contains("dead"), "{}", table.stdout_text());
     let retried = crate::common::lifewatch(&["deliveries", "retry", "--db", db_arg, "--all"], None);

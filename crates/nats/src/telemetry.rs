@@ -47,6 +47,11 @@ struct OpenLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
 }
@@ -96,6 +101,7 @@ pub struct Telemetry {
     outbox_set_aside: Gauge,
     store_bytes: Gauge,
     store_events: Gauge,
+    deliveries: Family<StateLabel, Gauge>,
     nats_connected: Gauge,
     /// Scrapes set the read-side gauges and encode under this lock, so two
     /// concurrent scrapes never mix their values.
@@ -206,6 +212,12 @@ impl Telemetry {
         );
         let store_events = Gauge::default();
         registry.register("store_events", "Events in the store's log", store_events.clone());
+        let deliveries = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "notification_deliveries",
+            "Notification deliveries waiting (pending) and given up (dead)",
+            deliveries.clone(),
+        );
         let nats_connected = Gauge::default();
         registry.register(
             "nats_connected",
@@ -232,6 +244,7 @@ impl Telemetry {
             outbox_set_aside,
             store_bytes,
             store_events,
+            deliveries,
             nats_connected,
             scrape: Mutex::new(()),
             state: LiveState {
@@ -408,6 +421,12 @@ impl Telemetry {
         self.outbox_oldest_age_seconds.set(age);
         self.store_bytes.set(i64::try_from(store.size_bytes()).unwrap_or(i64::MAX));
         self.store_events.set(store.summary()?.events);
+        let (pending, dead) = store.delivery_counts()?;
+        for (state, count) in [("pending", pending), ("dead", dead)] {
+            self.deliveries
+                .get_or_create(&StateLabel { state: state.to_string() })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
         Ok(())
     }
 }

@@ -431,6 +431,20 @@ impl Store {
         Ok(rows)
     }
 
+    /// Notification deliveries waiting and given up (the partial indexes of
+    /// those states; delivered ones are not counted).
+    pub fn delivery_counts(&self) -> Result<(u64, u64), StoreError> {
+        let path = &self.path;
+        let count = |state: &str| -> Result<u64, StoreError> {
+            self.connection
+                .prepare_cached("SELECT count(*) FROM deliveries WHERE state = ?1")
+                .and_then(|mut statement| statement.query_row([state], |row| row.get::<_, i64>(0)))
+                .map(|count| u64::try_from(count).unwrap_or(0))
+                .context(path, "count deliveries")
+        };
+        Ok((count("pending")?, count("dead")?))
+    }
+
     /// The database's size on disk: the file and its write-ahead log.
     pub fn size_bytes(&self) -> u64 {
         let wal = {
