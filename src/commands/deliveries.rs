@@ -55,6 +55,7 @@ pub struct DeliveriesArgs {
 #[derive(Subcommand)]
 pub enum DeliveriesCommand {
     /// Make dead deliveries pending again (one by id, or --all).
+    #[command(after_help = EXAMPLES)]
     Retry(RetryArgs),
 }
 

@@ -423,3 +423,107 @@ fn refused_deliveries_are_dead_listed_and_can_be_retried() {
     let missing = crate::common::lifewatch(&["deliveries", "retry", "--db", db_arg, "999999"], None);
     assert_eq!(missing.code, Some(2), "{}", missing.stderr);
 }
+
+/// Three SIGKILLs of the monitor while it delivers to a slow receiver:
+/// after a restart every delivery ends delivered, none lost, and the
+/// receiver sees no delivery id it did not get again only as a re-send of
+/// the same id (it counts by `Idempotency-Key`).
+#[test]
+fn deliveries_survive_sigkill_of_the_monitor() {
+    use crate::nats_support::{Monitor, NatsServer, wait_for, write_config};
+    let (url, seen) = slow_receiver(std::time::Duration::from_millis(30));
+    let server = NatsServer::start(&[]);
+    let dir = TempDir::new("notify-kill");
+    let config = write_config(
+        dir.path(),
+        &[
+            ("allowed_lateness = \"30s\"", "allowed_lateness = \"3650d\""),
+            ("max_future = \"5m\"", "max_future = \"3650d\""),
+        ],
+        "",
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[delivery]\nper_channel = 1\n\n[[channels]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{url}\"\n\n\
+         [[teams]]\nname = \"platform-oncall\"\nroutes = [{{ channel = \"hook\" }}]\n"
+    ));
+    std::fs::write(&config, text).unwrap();
+    let db = dir.path().join("lifewatch.db");
+    let fixture = crate::common::repo_root().join("fixtures/launch-day.jsonl");
+    let states = || -> Vec<(i64, String)> {
+        let connection =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let mut statement = connection.prepare("SELECT id, state FROM deliveries ORDER BY id").unwrap();
+        statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?))).unwrap().map(Result::unwrap).collect()
+    };
+    // Published first, then the monitor started without waiting for it:
+    // the kills land while it stores events and delivers.
+    crate::nats_support::publish(&server.url(), &[&fixture], &[]);
+    let mut monitor = Monitor::start(&server.url(), &db, &config, &[]);
+    for round in 0..3 {
+        // Let it deliver some, then kill it mid-delivery.
+        let before = seen.lock().unwrap().len();
+        let moved = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_for("some deliveries", std::time::Duration::from_secs(20), || {
+                (seen.lock().unwrap().len() > before + 5).then_some(())
+            })
+        }));
+        if moved.is_err() {
+            let waiting = states().iter().filter(|(_, state)| state != "delivered").count();
+            panic!(
+                "round {round}: no deliveries; {waiting} not delivered\nmonitor log:\n{}",
+                monitor.log_text()
+            );
+        }
+        monitor.kill();
+        let left = states().iter().filter(|(_, state)| state == "pending").count();
+        assert!(left > 0, "round {round}: the receiver was too fast to kill the monitor mid-delivery");
+        monitor = Monitor::start(&server.url(), &db, &config, &[]);
+    }
+    let rows = wait_for("every delivery delivered", std::time::Duration::from_secs(60), || {
+        let rows = states();
+        (!rows.is_empty() && rows.iter().all(|(_, state)| state == "delivered")).then_some(rows)
+    });
+    assert!(monitor.terminate().success());
+    let keys: std::collections::BTreeSet<String> = seen.lock().unwrap().iter().cloned().collect();
+    let ids: std::collections::BTreeSet<String> = rows.iter().map(|(id, _)| id.to_string()).collect();
+    assert_eq!(keys, ids, "every delivery reached the receiver, under its own id, and nothing else did");
+}
+
+/// A receiver that takes `delay` per request and records each `Idempotency-Key`.
+fn slow_receiver(delay: std::time::Duration) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (mut length, mut key) = (0, String::new());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(value) = lower.strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+                if let Some(value) = lower.strip_prefix("idempotency-key:") {
+                    key = value.trim().to_string();
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            std::thread::sleep(delay);
+            log.lock().unwrap().push(key);
+            let mut stream = stream;
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    (url, seen)
+}
