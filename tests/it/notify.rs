@@ -527,3 +527,130 @@ fn slow_receiver(delay: std::time::Duration) -> (String, std::sync::Arc<std::syn
     });
     (url, seen)
 }
+
+/// What a scripted receiver saw: each request's `Idempotency-Key`, arrival and number.
+type Scripted = std::sync::Arc<std::sync::Mutex<Vec<(String, std::time::Instant, usize)>>>;
+
+/// A receiver on a free loopback port: `answer(n)` for its n-th request
+/// (from 0) gives the delay before answering, the status line and extra
+/// headers; every request's `Idempotency-Key` and arrival time are recorded.
+fn scripted_receiver(
+    answer: impl Fn(usize) -> (std::time::Duration, &'static str, &'static str) + Send + 'static,
+) -> (String, Scripted) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for (number, stream) in listener.incoming().enumerate() {
+            let Ok(stream) = stream else { continue };
+            let (delay, status, headers) = answer(number);
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let (mut length, mut key) = (0, String::new());
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(value) = lower.strip_prefix("content-length:") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                    if let Some(value) = lower.strip_prefix("idempotency-key:") {
+                        key = value.trim().to_string();
+                    }
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    return;
+                }
+                log.lock().unwrap().push((key, std::time::Instant::now(), number));
+                std::thread::sleep(delay);
+                let mut stream = stream;
+                let _ = stream.write_all(
+                    format!("HTTP/1.1 {status}\r\n{headers}content-length: 2\r\nconnection: close\r\n\r\nok")
+                        .as_bytes(),
+                );
+            });
+        }
+    });
+    (url, seen)
+}
+
+/// One channel's receiver hangs past the timeout, the other throttles once
+/// with `429` and `Retry-After: 1`: the second channel gets everything, its
+/// throttled delivery not before the second it was told to wait, while the
+/// first channel's deliveries stay pending (retried, not lost).
+#[test]
+fn a_hanging_or_throttling_receiver_holds_back_only_its_own_channel() {
+    use crate::nats_support::{NatsServer, started_monitor, wait_for, write_config};
+    let (hanging, _) = scripted_receiver(|_| (std::time::Duration::from_secs(30), "200 OK", ""));
+    let (throttling, seen) = scripted_receiver(|number| match number {
+        0 => (std::time::Duration::ZERO, "429 Too Many Requests", "retry-after: 1\r\n"),
+        _ => (std::time::Duration::ZERO, "200 OK", ""),
+    });
+    let server = NatsServer::start(&[]);
+    let dir = TempDir::new("notify-throttle");
+    let config = write_config(
+        dir.path(),
+        &[
+            ("allowed_lateness = \"30s\"", "allowed_lateness = \"3650d\""),
+            ("max_future = \"5m\"", "max_future = \"3650d\""),
+        ],
+        "",
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[delivery]\ntimeout = \"1s\"\nretry_base = \"200ms\"\n\n\
+         [[channels]]\nname = \"hanging\"\nkind = \"webhook\"\nurl = \"{hanging}\"\n\n\
+         [[channels]]\nname = \"throttling\"\nkind = \"webhook\"\nurl = \"{throttling}\"\n\n\
+         [[teams]]\nname = \"platform-oncall\"\nroutes = [{{ channel = \"hanging\" }}, {{ channel = \"throttling\" }}]\n"
+    ));
+    std::fs::write(&config, text).unwrap();
+    let db = dir.path().join("lifewatch.db");
+    let fixture = crate::common::repo_root().join("fixtures/provisioning_failed.jsonl");
+    let monitor = started_monitor(&server, &db, &config, &[&fixture], &[]);
+    let rows = || -> Vec<(String, String, i64, Option<String>)> {
+        let connection =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let mut statement = connection
+            .prepare("SELECT channel, state, attempts, last_error FROM deliveries ORDER BY id")
+            .unwrap();
+        statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let rows =
+        wait_for("the throttling channel's deliveries delivered", std::time::Duration::from_secs(30), || {
+            let rows = rows();
+            let throttled: Vec<_> = rows.iter().filter(|row| row.0 == "throttling").collect();
+            (!throttled.is_empty() && throttled.iter().all(|row| row.1 == "delivered")).then_some(rows)
+        });
+    assert!(monitor.terminate().success());
+    let hanging_rows: Vec<_> = rows.iter().filter(|row| row.0 == "hanging").collect();
+    assert!(
+        !hanging_rows.is_empty() && hanging_rows.iter().all(|row| row.1 == "pending"),
+        "{hanging_rows:?}"
+    );
+    assert!(
+        hanging_rows.iter().any(|row| row.3.as_deref() == Some("the receiver did not answer in time")),
+        "{hanging_rows:?}"
+    );
+    // The throttled delivery came back no sooner than Retry-After said.
+    let seen = seen.lock().unwrap().clone();
+    let first = seen.iter().find(|(_, _, number)| *number == 0).expect("a first request");
+    let again = seen
+        .iter()
+        .find(|(key, _, number)| *key == first.0 && *number > 0)
+        .expect("the throttled delivery was sent again");
+    assert!(
+        again.1.duration_since(first.1) >= std::time::Duration::from_millis(950),
+        "{:?}",
+        again.1.duration_since(first.1)
+    );
+}
