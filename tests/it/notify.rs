@@ -410,6 +410,13 @@ fn refused_deliveries_are_dead_listed_and_can_be_retried() {
         metrics.contains(&format!("lifewatch_notification_deliveries{{state=\"dead\"}} {}", dead.len())),
         "{metrics}"
     );
+    // The dashboard says so on the home page and on each incident's page.
+    let (_, home) = served.text("/");
+    assert!(home.contains(&format!("{} notifications could not be delivered", dead.len())), "{home}");
+    let incident = dead[0]["incident_id"].as_str().unwrap();
+    let (_, page) = served.text(&format!("/incidents/{incident}"));
+    assert!(page.contains("<h2>Notifications</h2>") && page.contains("delivery-dead"), "{page}");
+    assert!(page.contains("HTTP 400: bad payload"), "{page}");
     drop(served);
     let table = crate::common::lifewatch(&["deliveries", "--db", db_arg], None);
     assert!(table.assert_success().stdout_text().contains("dead"), "{}", table.stdout_text());

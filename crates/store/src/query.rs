@@ -573,6 +573,49 @@ pub fn open_counts(store: &Store) -> Result<Vec<(IncidentKind, u64)>, StoreError
 const OPEN_COUNTS_SQL: &str =
     "SELECT kind, count(*) FROM incidents WHERE status = 'open' GROUP BY kind ORDER BY kind";
 
+/// One notification of an incident, as the dashboard shows it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+pub struct NotificationState {
+    /// The delivery's id.
+    pub id: i64,
+    /// The channel.
+    pub channel: String,
+    /// The transition it carries.
+    pub transition: String,
+    /// `pending`, `delivered` or `dead`.
+    pub state: String,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// The last failure.
+    pub last_error: Option<String>,
+}
+
+/// The notifications of incident `id`, oldest first (none before schema 15's deliveries).
+pub fn notifications_of(store: &Store, id: &str) -> Result<Vec<NotificationState>, StoreError> {
+    store
+        .connection()
+        .prepare_cached(NOTIFICATIONS_SQL)
+        .and_then(|mut statement| {
+            statement
+                .query_map([id], |row| {
+                    Ok(NotificationState {
+                        id: row.get(0)?,
+                        channel: row.get(1)?,
+                        transition: row.get(2)?,
+                        state: row.get(3)?,
+                        attempts: row.get(4)?,
+                        last_error: row.get(5)?,
+                    })
+                })?
+                .collect()
+        })
+        .context(store.path(), "read an incident's notifications")
+}
+
+/// An incident's deliveries, by the incident index.
+const NOTIFICATIONS_SQL: &str = "SELECT id, channel, transition, state, attempts, last_error FROM deliveries
+     WHERE incident_id = ?1 ORDER BY id";
+
 /// Which rejected inputs to list.
 #[derive(Clone, Default, Debug)]
 pub struct RejectedFilter {
@@ -722,6 +765,8 @@ mod tests {
                 assert!(!plan.contains("TEMP B-TREE"), "{order:?} {limit:?}: {plan}");
             }
         }
+        let notifications = plan(&store, NOTIFICATIONS_SQL, ["inc_1"]);
+        assert!(notifications.contains("USING INDEX deliveries_by_incident"), "{notifications}");
         let transitions = plan(&store, TRANSITIONS_SQL, [1_i64]);
         assert!(transitions.contains("USING PRIMARY KEY (incident=?)"), "{transitions}");
         let _ = std::fs::remove_dir_all(&dir);

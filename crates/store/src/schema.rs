@@ -323,6 +323,7 @@ const MIGRATIONS: [&str; CURRENT_VERSION as usize] = [
     );
     CREATE INDEX deliveries_pending ON deliveries(id) WHERE state = 'pending';
     CREATE INDEX deliveries_dead ON deliveries(id) WHERE state = 'dead';
+    CREATE INDEX deliveries_by_incident ON deliveries(incident_id);
     ",
 ];
 

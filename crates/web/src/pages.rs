@@ -163,6 +163,8 @@ struct Home {
     next_cursor: Option<String>,
     stuck: Vec<IncidentRecord>,
     counts: Vec<(IncidentKind, u64)>,
+    /// Notifications given up.
+    dead_notifications: u64,
 }
 
 /// `/`: outage banners, open incidents by owner then severity, the stuck
@@ -215,6 +217,7 @@ pub(crate) async fn home(
                         next_cursor: page.next_cursor.map(|cursor| cursor.to_string()),
                         stuck: open_of(IncidentKind::Stuck, STUCK_LIMIT, Order::OldestFirst)?,
                         counts,
+                        dead_notifications: store.delivery_counts()?.1,
                     })
                 })
                 .map_err(ApiError::store)
@@ -242,6 +245,13 @@ fn render_home(params: &IncidentParams, home: &Home, now: Timestamp) -> Markup {
                 strong { "Regional outage in " (bounded(outage.region.as_deref().unwrap_or(&outage.entity.id))) }
                 " — " (bounded(&outage.summary)) " · since " (when(outage.opened_at, now)) " · "
                 a href=(incident_href(&outage.id)) { "details and runbook" }
+            }
+        }
+        @if home.dead_notifications > 0 {
+            div.banner role="alert" {
+                strong { (home.dead_notifications) " notification" @if home.dead_notifications != 1 { "s" } " could not be delivered" }
+                " — a team was not told. See " code { "lifewatch deliveries --state dead" } " and the incident pages; "
+                code { "lifewatch deliveries retry --all" } " sends them again."
             }
         }
         p.clock {
@@ -373,16 +383,19 @@ pub(crate) async fn incident(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let shown = id.clone();
-    let (detail, timeline, version) = state
+    let (detail, timeline, notifications, version) = state
         .pool
         .read(move |store| {
             // Each query reads one committed state of its own; the version
             // is read first, so a change in between reloads the page again.
             let read = || -> Result<_, lifewatch_store::StoreError> {
                 let version = store.version()?;
-                let Some(detail) = query::incident(store, &id)? else { return Ok((None, None, version)) };
+                let Some(detail) = query::incident(store, &id)? else {
+                    return Ok((None, None, Vec::new(), version));
+                };
                 let entity = query::entity(store, &detail.record.entity.id)?;
-                Ok((Some(detail), entity, version))
+                let notifications = query::notifications_of(store, &id)?;
+                Ok((Some(detail), entity, notifications, version))
             };
             read().map_err(ApiError::store)
         })
@@ -391,12 +404,14 @@ pub(crate) async fn incident(
         return Err(ApiError::not_found(format!("no incident {}", bounded(&shown))));
     };
     let runbook = crate::runbook::render(&state.runbook_root, &detail.record.runbook);
-    Ok(render_incident(&detail, timeline.as_ref(), &runbook, &version, wall_clock()).into_response())
+    Ok(render_incident(&detail, timeline.as_ref(), &notifications, &runbook, &version, wall_clock())
+        .into_response())
 }
 
 fn render_incident(
     detail: &IncidentDetail,
     entity: Option<&EntityDetail>,
+    notifications: &[query::NotificationState],
     runbook: &Markup,
     version: &str,
     now: Timestamp,
@@ -449,6 +464,23 @@ fn render_incident(
                             }
                         }
                         td { "#" (change.after_seq) }
+                    }
+                }
+            }
+        }
+        @if !notifications.is_empty() {
+            h2 { "Notifications" }
+            table {
+                thead { tr { th { "Channel" } th { "Transition" } th { "State" } th { "Attempts" } th { "Last error" } } }
+                tbody {
+                    @for notification in notifications {
+                        tr {
+                            td { (notification.channel) }
+                            td { (notification.transition) }
+                            td { span class={ "delivery delivery-" (notification.state) } { (notification.state) } }
+                            td { (notification.attempts) }
+                            td { (bounded(notification.last_error.as_deref().unwrap_or(""))) }
+                        }
                     }
                 }
             }
