@@ -14,7 +14,7 @@ use anyhow::Context;
 use hmac::{Hmac, Mac};
 use lifewatch_notify::payload::{self, Links};
 use lifewatch_notify::{AfterFailure, Channel, ChannelKind, Notifications, RetryPolicy, Schedule};
-use lifewatch_store::{Deliveries, Delivery, DeliveryRouter};
+use lifewatch_store::{Deliveries, Delivery, DeliveryRouter, Routing};
 
 /// What a receiver answered.
 pub struct Answer {
@@ -67,7 +67,7 @@ pub async fn send(
 ) -> Result<Answer, SendError> {
     let request = match &channel.kind {
         ChannelKind::Webhook { url, secret } => {
-            let body = serde_json::to_vec(&payload::webhook_body(transition, record))
+            let body = serde_json::to_vec(&payload::webhook_body(transition, record, links))
                 .map_err(|_| SendError::Request)?;
             let mut request = client
                 .post(url.expose())
@@ -115,18 +115,23 @@ pub fn signature(secret: &str, body: &[u8]) -> Result<String, SendError> {
     Ok(format!("sha256={}", digest.iter().map(|byte| format!("{byte:02x}")).collect::<String>()))
 }
 
-/// The router the writer uses: the channels of the owning team's routes
-/// that this version can send through.
-pub fn router(notifications: &Notifications) -> DeliveryRouter {
-    let notifications = notifications.clone();
-    Arc::new(move |owner: &str, severity: &str, kind: &str, transition: &str| {
-        notifications
+/// The routing the writer uses: the channels of the owning team's routes
+/// that this version can send through, and the teams that hold back their
+/// region's incidents during an outage (`inhibit_during_outage`, on by default).
+pub fn router(notifications: &Notifications) -> Routing {
+    let routes = notifications.clone();
+    let route: DeliveryRouter = Arc::new(move |owner: &str, severity: &str, kind: &str, transition: &str| {
+        routes
             .route(owner, severity, kind, transition)
             .into_iter()
-            .filter(|name| notifications.channels.get(*name).is_some_and(|channel| supported(&channel.kind)))
+            .filter(|name| routes.channels.get(*name).is_some_and(|channel| supported(&channel.kind)))
             .map(str::to_string)
             .collect()
-    })
+    });
+    let teams = notifications.clone();
+    let inhibit =
+        Arc::new(move |owner: &str| teams.teams.get(owner).is_some_and(|team| team.inhibit_during_outage));
+    Routing { route, inhibit }
 }
 
 /// Wall-clock milliseconds.
@@ -182,9 +187,20 @@ pub async fn run_worker(
             let Some(row) = known.get(&id) else { continue };
             let Some(channel) = notifications.channels.get(&row.channel).cloned() else { continue };
             let record: serde_json::Value = serde_json::from_str(&row.record).unwrap_or_default();
+            // An outage's messages list the incidents of its region held back meanwhile.
+            let held_back = match (
+                record.get("kind").and_then(serde_json::Value::as_str),
+                record.pointer("/entity/id"),
+            ) {
+                (Some("regional_outage"), Some(serde_json::Value::String(region))) => {
+                    tokio::task::block_in_place(|| store.held_back(region))?
+                }
+                _ => Vec::new(),
+            };
             let links = Links {
                 incident: dashboard.as_ref().map(|base| format!("{base}/incidents/{}", row.incident_id)),
                 runbook: record.get("runbook").and_then(serde_json::Value::as_str).map(str::to_string),
+                held_back,
             };
             let (client, transition, results) = (client.clone(), row.transition.clone(), results.clone());
             tokio::spawn(async move {

@@ -29,6 +29,10 @@ pub enum State {
     Delivered,
     /// Given up.
     Dead,
+    /// Held back while its region's outage is open.
+    Inhibited,
+    /// Held back, and its incident ended before the outage did: never sent on its own.
+    Suppressed,
 }
 
 /// `lifewatch deliveries` arguments.
@@ -98,6 +102,8 @@ pub fn main(args: DeliveriesArgs) -> anyhow::Result<ExitCode> {
         State::Pending => "pending",
         State::Delivered => "delivered",
         State::Dead => "dead",
+        State::Inhibited => "inhibited",
+        State::Suppressed => "suppressed",
     });
     let deliveries = store.listed(state, args.limit)?;
     let mut out = io::BufWriter::new(io::stdout().lock());

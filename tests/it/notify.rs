@@ -130,6 +130,7 @@ fn pagerduty_events_are_valid_against_the_published_schema() {
     let links = lifewatch_notify::payload::Links {
         incident: Some("http://127.0.0.1:9464/incidents/inc_1".into()),
         runbook: Some("ops/runbooks/stuck.md".into()),
+        held_back: vec!["inc_a".into(), "inc_b".into()],
     };
     for record in &records {
         for transition in ["opened", "updated", "acknowledged", "resolved", "retracted"] {
@@ -487,13 +488,17 @@ fn deliveries_survive_sigkill_of_the_monitor() {
         assert!(left > 0, "round {round}: the receiver was too fast to kill the monitor mid-delivery");
         monitor = Monitor::start(&server.url(), &db, &config, &[]);
     }
-    let rows = wait_for("every delivery delivered", std::time::Duration::from_secs(60), || {
+    // The fixture's outages hold some back (inhibited, or suppressed once
+    // their incident ended during the outage): those are never sent.
+    let rows = wait_for("every delivery delivered or held back", std::time::Duration::from_secs(60), || {
         let rows = states();
-        (!rows.is_empty() && rows.iter().all(|(_, state)| state == "delivered")).then_some(rows)
+        (!rows.is_empty() && rows.iter().all(|(_, state)| state != "pending")).then_some(rows)
     });
     assert!(monitor.terminate().success());
+    assert!(rows.iter().all(|(_, state)| ["delivered", "suppressed"].contains(&state.as_str())), "{rows:?}");
     let keys: std::collections::BTreeSet<String> = seen.lock().unwrap().iter().cloned().collect();
-    let ids: std::collections::BTreeSet<String> = rows.iter().map(|(id, _)| id.to_string()).collect();
+    let ids: std::collections::BTreeSet<String> =
+        rows.iter().filter(|(_, state)| state == "delivered").map(|(id, _)| id.to_string()).collect();
     assert_eq!(keys, ids, "every delivery reached the receiver, under its own id, and nothing else did");
 }
 
@@ -660,4 +665,69 @@ fn a_hanging_or_throttling_receiver_holds_back_only_its_own_channel() {
         "{:?}",
         again.1.duration_since(first.1)
     );
+}
+
+/// A regional outage over 30 failing projects pages once for the outage,
+/// not 31 times: the 5 failures that opened before the outage went out on
+/// their own, the 25 that opened while it lasts are held back and listed in
+/// the outage's messages (`held_back`), never sent on their own.
+#[test]
+fn an_outage_holds_back_its_region_s_new_incidents() {
+    use crate::nats_support::{NatsServer, started_monitor, wait_for, write_config};
+    let (url, seen) = recording_receiver(0);
+    let server = NatsServer::start(&[]);
+    let dir = TempDir::new("notify-inhibit");
+    let config = write_config(
+        dir.path(),
+        &[
+            ("allowed_lateness = \"30s\"", "allowed_lateness = \"3650d\""),
+            ("max_future = \"5m\"", "max_future = \"3650d\""),
+        ],
+        "",
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[[channels]]\nname = \"pager\"\nkind = \"webhook\"\nurl = \"{url}\"\n\n[[teams]]\nname = \"platform-oncall\"\nroutes = [{{ channel = \"pager\", transitions = [\"opened\"] }}]\n"
+    ));
+    std::fs::write(&config, text).unwrap();
+    // 30 projects of one region fail one after the other and stay failed.
+    let mut lines = vec![
+        r#"{"specversion":"1.0","id":"ev-acc","source":"t","type":"account.created","subject":"acc_x","time":"2026-11-27T10:00:00Z","data":{"plan":"enterprise"}}"#.to_string(),
+        r#"{"specversion":"1.0","id":"ev-act","source":"t","type":"account.activated","subject":"acc_x","time":"2026-11-27T10:00:10Z","data":{}}"#.to_string(),
+    ];
+    for project in 1..=30 {
+        lines.push(format!(r#"{{"specversion":"1.0","id":"req-{project}","source":"t","type":"project.requested","subject":"prj_{project}","time":"2026-11-27T10:01:00Z","data":{{"account_id":"acc_x","region":"r-test"}}}}"#));
+        lines.push(format!(r#"{{"specversion":"1.0","id":"start-{project}","source":"t","type":"project.provisioning_started","subject":"prj_{project}","time":"2026-11-27T10:01:30Z","data":{{}}}}"#));
+    }
+    for project in 1..=30 {
+        // 20 s apart: all within the provisioning deadline, so no `stuck` joins in.
+        let (minute, second) = (2 + project * 20 / 60, project * 20 % 60);
+        lines.push(format!(r#"{{"specversion":"1.0","id":"fail-{project}","source":"t","type":"project.provisioning_failed","subject":"prj_{project}","time":"2026-11-27T10:{minute:02}:{second:02}Z","data":{{"error":"capacity","retryable":true}}}}"#));
+    }
+    let fixture = dir.path().join("outage.jsonl");
+    std::fs::write(&fixture, lines.join("\n") + "\n").unwrap();
+    let db = dir.path().join("lifewatch.db");
+    let monitor = started_monitor(&server, &db, &config, &[&fixture], &[]);
+    let states = || -> Vec<(String, String)> {
+        let connection =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let mut statement =
+            connection.prepare("SELECT incident_id, state FROM deliveries ORDER BY id").unwrap();
+        statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?))).unwrap().map(Result::unwrap).collect()
+    };
+    let rows = wait_for("nothing pending", std::time::Duration::from_secs(30), || {
+        let rows = states();
+        (!rows.is_empty() && rows.iter().all(|(_, state)| state != "pending")).then_some(rows)
+    });
+    assert!(monitor.terminate().success());
+    let held: Vec<_> = rows.iter().filter(|(_, state)| state == "inhibited").collect();
+    let sent: Vec<_> = rows.iter().filter(|(_, state)| state == "delivered").collect();
+    assert_eq!(held.len(), 25, "{rows:?}");
+    assert_eq!(sent.len(), 6, "5 failures before the outage and the outage itself: {rows:?}");
+    let seen = seen.lock().unwrap().clone();
+    let outage: Vec<_> =
+        seen.iter().filter(|(_, body)| body["incident"]["kind"] == "regional_outage").collect();
+    assert_eq!(outage.len(), 1, "one page for the outage");
+    assert_eq!(outage[0].1["held_back"]["count"], 25, "{}", outage[0].1);
+    assert_eq!(seen.len(), 6, "no held-back incident was sent on its own");
 }

@@ -16,14 +16,20 @@ pub const SLACK_MAX_BLOCKS: usize = 50;
 /// PagerDuty's limit on `payload.summary`.
 pub const PAGERDUTY_SUMMARY: usize = 1_024;
 
-/// Links a message carries.
+/// Links a message carries, and what it reports besides the record.
 #[derive(Clone, Debug, Default)]
 pub struct Links {
     /// The incident's page on the dashboard, when the dashboard's URL is configured.
     pub incident: Option<String>,
     /// The runbook (a URL, or the path in the operations package).
     pub runbook: Option<String>,
+    /// For a regional outage: the incidents of its region held back while
+    /// it was open (not sent on their own).
+    pub held_back: Vec<String>,
 }
+
+/// How many held-back incident ids a message lists (the count stays exact).
+pub const HELD_BACK_LISTED: usize = 50;
 
 /// `text` cut to at most `max` characters, with `…` when cut.
 pub fn bounded(text: &str, max: usize) -> String {
@@ -37,9 +43,21 @@ fn field<'a>(record: &'a Record, name: &str) -> &'a str {
     record.get(name).and_then(Value::as_str).unwrap_or("")
 }
 
-/// The webhook body: `{"transition", "incident"}`.
-pub fn webhook_body(transition: &str, record: &Record) -> Value {
-    json!({ "transition": transition, "incident": record })
+/// The webhook body: `{"transition", "incident"}`, and for an outage that
+/// held incidents back, `"held_back": {"count", "incidents"}`.
+pub fn webhook_body(transition: &str, record: &Record, links: &Links) -> Value {
+    let mut body = json!({ "transition": transition, "incident": record });
+    if !links.held_back.is_empty() {
+        body["held_back"] = held_back(links);
+    }
+    body
+}
+
+fn held_back(links: &Links) -> Value {
+    json!({
+        "count": links.held_back.len(),
+        "incidents": links.held_back.iter().take(HELD_BACK_LISTED).collect::<Vec<_>>(),
+    })
 }
 
 /// A Slack incoming-webhook message: a one-line `text` (the notification
@@ -76,6 +94,15 @@ pub fn slack_message(transition: &str, record: &Record, links: &Links) -> Value 
         json!({"type": "section", "text": {"type": "plain_text", "text": bounded(&summary, SLACK_SECTION_TEXT)}}),
         json!({"type": "section", "fields": fields}),
     ];
+    if !links.held_back.is_empty() {
+        let listed: Vec<&str> = links.held_back.iter().take(HELD_BACK_LISTED).map(String::as_str).collect();
+        let text = format!(
+            "{} incidents of this region held back while it lasts: {}",
+            links.held_back.len(),
+            listed.join(", ")
+        );
+        blocks.push(json!({"type": "section", "text": {"type": "plain_text", "text": bounded(&text, SLACK_SECTION_TEXT)}}));
+    }
     if !link_lines.is_empty() {
         blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": bounded(&link_lines.join("\n"), SLACK_SECTION_TEXT)}}));
     }
@@ -112,6 +139,9 @@ pub fn pagerduty_event(routing_key: &str, transition: &str, record: &Record, lin
             "custom_details": { "transition": transition, "incident": record },
         },
     });
+    if !links.held_back.is_empty() {
+        event["payload"]["custom_details"]["held_back"] = held_back(links);
+    }
     let mut pagerduty_links = Vec::new();
     if let Some(incident) = &links.incident {
         event["client_url"] = json!(incident);
@@ -142,7 +172,8 @@ mod tests {
 
     #[test]
     fn pagerduty_actions_follow_the_transition_and_one_incident_is_one_alert() {
-        let links = Links { incident: Some("http://127.0.0.1:9464/incidents/inc_1".into()), runbook: None };
+        let links =
+            Links { incident: Some("http://127.0.0.1:9464/incidents/inc_1".into()), ..Links::default() };
         let opened = pagerduty_event("rk", "opened", &record("s"), &links);
         let resolved = pagerduty_event("rk", "resolved", &record("s"), &links);
         let acknowledged = pagerduty_event("rk", "acknowledged", &record("s"), &links);

@@ -9,6 +9,7 @@
 //! the receiver accepted it (`delivered`) or it was given up (`dead`);
 //! `lifewatch deliveries retry` makes dead ones pending again.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,6 +22,28 @@ use crate::schema::{self, Access, Durability};
 /// The channels one transition goes to: `(owner, severity, kind, transition)` → channel names.
 pub type DeliveryRouter = Arc<dyn Fn(&str, &str, &str, &str) -> Vec<String> + Send + Sync>;
 
+/// Where transitions go, and which teams hold back their incidents of a
+/// region while its outage is open.
+#[derive(Clone)]
+pub struct Routing {
+    /// The channels of a transition.
+    pub route: DeliveryRouter,
+    /// Whether an owner's `stuck` and `provisioning_failed` incidents are
+    /// held back while their region's outage is open.
+    pub inhibit: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+}
+
+/// The regions with an open outage, before a batch writes.
+pub(crate) fn open_outage_regions(
+    connection: &Connection,
+    path: &Path,
+) -> Result<HashSet<String>, StoreError> {
+    connection
+        .prepare_cached("SELECT entity_id FROM incidents WHERE status = 'open' AND kind = 'regional_outage'")
+        .and_then(|mut statement| statement.query_map([], |row| row.get(0))?.collect())
+        .context(path, "read the open outages")
+}
+
 /// The largest outbox id, before a batch writes its transitions.
 pub(crate) fn last_outbox_id(connection: &Connection, path: &Path) -> Result<i64, StoreError> {
     connection
@@ -29,12 +52,19 @@ pub(crate) fn last_outbox_id(connection: &Connection, path: &Path) -> Result<i64
 }
 
 /// Inserts the deliveries of every outbox entry after `after`, in the
-/// caller's transaction.
+/// caller's transaction, walking the entries in order: `open` (the regions
+/// whose outage was open before the batch) follows the outages' own
+/// transitions. A `stuck` or `provisioning_failed` transition in a region
+/// with an open outage, of a team that inhibits, is held back
+/// (`inhibited`); when that outage resolves, the held-back deliveries of
+/// incidents still open are released (`pending`) and the others are
+/// `suppressed` (never sent on their own; the outage's messages list them).
 pub(crate) fn queue(
     connection: &Connection,
     path: &Path,
     after: i64,
-    router: &DeliveryRouter,
+    mut open: HashSet<String>,
+    routing: &Routing,
 ) -> Result<u64, StoreError> {
     let entries: Vec<(i64, String, String, String)> = connection
         .prepare_cached(
@@ -51,22 +81,98 @@ pub(crate) fn queue(
     let mut queued = 0;
     let mut insert = connection
         .prepare_cached(
-            "INSERT INTO deliveries(outbox_id, channel, incident_id, transition) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO deliveries(outbox_id, channel, incident_id, transition, region, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .context(path, "queue a delivery")?;
+    // The last transition of each incident so far in this walk, and the
+    // incidents held back in it.
+    let mut last: HashMap<String, String> = HashMap::new();
+    let mut held_now: HashSet<String> = HashSet::new();
     for (outbox_id, incident, transition, record) in entries {
         let record: serde_json::Value = serde_json::from_str(&record)
             .map_err(|source| StoreError::BadRecord { path: path.to_path_buf(), source })?;
         let text =
             |name: &str| record.get(name).and_then(serde_json::Value::as_str).unwrap_or("").to_string();
-        for channel in router(&text("owner"), &text("severity"), &text("kind"), &transition) {
+        let (kind, owner) = (text("kind"), text("owner"));
+        let region = record.get("region").and_then(serde_json::Value::as_str).map(str::to_string);
+        let ended = matches!(transition.as_str(), "resolved" | "retracted");
+        let mut state = "pending";
+        if kind == "regional_outage" {
+            let id =
+                record.pointer("/entity/id").and_then(serde_json::Value::as_str).unwrap_or("").to_string();
+            if ended {
+                open.remove(&id);
+                release(connection, path, &id, &last)?;
+            } else {
+                open.insert(id);
+            }
+        } else if matches!(kind.as_str(), "stuck" | "provisioning_failed")
+            && region.as_ref().is_some_and(|region| open.contains(region))
+            && (routing.inhibit)(&owner)
+        {
+            // Only incidents that opened during the outage are held back
+            // (with every later transition while it lasts); one already
+            // sent before it keeps going out, its resolution included.
+            let held = transition == "opened"
+                || held_now.contains(&incident)
+                || held_before(connection, path, &incident)?;
+            if held {
+                held_now.insert(incident.clone());
+                state = "inhibited";
+            }
+        }
+        last.insert(incident.clone(), transition.clone());
+        for channel in (routing.route)(&owner, &text("severity"), &kind, &transition) {
             insert
-                .execute(params![outbox_id, channel, incident, transition])
+                .execute(params![outbox_id, channel, incident, transition, region, state])
                 .context(path, "queue a delivery")?;
             queued += 1;
         }
     }
     Ok(queued)
+}
+
+/// Whether an earlier batch held back a delivery of `incident`.
+fn held_before(connection: &Connection, path: &Path, incident: &str) -> Result<bool, StoreError> {
+    connection
+        .prepare_cached("SELECT 1 FROM deliveries WHERE incident_id = ?1 AND state = 'inhibited' LIMIT 1")
+        .and_then(|mut statement| statement.query_row([incident], |_| Ok(())).optional())
+        .map(|found| found.is_some())
+        .context(path, "read held-back deliveries")
+}
+
+/// The outage of `region` resolved: its held-back deliveries go out when
+/// their incident is still open (by the walk so far, else by the table),
+/// and are suppressed when it ended.
+fn release(
+    connection: &Connection,
+    path: &Path,
+    region: &str,
+    last: &HashMap<String, String>,
+) -> Result<(), StoreError> {
+    let held: Vec<(i64, String, String)> = connection
+        .prepare_cached(
+            "SELECT deliveries.id, deliveries.incident_id, coalesce(incidents.status, 'resolved')
+             FROM deliveries LEFT JOIN incidents ON incidents.id = deliveries.incident_id
+             WHERE deliveries.region = ?1 AND deliveries.state = 'inhibited'",
+        )
+        .and_then(|mut statement| {
+            statement.query_map([region], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?.collect()
+        })
+        .context(path, "read held-back deliveries")?;
+    let mut update = connection
+        .prepare_cached("UPDATE deliveries SET state = ?2 WHERE id = ?1")
+        .context(path, "release a delivery")?;
+    for (id, incident, status) in held {
+        let still_open = match last.get(&incident) {
+            Some(transition) => !matches!(transition.as_str(), "resolved" | "retracted"),
+            None => status == "open",
+        };
+        let state = if still_open { "pending" } else { "suppressed" };
+        update.execute(params![id, state]).context(path, "release a delivery")?;
+    }
+    Ok(())
 }
 
 /// A delivery with what it carries.
@@ -204,6 +310,17 @@ impl Deliveries {
                    done_at_ms = NULL WHERE state = 'dead' AND (?1 IS NULL OR id = ?1)";
         let changed = self.connection.execute(sql, params![id]).context(&self.path, "re-queue deliveries")?;
         Ok(changed as u64)
+    }
+
+    /// The incidents held back, or suppressed, while `region`'s outage was open.
+    pub fn held_back(&self, region: &str) -> Result<Vec<String>, StoreError> {
+        self.connection
+            .prepare_cached(
+                "SELECT DISTINCT incident_id FROM deliveries
+                 WHERE region = ?1 AND state IN ('inhibited', 'suppressed') ORDER BY incident_id",
+            )
+            .and_then(|mut statement| statement.query_map([region], |row| row.get(0))?.collect())
+            .context(&self.path, "read held-back deliveries")
     }
 
     /// Whether delivery `id` exists.

@@ -69,7 +69,7 @@ mod seqs;
 mod verify;
 mod writer;
 
-pub use deliveries::{Deliveries, Delivery, DeliveryRouter};
+pub use deliveries::{Deliveries, Delivery, DeliveryRouter, Routing};
 pub use error::StoreError;
 pub use log::RestoreStats;
 pub use project::{Difference, StoredEntity};

@@ -314,6 +314,7 @@ const MIGRATIONS: [&str; CURRENT_VERSION as usize] = [
         channel TEXT NOT NULL,
         incident_id TEXT NOT NULL,
         transition TEXT NOT NULL,
+        region TEXT,
         state TEXT NOT NULL DEFAULT 'pending',
         attempts INTEGER NOT NULL DEFAULT 0,
         not_before_ms INTEGER NOT NULL DEFAULT 0,
@@ -324,6 +325,9 @@ const MIGRATIONS: [&str; CURRENT_VERSION as usize] = [
     CREATE INDEX deliveries_pending ON deliveries(id) WHERE state = 'pending';
     CREATE INDEX deliveries_dead ON deliveries(id) WHERE state = 'dead';
     CREATE INDEX deliveries_by_incident ON deliveries(incident_id);
+    -- Deliveries held back while their region's outage is open
+    -- (`inhibited`), and those whose incident ended meanwhile (`suppressed`).
+    CREATE INDEX deliveries_held_back ON deliveries(region) WHERE state IN ('inhibited', 'suppressed');
     ",
 ];
 

@@ -151,7 +151,7 @@ struct Db {
     connection: Connection,
     blocks: BlockWriter,
     /// Where transitions are delivered; `None`: no delivery rows.
-    router: Option<crate::deliveries::DeliveryRouter>,
+    router: Option<crate::deliveries::Routing>,
 }
 
 impl Db {
@@ -162,14 +162,17 @@ impl Db {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .context(path, "begin a transaction")?;
         let before = match self.router {
-            Some(_) => crate::deliveries::last_outbox_id(&transaction, path)?,
-            None => 0,
+            Some(_) => Some((
+                crate::deliveries::last_outbox_id(&transaction, path)?,
+                crate::deliveries::open_outage_regions(&transaction, path)?,
+            )),
+            None => None,
         };
         let committed = batch.write(&transaction, path, &mut self.blocks)?;
-        if let Some(router) = &self.router
+        if let (Some(routing), Some((after, open))) = (&self.router, before)
             && committed.transitions > 0
         {
-            crate::deliveries::queue(&transaction, path, before, router)?;
+            crate::deliveries::queue(&transaction, path, after, open, routing)?;
         }
         transaction.commit().context(path, "commit a batch")?;
         Ok(committed)
@@ -348,8 +351,8 @@ impl Writer {
     /// The engine: read incidents and entities from it, never feed it
     /// From now on every committed transition also gets one delivery row
     /// per channel `router` names for it, in the same transaction.
-    pub fn set_delivery_router(&mut self, router: crate::deliveries::DeliveryRouter) {
-        lock(&self.db).router = Some(router);
+    pub fn set_delivery_router(&mut self, routing: crate::deliveries::Routing) {
+        lock(&self.db).router = Some(routing);
     }
 
     /// directly (feed the writer, so that the log records it).
