@@ -53,6 +53,110 @@ fn run(dir: &TempDir, config: &str, args: &[&str]) -> (Option<i32>, String, Stri
     )
 }
 
+/// How a test receiver answers one request.
+struct Reply {
+    /// Waited before answering.
+    delay: std::time::Duration,
+    /// The status line's code and reason.
+    status: &'static str,
+    /// Extra header lines, each ending in CRLF.
+    headers: &'static str,
+}
+
+/// An immediate answer with `status`.
+fn reply(status: &'static str) -> Reply {
+    Reply { delay: std::time::Duration::ZERO, status, headers: "" }
+}
+
+/// One request a test receiver got.
+#[derive(Clone, Debug)]
+struct Request {
+    /// Its number, in the order connections were accepted (from 0).
+    number: usize,
+    /// The header lines, lowercased.
+    head: String,
+    /// Its `Idempotency-Key`.
+    key: String,
+    /// Its body as JSON (`Null` when it is not).
+    body: serde_json::Value,
+    /// When it was read.
+    at: std::time::Instant,
+}
+
+/// What a test receiver got.
+type Requests = std::sync::Arc<std::sync::Mutex<Vec<Request>>>;
+
+/// A receiver on a free loopback port, for as long as the test process
+/// runs: each connection on a thread of its own, answered as `script` says
+/// for its number (the body is `received`), every request recorded as it is read.
+fn receiver(script: impl Fn(usize) -> Reply + Send + 'static) -> (String, Requests) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let requests = Requests::default();
+    let log = requests.clone();
+    std::thread::spawn(move || {
+        for (number, stream) in listener.incoming().enumerate() {
+            let Ok(stream) = stream else { continue };
+            let answer = script(number);
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let (mut head, mut length, mut key) = (String::new(), 0, String::new());
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(value) = lower.strip_prefix("content-length:") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                    if let Some(value) = lower.strip_prefix("idempotency-key:") {
+                        key = value.trim().to_string();
+                    }
+                    head.push_str(&lower);
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    return;
+                }
+                let body = serde_json::from_slice(&body).unwrap_or_default();
+                log.lock().unwrap().push(Request { number, head, key, body, at: std::time::Instant::now() });
+                std::thread::sleep(answer.delay);
+                let mut stream = stream;
+                let _ = stream.write_all(
+                    format!(
+                        "HTTP/1.1 {}\r\n{}content-length: 8\r\nconnection: close\r\n\r\nreceived",
+                        answer.status, answer.headers
+                    )
+                    .as_bytes(),
+                );
+            });
+        }
+    });
+    (url, requests)
+}
+
+/// The shipped configuration with the live clock out of the way (events of
+/// any date are taken and no deadline fires on the wall clock), `[nats]`
+/// reporting every second, and `notifications` (TOML) appended.
+fn config_with(dir: &std::path::Path, notifications: &str) -> std::path::PathBuf {
+    let config = crate::nats_support::write_config(
+        dir,
+        &[
+            ("allowed_lateness = \"30s\"", "allowed_lateness = \"3650d\""),
+            ("max_future = \"5m\"", "max_future = \"3650d\""),
+        ],
+        "report_interval = \"1s\"\n",
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push('\n');
+    text.push_str(notifications);
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
 #[test]
 fn check_shows_the_routes_and_no_secret() {
     let dir = TempDir::new("notify-check");
@@ -145,43 +249,6 @@ fn pagerduty_events_are_valid_against_the_published_schema() {
     assert!(!validator.is_valid(&wrong));
 }
 
-/// A receiver on a free loopback port answering each request with `status`;
-/// the requests it got (head and body), when asked.
-fn receiver(status: u16, requests: usize) -> (String, std::thread::JoinHandle<Vec<(String, String)>>) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let handle = std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        for _ in 0..requests {
-            let Ok((stream, _)) = listener.accept() else { break };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut head = String::new();
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-                head.push_str(&line);
-            }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
-            let answer = format!(
-                "HTTP/1.1 {status} Whatever\r\ncontent-length: 8\r\nconnection: close\r\n\r\nreceived"
-            );
-            let mut stream = stream;
-            stream.write_all(answer.as_bytes()).unwrap();
-            seen.push((head, String::from_utf8_lossy(&body).into_owned()));
-        }
-        seen
-    });
-    (url, handle)
-}
-
 #[test]
 fn notify_test_sends_a_marked_signed_message_and_reports_the_answer() {
     let dir = TempDir::new("notify-test");
@@ -190,31 +257,28 @@ fn notify_test_sends_a_marked_signed_message_and_reports_the_answer() {
             "[[channels]]\nname = \"audit\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"MARKER-secret\"\n"
         )
     };
-    let (url, seen) = receiver(200, 1);
+    let (url, seen) = receiver(|_| reply("200 OK"));
     let (code, stdout, stderr) = run(&dir, &config(&url), &["notify", "test", "--channel", "audit"]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(
         stdout.contains("audit (webhook) sent a test: HTTP 200") && stdout.contains("received"),
         "{stdout}"
     );
-    let requests = seen.join().unwrap();
-    let (head, body) = &requests[0];
-    let head = head.to_ascii_lowercase();
+    let request = seen.lock().unwrap()[0].clone();
+    let (head, body) = (&request.head, &request.body);
     assert!(
         head.contains("idempotency-key: test-") && head.contains("x-lifewatch-signature: sha256="),
         "{head}"
     );
-    let body: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(body["transition"], "test");
     assert!(body["incident"]["summary"].as_str().unwrap().starts_with("TEST"), "{body}");
     assert!(!stdout.contains("MARKER") && !stderr.contains("MARKER"));
 
     // A receiver that fails: exit 1 with its answer.
-    let (url, seen) = receiver(500, 1);
+    let (url, _) = receiver(|_| reply("500 Internal Server Error"));
     let (code, stdout, _) = run(&dir, &config(&url), &["notify", "test", "--channel", "audit"]);
     assert_eq!(code, Some(1), "{stdout}");
     assert!(stdout.contains("HTTP 500"), "{stdout}");
-    seen.join().unwrap();
     // No receiver at all: exit 1, and the URL (a secret) is not printed.
     let (code, stdout, stderr) =
         run(&dir, &config("http://127.0.0.1:9/MARKER-path"), &["notify", "test", "--channel", "audit"]);
@@ -226,76 +290,23 @@ fn notify_test_sends_a_marked_signed_message_and_reports_the_answer() {
     assert!(stderr.contains("its channels are: audit"), "{stderr}");
 }
 
-/// The requests a recording receiver got: `Idempotency-Key` and body.
-type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
-
-/// A receiver on a free loopback port that records every request (its
-/// `Idempotency-Key` and body) and answers 500 to the first `failures`
-/// requests, then 200. It runs until the test process ends.
-fn recording_receiver(failures: usize) -> (String, Seen) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        let mut answered = 0;
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let (mut length, mut key) = (0, String::new());
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                let lower = line.to_ascii_lowercase();
-                if let Some(value) = lower.strip_prefix("content-length:") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-                if let Some(value) = lower.strip_prefix("idempotency-key:") {
-                    key = value.trim().to_string();
-                }
-            }
-            let mut body = vec![0; length];
-            if reader.read_exact(&mut body).is_err() {
-                continue;
-            }
-            let status = if answered < failures { "500 Internal Server Error" } else { "200 OK" };
-            answered += 1;
-            log.lock().unwrap().push((key, serde_json::from_slice(&body).unwrap_or_default()));
-            let mut stream = stream;
-            let _ = stream.write_all(
-                format!("HTTP/1.1 {status}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").as_bytes(),
-            );
-        }
-    });
-    (url, seen)
-}
-
 /// The monitor delivers every transition of its teams' incidents to a
 /// webhook: each once (by `Idempotency-Key`), in order per incident, a
 /// failure retried; the delivery rows end delivered.
 #[test]
 fn run_delivers_each_transition_to_the_webhook_in_order_once() {
-    use crate::nats_support::{NatsServer, started_monitor, wait_for, write_config};
+    use crate::nats_support::{NatsServer, started_monitor, wait_for};
     let server = NatsServer::start(&[]);
     let dir = TempDir::new("notify-live");
-    let (url, seen) = recording_receiver(2);
-    let config = write_config(
+    let (url, seen) =
+        receiver(|number| reply(if number < 2 { "500 Internal Server Error" } else { "200 OK" }));
+    let config = config_with(
         dir.path(),
-        &[
-            ("allowed_lateness = \"30s\"", "allowed_lateness = \"3650d\""),
-            ("max_future = \"5m\"", "max_future = \"3650d\""),
-        ],
-        "report_interval = \"1s\"\n",
-    );
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!(
-        "\n[delivery]\nretry_base = \"50ms\"\n\n[[channels]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{url}\"\n\n\
+        &format!(
+            "\n[delivery]\nretry_base = \"50ms\"\n\n[[channels]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{url}\"\n\n\
          [[teams]]\nname = \"platform-oncall\"\nroutes = [{{ channel = \"hook\" }}]\n"
-    ));
-    std::fs::write(&config, text).unwrap();
+        ),
+    );
     let db = dir.path().join("lifewatch.db");
     let fixture = crate::common::repo_root().join("fixtures/provisioning_failed.jsonl");
     let monitor = started_monitor(&server, &db, &config, &[&fixture], &[]);
@@ -318,14 +329,14 @@ fn run_delivers_each_transition_to_the_webhook_in_order_once() {
     assert!(monitor.terminate().success());
     let seen = seen.lock().unwrap().clone();
     // Two failures were answered 500 and sent again: every delivery once more than not at all, none lost.
-    let keys: std::collections::BTreeSet<&str> = seen.iter().map(|(key, _)| key.as_str()).collect();
+    let keys: std::collections::BTreeSet<&str> = seen.iter().map(|request| request.key.as_str()).collect();
     assert_eq!(keys.len(), delivered.len(), "{seen:?}");
     assert_eq!(seen.len(), delivered.len() + 2);
     // In order per incident: the transitions each incident's webhook calls carried, in arrival order
     // of their first success, are the transitions of its delivery rows in id order.
     let mut by_incident: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     let mut counted = std::collections::BTreeSet::new();
-    for (key, body) in seen.iter().rev() {
+    for Request { key, body, .. } in seen.iter().rev() {
         // The last copy of each key is the one that was accepted.
         if counted.insert(key.clone()) {
             let incident = body["incident"]["id"].as_str().unwrap().to_string();
@@ -349,41 +360,16 @@ fn run_delivers_each_transition_to_the_webhook_in_order_once() {
 /// `deliveries retry --all` makes it pending again.
 #[test]
 fn refused_deliveries_are_dead_listed_and_can_be_retried() {
-    use crate::nats_support::{NatsServer, started_monitor, wait_for, write_config};
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            let mut stream = stream;
-            let _ = stream.write_all(
-                b"HTTP/1.1 400 Bad Request\r\ncontent-length: 11\r\nconnection: close\r\n\r\nbad payload",
-            );
-        }
-    });
+    use crate::nats_support::{NatsServer, started_monitor, wait_for};
+    let (url, _) = receiver(|_| reply("400 Bad Request"));
     let server = NatsServer::start(&[]);
     let dir = TempDir::new("notify-dead");
-    let config =
-        write_config(dir.path(), &[("allowed_lateness = \"30s\"", "allowed_lateness = \"3650d\"")], "");
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!(
-        "\n[[channels]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{url}\"\n\n[[teams]]\nname = \"platform-oncall\"\nroutes = [{{ channel = \"hook\" }}]\n"
-    ));
-    std::fs::write(&config, text).unwrap();
+    let config = config_with(
+        dir.path(),
+        &format!(
+            "[[channels]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{url}\"\n\n[[teams]]\nname = \"platform-oncall\"\nroutes = [{{ channel = \"hook\" }}]\n"
+        ),
+    );
     let db = dir.path().join("lifewatch.db");
     let db_arg = db.to_str().unwrap();
     let fixture = crate::common::repo_root().join("fixtures/provisioning_failed.jsonl");
@@ -401,7 +387,7 @@ fn refused_deliveries_are_dead_listed_and_can_be_retried() {
     });
     assert!(monitor.terminate().success());
     assert!(
-        dead.iter().all(|row| row["last_error"].as_str().unwrap().starts_with("HTTP 400: bad payload")),
+        dead.iter().all(|row| row["last_error"].as_str().unwrap().starts_with("HTTP 400: received")),
         "{dead:?}"
     );
     // /metrics counts them.
@@ -417,7 +403,7 @@ fn refused_deliveries_are_dead_listed_and_can_be_retried() {
     let incident = dead[0]["incident_id"].as_str().unwrap();
     let (_, page) = served.text(&format!("/incidents/{incident}"));
     assert!(page.contains("<h2>Notifications</h2>") && page.contains("delivery-dead"), "{page}");
-    assert!(page.contains("HTTP 400: bad payload"), "{page}");
+    assert!(page.contains("HTTP 400: received"), "{page}");
     drop(served);
     let table = crate::common::lifewatch(&["deliveries", "--db", db_arg], None);
     assert!(table.assert_success().stdout_text().contains("dead"), "{}", table.stdout_text());
@@ -438,24 +424,17 @@ fn refused_deliveries_are_dead_listed_and_can_be_retried() {
 /// the same id (it counts by `Idempotency-Key`).
 #[test]
 fn deliveries_survive_sigkill_of_the_monitor() {
-    use crate::nats_support::{Monitor, NatsServer, wait_for, write_config};
-    let (url, seen) = slow_receiver(std::time::Duration::from_millis(30));
+    use crate::nats_support::{Monitor, NatsServer, wait_for};
+    let (url, seen) = receiver(|_| Reply { delay: std::time::Duration::from_millis(30), ..reply("200 OK") });
     let server = NatsServer::start(&[]);
     let dir = TempDir::new("notify-kill");
-    let config = write_config(
+    let config = config_with(
         dir.path(),
-        &[
-            ("allowed_lateness = \"30s\"", "allowed_lateness = \"3650d\""),
-            ("max_future = \"5m\"", "max_future = \"3650d\""),
-        ],
-        "",
-    );
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!(
-        "\n[delivery]\nper_channel = 1\n\n[[channels]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{url}\"\n\n\
+        &format!(
+            "\n[delivery]\nper_channel = 1\n\n[[channels]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{url}\"\n\n\
          [[teams]]\nname = \"platform-oncall\"\nroutes = [{{ channel = \"hook\" }}]\n"
-    ));
-    std::fs::write(&config, text).unwrap();
+        ),
+    );
     let db = dir.path().join("lifewatch.db");
     let fixture = crate::common::repo_root().join("fixtures/launch-day.jsonl");
     let states = || -> Vec<(i64, String)> {
@@ -496,100 +475,11 @@ fn deliveries_survive_sigkill_of_the_monitor() {
     });
     assert!(monitor.terminate().success());
     assert!(rows.iter().all(|(_, state)| ["delivered", "suppressed"].contains(&state.as_str())), "{rows:?}");
-    let keys: std::collections::BTreeSet<String> = seen.lock().unwrap().iter().cloned().collect();
+    let keys: std::collections::BTreeSet<String> =
+        seen.lock().unwrap().iter().map(|request| request.key.clone()).collect();
     let ids: std::collections::BTreeSet<String> =
         rows.iter().filter(|(_, state)| state == "delivered").map(|(id, _)| id.to_string()).collect();
     assert_eq!(keys, ids, "every delivery reached the receiver, under its own id, and nothing else did");
-}
-
-/// A receiver that takes `delay` per request and records each `Idempotency-Key`.
-fn slow_receiver(delay: std::time::Duration) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let (mut length, mut key) = (0, String::new());
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                let lower = line.to_ascii_lowercase();
-                if let Some(value) = lower.strip_prefix("content-length:") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-                if let Some(value) = lower.strip_prefix("idempotency-key:") {
-                    key = value.trim().to_string();
-                }
-            }
-            let mut body = vec![0; length];
-            if reader.read_exact(&mut body).is_err() {
-                continue;
-            }
-            std::thread::sleep(delay);
-            log.lock().unwrap().push(key);
-            let mut stream = stream;
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
-        }
-    });
-    (url, seen)
-}
-
-/// What a scripted receiver saw: each request's `Idempotency-Key`, arrival and number.
-type Scripted = std::sync::Arc<std::sync::Mutex<Vec<(String, std::time::Instant, usize)>>>;
-
-/// A receiver on a free loopback port: `answer(n)` for its n-th request
-/// (from 0) gives the delay before answering, the status line and extra
-/// headers; every request's `Idempotency-Key` and arrival time are recorded.
-fn scripted_receiver(
-    answer: impl Fn(usize) -> (std::time::Duration, &'static str, &'static str) + Send + 'static,
-) -> (String, Scripted) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        for (number, stream) in listener.incoming().enumerate() {
-            let Ok(stream) = stream else { continue };
-            let (delay, status, headers) = answer(number);
-            let log = log.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let (mut length, mut key) = (0, String::new());
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    let lower = line.to_ascii_lowercase();
-                    if let Some(value) = lower.strip_prefix("content-length:") {
-                        length = value.trim().parse().unwrap_or(0);
-                    }
-                    if let Some(value) = lower.strip_prefix("idempotency-key:") {
-                        key = value.trim().to_string();
-                    }
-                }
-                let mut body = vec![0; length];
-                if reader.read_exact(&mut body).is_err() {
-                    return;
-                }
-                log.lock().unwrap().push((key, std::time::Instant::now(), number));
-                std::thread::sleep(delay);
-                let mut stream = stream;
-                let _ = stream.write_all(
-                    format!("HTTP/1.1 {status}\r\n{headers}content-length: 2\r\nconnection: close\r\n\r\nok")
-                        .as_bytes(),
-                );
-            });
-        }
-    });
-    (url, seen)
 }
 
 /// One channel's receiver hangs past the timeout, the other throttles once
@@ -598,30 +488,23 @@ fn scripted_receiver(
 /// first channel's deliveries stay pending (retried, not lost).
 #[test]
 fn a_hanging_or_throttling_receiver_holds_back_only_its_own_channel() {
-    use crate::nats_support::{NatsServer, started_monitor, wait_for, write_config};
-    let (hanging, _) = scripted_receiver(|_| (std::time::Duration::from_secs(30), "200 OK", ""));
-    let (throttling, seen) = scripted_receiver(|number| match number {
-        0 => (std::time::Duration::ZERO, "429 Too Many Requests", "retry-after: 1\r\n"),
-        _ => (std::time::Duration::ZERO, "200 OK", ""),
+    use crate::nats_support::{NatsServer, started_monitor, wait_for};
+    let (hanging, _) = receiver(|_| Reply { delay: std::time::Duration::from_secs(30), ..reply("200 OK") });
+    let (throttling, seen) = receiver(|number| match number {
+        0 => Reply { headers: "retry-after: 1\r\n", ..reply("429 Too Many Requests") },
+        _ => reply("200 OK"),
     });
     let server = NatsServer::start(&[]);
     let dir = TempDir::new("notify-throttle");
-    let config = write_config(
+    let config = config_with(
         dir.path(),
-        &[
-            ("allowed_lateness = \"30s\"", "allowed_lateness = \"3650d\""),
-            ("max_future = \"5m\"", "max_future = \"3650d\""),
-        ],
-        "",
-    );
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!(
-        "\n[delivery]\ntimeout = \"1s\"\nretry_base = \"200ms\"\n\n\
+        &format!(
+            "\n[delivery]\ntimeout = \"1s\"\nretry_base = \"200ms\"\n\n\
          [[channels]]\nname = \"hanging\"\nkind = \"webhook\"\nurl = \"{hanging}\"\n\n\
          [[channels]]\nname = \"throttling\"\nkind = \"webhook\"\nurl = \"{throttling}\"\n\n\
          [[teams]]\nname = \"platform-oncall\"\nroutes = [{{ channel = \"hanging\" }}, {{ channel = \"throttling\" }}]\n"
-    ));
-    std::fs::write(&config, text).unwrap();
+        ),
+    );
     let db = dir.path().join("lifewatch.db");
     let fixture = crate::common::repo_root().join("fixtures/provisioning_failed.jsonl");
     let monitor = started_monitor(&server, &db, &config, &[&fixture], &[]);
@@ -655,16 +538,13 @@ fn a_hanging_or_throttling_receiver_holds_back_only_its_own_channel() {
     );
     // The throttled delivery came back no sooner than Retry-After said.
     let seen = seen.lock().unwrap().clone();
-    let first = seen.iter().find(|(_, _, number)| *number == 0).expect("a first request");
+    let first = seen.iter().find(|request| request.number == 0).expect("a first request");
     let again = seen
         .iter()
-        .find(|(key, _, number)| *key == first.0 && *number > 0)
+        .find(|request| request.key == first.key && request.number > 0)
         .expect("the throttled delivery was sent again");
-    assert!(
-        again.1.duration_since(first.1) >= std::time::Duration::from_millis(950),
-        "{:?}",
-        again.1.duration_since(first.1)
-    );
+    let waited = again.at.duration_since(first.at);
+    assert!(waited >= std::time::Duration::from_millis(950), "{waited:?}");
 }
 
 /// A regional outage over 30 failing projects pages once for the outage,
@@ -673,23 +553,16 @@ fn a_hanging_or_throttling_receiver_holds_back_only_its_own_channel() {
 /// the outage's messages (`held_back`), never sent on their own.
 #[test]
 fn an_outage_holds_back_its_region_s_new_incidents() {
-    use crate::nats_support::{NatsServer, started_monitor, wait_for, write_config};
-    let (url, seen) = recording_receiver(0);
+    use crate::nats_support::{NatsServer, started_monitor, wait_for};
+    let (url, seen) = receiver(|_| reply("200 OK"));
     let server = NatsServer::start(&[]);
     let dir = TempDir::new("notify-inhibit");
-    let config = write_config(
+    let config = config_with(
         dir.path(),
-        &[
-            ("allowed_lateness = \"30s\"", "allowed_lateness = \"3650d\""),
-            ("max_future = \"5m\"", "max_future = \"3650d\""),
-        ],
-        "",
+        &format!(
+            "\n[[channels]]\nname = \"pager\"\nkind = \"webhook\"\nurl = \"{url}\"\n\n[[teams]]\nname = \"platform-oncall\"\nroutes = [{{ channel = \"pager\", transitions = [\"opened\"] }}]\n"
+        ),
     );
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!(
-        "\n[[channels]]\nname = \"pager\"\nkind = \"webhook\"\nurl = \"{url}\"\n\n[[teams]]\nname = \"platform-oncall\"\nroutes = [{{ channel = \"pager\", transitions = [\"opened\"] }}]\n"
-    ));
-    std::fs::write(&config, text).unwrap();
     // 30 projects of one region fail one after the other and stay failed.
     let mut lines = vec![
         r#"{"specversion":"1.0","id":"ev-acc","source":"t","type":"account.created","subject":"acc_x","time":"2026-11-27T10:00:00Z","data":{"plan":"enterprise"}}"#.to_string(),
@@ -726,8 +599,8 @@ fn an_outage_holds_back_its_region_s_new_incidents() {
     assert_eq!(sent.len(), 6, "5 failures before the outage and the outage itself: {rows:?}");
     let seen = seen.lock().unwrap().clone();
     let outage: Vec<_> =
-        seen.iter().filter(|(_, body)| body["incident"]["kind"] == "regional_outage").collect();
+        seen.iter().filter(|request| request.body["incident"]["kind"] == "regional_outage").collect();
     assert_eq!(outage.len(), 1, "one page for the outage");
-    assert_eq!(outage[0].1["held_back"]["count"], 25, "{}", outage[0].1);
+    assert_eq!(outage[0].body["held_back"]["count"], 25, "{}", outage[0].body);
     assert_eq!(seen.len(), 6, "no held-back incident was sent on its own");
 }
