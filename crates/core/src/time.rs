@@ -86,6 +86,9 @@ impl Timestamp {
     /// [`Timestamp::parse_rfc3339`], saying why a time is refused; the error's
     /// message is the detail of an `invalid_attribute` rejection.
     pub(crate) fn parse_rfc3339_with_reason(text: &str) -> Result<Timestamp, TimeError<'_>> {
+        if let Some(time) = parse_canonical(text.as_bytes()) {
+            return Ok(time);
+        }
         let refused = TimeError::NotRfc3339(text);
         // chrono also takes a space for `T` and U+2212 for `-`; SPEC does not.
         if text.as_bytes().get(10) == Some(&b' ') || !text.is_ascii() {
@@ -269,6 +272,98 @@ impl fmt::Display for Duration {
     }
 }
 
+/// The fast path of [`Timestamp::parse_rfc3339`]: the instant of a time in
+/// the form emitters write, `YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|±HH:MM)` (`t` and
+/// `z` too) with every field in range and a year from 1678 to 2261, so that
+/// no offset can take it out of the `i64` range; `None` for anything else,
+/// which chrono then parses or refuses with the reason.
+///
+/// Why it exists, measured (December 2026, 2-core machine): with chrono
+/// alone, in-memory replay of the 1,000,000-event `--faults` stream was 4.9 %
+/// slower than before the reshaping, and callgrind put all of the extra
+/// instructions of a 100,000-event replay (+21 M) in time parsing: chrono's
+/// `parse_from_rfc3339` and lifewatch's checks took about 525 instructions a
+/// time, the earlier hand-written parser 295. This path takes about NN.
+/// Only the digits and separators are read here; the calendar (days in a
+/// month, leap years, days since the epoch) is still chrono's. The proptests
+/// below hold it to chrono's answer on generated and edge-case strings, and
+/// `benches/time.rs` compares the two on the replay stream's times.
+fn parse_canonical(bytes: &[u8]) -> Option<Timestamp> {
+    let [
+        y1,
+        y2,
+        y3,
+        y4,
+        b'-',
+        mo1,
+        mo2,
+        b'-',
+        d1,
+        d2,
+        b'T' | b't',
+        h1,
+        h2,
+        b':',
+        mi1,
+        mi2,
+        b':',
+        s1,
+        s2,
+        rest @ ..,
+    ] = bytes
+    else {
+        return None;
+    };
+    let year = digits(&[*y1, *y2, *y3, *y4])?;
+    let month = digits(&[*mo1, *mo2])?;
+    let day = digits(&[*d1, *d2])?;
+    let hour = digits(&[*h1, *h2])?;
+    let minute = digits(&[*mi1, *mi2])?;
+    let second = digits(&[*s1, *s2])?;
+    // Second 60 and out-of-range fields go to chrono, which refuses them.
+    if !(1678..=2261).contains(&year) || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let (nanos, offset) = match rest {
+        [b'.', fraction_and_offset @ ..] => {
+            let length = fraction_and_offset.iter().take_while(|byte| byte.is_ascii_digit()).count();
+            if !(1..=9).contains(&length) {
+                return None;
+            }
+            let (fraction, offset) = fraction_and_offset.split_at(length);
+            (digits(fraction)? * 10u32.pow(9 - length as u32), offset)
+        }
+        _ => (0, rest),
+    };
+    let offset_seconds = match offset {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let (hours, minutes) = (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?);
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let seconds = i64::from(hours * 3600 + minutes * 60);
+            if *sign == b'-' { -seconds } else { seconds }
+        }
+        _ => return None,
+    };
+    let date = chrono::NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day)?;
+    let days = i64::from(date.num_days_from_ce()) - DAYS_FROM_CE_TO_EPOCH;
+    let seconds = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_seconds;
+    Some(Timestamp(seconds * NANOS_PER_SECOND + i64::from(nanos)))
+}
+
+/// Days from 0001-01-01 (day 1 of the common era) to 1970-01-01.
+const DAYS_FROM_CE_TO_EPOCH: i64 = 719_163;
+
+/// The value of ASCII decimal digits; `None` if any byte is not one.
+fn digits(bytes: &[u8]) -> Option<u32> {
+    bytes.iter().try_fold(0u32, |value, byte| {
+        let digit = byte.wrapping_sub(b'0');
+        (digit <= 9).then(|| value * 10 + u32::from(digit))
+    })
+}
+
 /// Why a `time` attribute is refused; the message is the rejection's detail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum TimeError<'a> {
@@ -392,6 +487,10 @@ mod tests {
     fn check(text: &str) {
         let lifewatch = Timestamp::parse_rfc3339(text).map(Timestamp::unix_nanos);
         assert_eq!(lifewatch, expected(text), "{text:?}");
+        // The fast path, where it answers, answers as chrono does.
+        if let Some(fast) = parse_canonical(text.as_bytes()) {
+            assert_eq!(Some(fast.unix_nanos()), expected(text), "fast path: {text:?}");
+        }
         let fraction_digits =
             text.get(20..).map_or(0, |rest| rest.bytes().take_while(u8::is_ascii_digit).count());
         if let Some(nanos) = lifewatch
@@ -402,6 +501,37 @@ mod tests {
                 .map(|at| at.as_nanosecond())
                 .map_err(|error| error.to_string());
             assert_eq!(jiff, Ok(i128::from(nanos)), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn the_fast_path_takes_the_forms_emitters_write() {
+        for (text, nanos) in [
+            ("2026-11-27T00:00:00Z", 1_795_737_600_000_000_000),
+            ("2026-11-27t00:00:00z", 1_795_737_600_000_000_000),
+            ("2026-11-27T02:00:00+02:00", 1_795_737_600_000_000_000),
+            ("2026-11-26T23:30:00-00:30", 1_795_737_600_000_000_000),
+            ("2026-11-27T00:00:00.5Z", 1_795_737_600_500_000_000),
+            ("2026-11-27T00:00:00.000000001Z", 1_795_737_600_000_000_001),
+            ("1970-01-01T00:00:00Z", 0),
+            ("1969-12-31T23:59:59.999999999Z", -1),
+            ("2024-02-29T12:00:00Z", 1_709_208_000_000_000_000),
+        ] {
+            assert_eq!(parse_canonical(text.as_bytes()), Some(Timestamp(nanos)), "{text}");
+            check(text);
+        }
+        // Left to chrono, which refuses them or (outside 1678-2261) checks the range.
+        for text in [
+            "2016-12-31T23:59:60Z",
+            "2026-02-29T00:00:00Z",
+            "2026-11-27T12:00:00.1234567891Z",
+            "2026-11-27T12:00:00+24:00",
+            "2026-11-27 12:00:00Z",
+            "1677-09-21T00:12:43.145224192Z",
+            "2262-04-11T23:47:16.854775807Z",
+        ] {
+            assert_eq!(parse_canonical(text.as_bytes()), None, "{text}");
+            check(text);
         }
     }
 
