@@ -5,17 +5,12 @@
 //! the full precision RFC 3339 allows. Times outside that range are rejected
 //! by the parser rather than silently clamped.
 //!
-//! RFC 3339 parsing and the calendar arithmetic are chrono's. lifewatch used
-//! to hand-write them; `benches/time.rs` measured both on the `time`
-//! attributes of simulated `--faults` streams of 54,000 and 270,000 lines
-//! (December 2026, a busy 2-core machine, medians): the hand-written parser took 26-43 ns per
-//! time, chrono's `parse_from_rfc3339` 33-62 ns, jiff's `Timestamp::from_str`
-//! 58-108 ns, and a whole event (`parse_event` + `handle_event`) 630-1360 ns.
-//! Timed in one process, interleaved, the parser below (chrono and the checks
-//! it needs) costs 1.8-2.1 % of an event more than the hand-written one did:
-//! at the 2 % bar and well inside the run-to-run noise of an event's cost, so
-//! the project's preference for a maintained crate decided. jiff would cost
-//! about 5 %.
+//! The calendar arithmetic is chrono's, and so is RFC 3339 parsing except
+//! for one fast path: the form emitters write (`2026-11-27T12:00:00Z`,
+//! with a fraction or a `±hh:mm` offset) is read by hand, anything else goes
+//! to chrono. Why, with the figures, is next to `parse_canonical`;
+//! `benches/time.rs` measures it against chrono and jiff, and the proptests
+//! below hold both paths to chrono's answers.
 //!
 //! chrono accepts three forms that lifewatch's contract refuses, so
 //! [`Timestamp::parse_rfc3339`] checks for them: a space instead of `T`
@@ -279,15 +274,18 @@ impl fmt::Display for Duration {
 /// which chrono then parses or refuses with the reason.
 ///
 /// Why it exists, measured (December 2026, 2-core machine): with chrono
-/// alone, in-memory replay of the 1,000,000-event `--faults` stream was 4.9 %
-/// slower than before the reshaping, and callgrind put all of the extra
-/// instructions of a 100,000-event replay (+21 M) in time parsing: chrono's
-/// `parse_from_rfc3339` and lifewatch's checks took about 525 instructions a
-/// time, the earlier hand-written parser 295. This path takes about NN.
-/// Only the digits and separators are read here; the calendar (days in a
-/// month, leap years, days since the epoch) is still chrono's. The proptests
-/// below hold it to chrono's answer on generated and edge-case strings, and
-/// `benches/time.rs` compares the two on the replay stream's times.
+/// alone, the in-memory replay of the 1,000,000-event `--faults` stream was
+/// 4.9 % slower than before the reshaping (629cfcc), and callgrind put all of
+/// the extra instructions of a 100,000-event replay in time parsing (chrono's
+/// `parse_from_rfc3339` with lifewatch's checks). With this path the replay
+/// takes 760.2 M instructions instead of 780.9 M (759.8 M before the
+/// reshaping), about 206 fewer a time, and `benches/time.rs` gives 34 ns a
+/// time against 53 ns for chrono alone, out of about 810 ns for a whole
+/// event. Only digits and separators are read here; days in a month, leap
+/// years and days since the epoch are still chrono's. Second 60, fields out
+/// of range, other lengths and years outside 1678-2261 (where an offset
+/// could leave the `i64` range) are left to chrono, which refuses them or
+/// checks the range, so every refusal keeps its reason.
 fn parse_canonical(bytes: &[u8]) -> Option<Timestamp> {
     let [
         y1,
