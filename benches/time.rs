@@ -1,10 +1,14 @@
 //! RFC 3339 parsing (criterion): lifewatch's `Timestamp::parse_rfc3339`
 //! against chrono and jiff on the `time` attributes of a simulated `--faults`
-//! stream, and, for scale, the whole per-event cost (`parse_event` +
-//! `handle_event`) of the same stream, so that the share of time parsing can
-//! be read off. `parse_rfc3339` was hand-written when this bench was added
-//! and is now chrono plus SPEC's checks; the figures that decided the switch
-//! are at the top of `crates/core/src/time.rs`.
+//! stream (the replay stream's generator and seed), and, for scale, the whole
+//! per-event cost (`parse_event` + `handle_event`) of the same stream, so that
+//! the share of time parsing can be read off.
+//!
+//! `parse_rfc3339` reads the canonical form (`YYYY-MM-DDTHH:MM:SS[.f]Z` or
+//! `±HH:MM`) by hand and gives everything else to chrono, with lifewatch's own
+//! refusals; `chrono_parse_from_rfc3339` is chrono alone, which is what
+//! lifewatch did before the fast path. Why the fast path exists is next to it
+//! in `crates/core/src/time.rs`, the figures in `docs/benchmarks.md`.
 //!
 //! `cargo bench --bench time -- --warm-up-time 1 --measurement-time 3`;
 //! compare the medians: the `time` group parses one string per event, the

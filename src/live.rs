@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use lifewatch_nats::{ConnectOverrides, NatsConfig, Secret};
+use lifewatch_nats::{ConnectKeys, NatsConfig, Secret};
 
 use crate::error::UsageError;
 
@@ -63,8 +63,8 @@ impl NatsFlags {
         self
     }
 
-    fn overrides(&self) -> ConnectOverrides {
-        ConnectOverrides {
+    fn overrides(&self) -> ConnectKeys {
+        ConnectKeys {
             url: self.url.clone(),
             user: self.user.clone(),
             password: self.password.clone().map(Secret::new),

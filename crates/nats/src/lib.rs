@@ -34,7 +34,7 @@ pub use connect::{backoff, connect, redact_url};
 pub use error::NatsError;
 pub use monitor::{MonitorOptions, MonitorTotals, run_monitor};
 pub use options::{
-    Auth, ConnectOverrides, ConnectSettings, NatsConfig, RawNatsConfig, Secret, StreamSettings, Tls,
+    Auth, ConnectKeys, ConnectSettings, NatsConfig, RawNatsConfig, Secret, StreamSettings, Tls,
 };
 pub use outbox::{FailureKind, Outbox, Ticket};
 pub use publish::{Outgoing, PublishTotals, Publisher, publish_one, publishing_context};

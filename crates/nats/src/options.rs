@@ -45,30 +45,62 @@ impl fmt::Display for Secret {
     }
 }
 
-/// The `[nats]` table as written. Every key is optional.
+/// The connection keys of the `[nats]` table: where the server is, how to
+/// authenticate and TLS. The command line can give each of them
+/// (`--nats`, `--user`, ...), and a key given there overrides the file's.
+/// Every key is optional.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ConnectKeys {
+    /// Server URL(s), comma-separated (`nats://host:4222`); `--nats`.
+    pub url: Option<String>,
+    /// User for user/password authentication; `--user`.
+    pub user: Option<String>,
+    /// Password for user/password authentication; `--password`.
+    pub password: Option<Secret>,
+    /// Token authentication; `--token`.
+    pub token: Option<Secret>,
+    /// A `.creds` file (JWT and nkey seed), as issued by `nsc`; `--creds`.
+    pub credentials: Option<PathBuf>,
+    /// A file holding an nkey seed (`SU...`), for nkey authentication; `--nkey-seed-file`.
+    pub nkey_seed_file: Option<PathBuf>,
+    /// PEM file of the certificate authorities that sign the server's certificate; implies TLS;
+    /// `--tls-ca`.
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (with `tls_key`); `--tls-cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`; `--tls-key`.
+    pub tls_key: Option<PathBuf>,
+}
+
+impl ConnectKeys {
+    /// These keys, each replaced by the one of `overrides` where that is given.
+    fn overridden_by(self, overrides: &ConnectKeys) -> ConnectKeys {
+        let overrides = overrides.clone();
+        ConnectKeys {
+            url: overrides.url.or(self.url),
+            user: overrides.user.or(self.user),
+            password: overrides.password.or(self.password),
+            token: overrides.token.or(self.token),
+            credentials: overrides.credentials.or(self.credentials),
+            nkey_seed_file: overrides.nkey_seed_file.or(self.nkey_seed_file),
+            tls_ca: overrides.tls_ca.or(self.tls_ca),
+            tls_cert: overrides.tls_cert.or(self.tls_cert),
+            tls_key: overrides.tls_key.or(self.tls_key),
+        }
+    }
+}
+
+/// The `[nats]` table as written. Every key is optional; an unknown one is
+/// refused and named (without the list of known keys, which serde gives only
+/// for a struct without `flatten`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawNatsConfig {
-    /// Server URL(s), comma-separated (`nats://host:4222`); `--nats` overrides it.
-    pub url: Option<String>,
+    /// The connection keys, written in the table itself.
+    #[serde(flatten)]
+    pub connect: ConnectKeys,
     /// Client name shown by the server (default `lifewatch`).
     pub name: Option<String>,
-    /// User name for user/password authentication.
-    pub user: Option<String>,
-    /// Password for user/password authentication.
-    pub password: Option<Secret>,
-    /// Token authentication.
-    pub token: Option<Secret>,
-    /// A `.creds` file (JWT and nkey seed), as issued by `nsc`.
-    pub credentials: Option<PathBuf>,
-    /// A file holding an nkey seed (`SU...`), for nkey authentication.
-    pub nkey_seed_file: Option<PathBuf>,
-    /// PEM file of the certificate authorities that sign the server's certificate; implies TLS.
-    pub tls_ca: Option<PathBuf>,
-    /// PEM client certificate for mutual TLS (with `tls_key`).
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of `tls_cert`.
-    pub tls_key: Option<PathBuf>,
     /// Require TLS even without a CA file (default false).
     pub tls_required: Option<bool>,
     /// Name of the events stream (default `LIFECYCLE`).
@@ -185,32 +217,9 @@ pub struct NatsConfig {
     pub streams: StreamSettings,
 }
 
-/// Connection options given on the command line; each overrides the file.
-#[derive(Clone, Debug, Default)]
-pub struct ConnectOverrides {
-    /// `--nats URL`.
-    pub url: Option<String>,
-    /// `--user`.
-    pub user: Option<String>,
-    /// `--password`.
-    pub password: Option<Secret>,
-    /// `--token`.
-    pub token: Option<Secret>,
-    /// `--creds FILE`.
-    pub credentials: Option<PathBuf>,
-    /// `--nkey-seed-file FILE`.
-    pub nkey_seed_file: Option<PathBuf>,
-    /// `--tls-ca FILE`.
-    pub tls_ca: Option<PathBuf>,
-    /// `--tls-cert FILE`.
-    pub tls_cert: Option<PathBuf>,
-    /// `--tls-key FILE`.
-    pub tls_key: Option<PathBuf>,
-}
-
 impl NatsConfig {
     /// Validates the `[nats]` table of a configuration, with command-line overrides.
-    pub fn from_table(table: &toml::Table, overrides: &ConnectOverrides) -> Result<NatsConfig, NatsError> {
+    pub fn from_table(table: &toml::Table, overrides: &ConnectKeys) -> Result<NatsConfig, NatsError> {
         let raw: RawNatsConfig = table
             .clone()
             .try_into()
@@ -219,15 +228,21 @@ impl NatsConfig {
     }
 
     /// Validates a raw `[nats]` table, with command-line overrides.
-    pub fn from_raw(raw: RawNatsConfig, overrides: &ConnectOverrides) -> Result<NatsConfig, NatsError> {
-        let url = overrides.url.clone().or(raw.url).ok_or_else(|| {
+    pub fn from_raw(raw: RawNatsConfig, overrides: &ConnectKeys) -> Result<NatsConfig, NatsError> {
+        let ConnectKeys {
+            url,
+            user,
+            password,
+            token,
+            credentials,
+            nkey_seed_file,
+            tls_ca,
+            tls_cert,
+            tls_key,
+        } = raw.connect.overridden_by(overrides);
+        let url = url.ok_or_else(|| {
             NatsError::Config("no NATS server: give --nats URL or set `nats.url` in the configuration".into())
         })?;
-        let user = overrides.user.clone().or(raw.user);
-        let password = overrides.password.clone().or(raw.password);
-        let token = overrides.token.clone().or(raw.token);
-        let credentials = overrides.credentials.clone().or(raw.credentials);
-        let nkey_seed_file = overrides.nkey_seed_file.clone().or(raw.nkey_seed_file);
         check_schemes(&url)?;
         // Credentials in the URL are taken out of it here, so that the URL
         // handed to async-nats (whose debug logs print it) and kept in the
@@ -253,9 +268,6 @@ impl NatsConfig {
             None => choose_auth(user, password, token, credentials, nkey_seed_file)?,
         };
 
-        let tls_ca = overrides.tls_ca.clone().or(raw.tls_ca);
-        let tls_cert = overrides.tls_cert.clone().or(raw.tls_cert);
-        let tls_key = overrides.tls_key.clone().or(raw.tls_key);
         let client_cert = match (tls_cert, tls_key) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,
@@ -500,7 +512,7 @@ mod tests {
         }
     }
 
-    fn parse(text: &str, overrides: &ConnectOverrides) -> Result<NatsConfig, NatsError> {
+    fn parse(text: &str, overrides: &ConnectKeys) -> Result<NatsConfig, NatsError> {
         let table: toml::Table =
             toml::from_str(text).map_err(|error| NatsError::Config(error.to_string()))?;
         NatsConfig::from_table(&table, overrides)
@@ -508,7 +520,7 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        let overrides = ConnectOverrides { url: Some("nats://b:4222".into()), ..Default::default() };
+        let overrides = ConnectKeys { url: Some("nats://b:4222".into()), ..Default::default() };
         let config = parse("url = \"nats://a:4222\"\nuser = \"u\"\npassword = \"p\"", &overrides).unwrap();
         assert_eq!(config.connect.url, "nats://b:4222");
         assert_eq!(config.streams.lifecycle_stream, "LIFECYCLE");
@@ -517,8 +529,36 @@ mod tests {
     }
 
     #[test]
+    fn each_connection_key_comes_from_the_file_unless_the_command_line_gives_it() {
+        let file = "url = \"nats://a\"\ntoken = \"from-file\"\ntls_ca = \"ca.pem\"\n\
+                    tls_cert = \"file.pem\"\ntls_key = \"file.key\"";
+        let config = parse(file, &ConnectKeys::default()).unwrap();
+        assert_eq!(config.connect.url, "nats://a");
+        assert_eq!(config.connect.auth, Auth::Token(Secret::new("from-file")));
+        assert_eq!(config.connect.tls.ca_file, Some(PathBuf::from("ca.pem")));
+        assert_eq!(
+            config.connect.tls.client_cert,
+            Some((PathBuf::from("file.pem"), PathBuf::from("file.key")))
+        );
+        assert!(config.connect.tls.required);
+
+        let overrides = ConnectKeys {
+            token: Some(Secret::new("from-flag")),
+            tls_cert: Some(PathBuf::from("flag.pem")),
+            ..Default::default()
+        };
+        let config = parse(file, &overrides).unwrap();
+        assert_eq!(config.connect.url, "nats://a");
+        assert_eq!(config.connect.auth, Auth::Token(Secret::new("from-flag")));
+        assert_eq!(
+            config.connect.tls.client_cert,
+            Some((PathBuf::from("flag.pem"), PathBuf::from("file.key")))
+        );
+    }
+
+    #[test]
     fn refuses_unknown_keys_and_conflicts() {
-        let overrides = ConnectOverrides::default();
+        let overrides = ConnectKeys::default();
         let error = parse("url = \"nats://a\"\npasword = \"p\"", &overrides).unwrap_err();
         assert!(error.to_string().contains("pasword"), "{error}");
         let error = parse("url = \"nats://a\"\nuser = \"u\"\npassword = \"p\"\ntoken = \"t\"", &overrides)
@@ -530,7 +570,7 @@ mod tests {
 
     #[test]
     fn url_credentials_are_taken_out_of_the_url() {
-        let with_url = |url: &str| ConnectOverrides { url: Some(url.into()), ..Default::default() };
+        let with_url = |url: &str| ConnectKeys { url: Some(url.into()), ..Default::default() };
         let config = parse("", &with_url("nats://u:p%40ss@a:4222,nats://u:p%40ss@b:4222/")).unwrap();
         assert_eq!(config.connect.url, "nats://a:4222,nats://b:4222/");
         assert_eq!(
@@ -554,7 +594,7 @@ mod tests {
 
     #[test]
     fn secrets_never_print() {
-        let overrides = ConnectOverrides {
+        let overrides = ConnectKeys {
             url: Some("nats://a".into()),
             token: Some(Secret::new("hunter2")),
             ..Default::default()
