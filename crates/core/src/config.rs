@@ -144,6 +144,43 @@ pub struct Config {
     severity_overrides: Vec<SeverityOverride>,
     owner_rules: Vec<OwnerRule>,
     runbooks: [String; IncidentKind::ALL.len()],
+    escalation: BTreeMap<String, EscalationTimes>,
+}
+
+/// When the steps of an owner's escalation chain fall due, as far as the
+/// engine needs it (where each step sends is the notifier's business). Step
+/// `i` falls due `steps[i]` after the incident opened; with `repeat_last`,
+/// the last step falls due again every `steps[last]` after that, at most
+/// [`MAX_ESCALATION_REPEATS`] times.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EscalationTimes {
+    /// Each step's delay from the incident's opening, increasing.
+    pub steps: Vec<Duration>,
+    /// Whether the last step repeats while nobody acknowledges.
+    pub repeat_last: bool,
+}
+
+/// How many times a repeating last step fires again at most (PagerDuty's
+/// escalation policies repeat at most 9 times): an incident nobody
+/// acknowledges for weeks does not page forever.
+pub const MAX_ESCALATION_REPEATS: u32 = 9;
+
+impl EscalationTimes {
+    /// When step `step` (from 0; steps past the last are its repeats) of an
+    /// incident opened at `opened_at` falls due; `None` past the chain's end.
+    pub fn due(&self, opened_at: Timestamp, step: u32) -> Option<Timestamp> {
+        let last = self.steps.len().checked_sub(1)?;
+        let step = step as usize;
+        if step <= last {
+            return Some(opened_at.saturating_add(self.steps[step]));
+        }
+        let repeats = (step - last) as u32;
+        if !self.repeat_last || repeats > MAX_ESCALATION_REPEATS {
+            return None;
+        }
+        let every = self.steps[last].as_nanos();
+        Some(opened_at.saturating_add(Duration::from_nanos(every.saturating_mul(i64::from(repeats) + 1))))
+    }
 }
 
 /// The top-level sections of the shipped file that belong to the application
@@ -320,6 +357,7 @@ impl Config {
             severity_overrides,
             owner_rules,
             runbooks,
+            escalation: BTreeMap::new(),
         })
     }
 
@@ -370,7 +408,40 @@ impl Config {
         for kind in IncidentKind::ALL {
             line(format_args!("runbook {kind}={:?}", self.runbooks[kind as usize]));
         }
+        // Escalation times make `escalated` transitions; a configuration
+        // without any keeps the fingerprint it had before they existed.
+        for (owner, times) in &self.escalation {
+            let steps: Vec<i64> = times.steps.iter().map(|step| step.as_nanos()).collect();
+            line(format_args!("escalation {owner:?} steps={steps:?}ns repeat_last={}", times.repeat_last));
+        }
         text
+    }
+
+    /// Sets the escalation chain's times of `owner` (the application reads
+    /// them from its `[[teams]]`). Steps must be positive and increasing;
+    /// an empty chain removes the owner's.
+    pub fn set_escalation(&mut self, owner: &str, times: EscalationTimes) -> Result<(), ConfigError> {
+        let mut previous = Duration::ZERO;
+        for step in &times.steps {
+            if *step <= previous {
+                return Err(invalid(
+                    format!("escalation of {owner}"),
+                    "each step's `after` must be longer than the step before it (and above 0)",
+                ));
+            }
+            previous = *step;
+        }
+        if times.steps.is_empty() {
+            self.escalation.remove(owner);
+        } else {
+            self.escalation.insert(owner.to_string(), times);
+        }
+        Ok(())
+    }
+
+    /// The escalation chain's times of `owner`, if it has one.
+    pub fn escalation(&self, owner: &str) -> Option<&EscalationTimes> {
+        self.escalation.get(owner)
     }
 
     /// The deadline of a state, if it has one.

@@ -165,6 +165,11 @@ named_enum! {
         /// outage, or showed that a visit the clock had called stuck ended by its
         /// deadline. Consumers should drop it.
         Retracted,
+        /// A person acknowledged it (`lifewatch ack`): its escalation stops.
+        Acknowledged,
+        /// Nobody acknowledged it within a step of its owner's escalation
+        /// chain: that step's targets are told.
+        Escalated,
     }
 }
 

@@ -23,8 +23,11 @@ mod time;
 mod timeline;
 mod wire;
 
-pub use config::{Config, ConfigError, DEFAULT_CONFIG_TOML, OwnerRule, RawConfig, SeverityOverride};
-pub use engine::{Change, Engine, EngineStats, EntityRef, EntityView, Outcome};
+pub use config::{
+    Config, ConfigError, DEFAULT_CONFIG_TOML, EscalationTimes, MAX_ESCALATION_REPEATS, OwnerRule, RawConfig,
+    SeverityOverride,
+};
+pub use engine::{Change, Engine, EngineStats, EntityRef, EntityView, OperatorRefusal, Outcome};
 pub use event::{
     AccountEvent, DataFieldSpec, DisputeEvent, EntityType, Event, EventType, FieldType, MAX_ID_BYTES,
     MAX_LINE_BYTES, MAX_SUBJECT_CHARS, Payload, ProjectEvent, RejectReason, Rejection, is_valid_entity_id,

@@ -428,7 +428,10 @@ impl Batch {
             match transition {
                 Transition::Opened | Transition::Reopened => committed.opened[kind] += 1,
                 Transition::Resolved => committed.resolved[kind] += 1,
-                Transition::Updated | Transition::Retracted => {}
+                Transition::Updated
+                | Transition::Retracted
+                | Transition::Acknowledged
+                | Transition::Escalated => {}
             }
         }
         project::set_meta_value(connection, path, "clock", self.clock)?;

@@ -6,7 +6,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::arena::{AccountSlot, DisputeSlot, Entities, Name, Packed, ProjectSlot};
-use super::{ChangeLog, EntityRef};
+use super::escalation::{Chains, StepDue, StepQueue};
+use super::{ChangeLog, EntityRef, OperatorRefusal};
 use crate::config::Config;
 use crate::event::EntityType;
 use crate::incident::{
@@ -68,6 +69,11 @@ impl IncidentKey {
         }
     }
 
+    /// What the incident is about.
+    fn subject_type(self) -> SubjectType {
+        self.entity().map_or(SubjectType::Region, |entity| SubjectType::from(entity.entity_type))
+    }
+
     /// The entity the incident is about (`None` for a region).
     fn entity(self) -> Option<EntityRef> {
         match self {
@@ -114,9 +120,17 @@ pub(super) struct Incident {
     /// learned since.
     account: Packed<AccountSlot>,
     region: Packed<Name>,
+    /// A person acknowledged it: no more escalation.
+    acknowledged: bool,
+    /// How many steps of its escalation chain fired.
+    escalated: u32,
 }
 
 impl Incident {
+    fn is_open(&self) -> bool {
+        self.resolved_at.is_none() && !self.retracted
+    }
+
     /// Takes the record's account and region from the entity as it stands now.
     fn take_fields(&mut self, entities: &Entities) {
         let Some(fields) = self.key.entity().and_then(|entity| entities.fields(entity)) else { return };
@@ -147,9 +161,29 @@ pub(super) struct Ledger {
     /// The incidents changed since the last [`Ledger::settle`]; the buffer
     /// is kept, so that settling allocates nothing.
     unsettled: Vec<IncidentIndex>,
+    /// The escalation chains, and the steps queued to fall due.
+    chains: Chains,
+    steps: StepQueue,
+}
+
+/// Whether a queued step is the next one of an incident that still escalates.
+fn step_is_current(incidents: &[Incident], chains: &Chains, step: &StepDue) -> bool {
+    let Some(incident) = incidents.get(step.incident as usize) else { return false };
+    incident.is_open()
+        && !incident.acknowledged
+        && incident.escalated == step.step
+        && chains
+            .chain(incident.key.kind(), incident.key.subject_type())
+            .and_then(|chain| chain.due(incident.opened_at, step.step))
+            == Some(step.due)
 }
 
 impl Ledger {
+    /// An empty ledger escalating by `config`'s chains.
+    pub(super) fn new(config: &Config) -> Ledger {
+        Ledger { chains: Chains::new(config), ..Ledger::default() }
+    }
+
     /// How many incidents exist, retracted ones included.
     pub(super) fn len(&self) -> u32 {
         self.incidents.len() as u32
@@ -198,8 +232,11 @@ impl Ledger {
             retracted: false,
             account: Packed::new(None),
             region: Packed::new(None),
+            acknowledged: false,
+            escalated: 0,
         });
         self.changed(index, Transition::Opened, changes);
+        self.queue_next_step(index);
         index
     }
 
@@ -235,7 +272,11 @@ impl Ledger {
         event_id: Option<&str>,
         changes: &mut ChangeLog,
     ) -> Option<IncidentIndex> {
-        let index = self.keys.get_mut(&key)?.open.take()?;
+        let index = self.open_of(key)?;
+        // Steps that fell due before the end escalated, even when the clock
+        // never got there before this event (replay, lag): as the stuck rule.
+        self.escalate_before(index, at, changes);
+        self.keys.get_mut(&key)?.open.take()?;
         let incident = &mut self.incidents[index.0 as usize];
         incident.resolved_at = Some(at.max(incident.opened_at));
         if let Some(event_id) = event_id {
@@ -255,10 +296,14 @@ impl Ledger {
         resolved_at: Option<Timestamp>,
         changes: &mut ChangeLog,
     ) -> Option<Timestamp> {
-        let incident = self.incidents.get_mut(index.0 as usize)?;
+        let incident = self.incidents.get(index.0 as usize)?;
         if incident.opened_at == opened_at && incident.resolved_at == resolved_at {
             return None;
         }
+        if let (true, Some(end)) = (incident.resolved_at.is_none(), resolved_at) {
+            self.escalate_before(index, end, changes);
+        }
+        let incident = self.incidents.get_mut(index.0 as usize)?;
         let previous_start = incident.opened_at;
         let was_open = incident.resolved_at.is_none();
         incident.opened_at = opened_at;
@@ -275,7 +320,116 @@ impl Ledger {
             slot.open = None;
         }
         self.changed(index, transition, changes);
+        self.queue_next_step(index);
         Some(previous_start)
+    }
+
+    // Escalation and operators
+
+    /// Queues the next step of an open, unacknowledged incident's chain.
+    fn queue_next_step(&mut self, index: IncidentIndex) {
+        let Some(incident) = self.incidents.get(index.0 as usize) else { return };
+        if !incident.is_open() || incident.acknowledged {
+            return;
+        }
+        let Some(chain) = self.chains.chain(incident.key.kind(), incident.key.subject_type()) else { return };
+        if let Some(due) = chain.due(incident.opened_at, incident.escalated) {
+            self.steps.push(StepDue { due, incident: index.0, step: incident.escalated });
+        }
+    }
+
+    /// Fires the next step of an incident's chain.
+    fn escalate(&mut self, index: IncidentIndex, changes: &mut ChangeLog) {
+        if let Some(incident) = self.incidents.get_mut(index.0 as usize) {
+            incident.escalated += 1;
+            self.changed(index, Transition::Escalated, changes);
+            self.queue_next_step(index);
+        }
+    }
+
+    /// Fires every step of an open incident's chain that falls due before `at`.
+    fn escalate_before(&mut self, index: IncidentIndex, at: Timestamp, changes: &mut ChangeLog) {
+        loop {
+            let Some(incident) = self.incidents.get(index.0 as usize) else { return };
+            if !incident.is_open() || incident.acknowledged {
+                return;
+            }
+            let chain = self.chains.chain(incident.key.kind(), incident.key.subject_type());
+            match chain.and_then(|chain| chain.due(incident.opened_at, incident.escalated)) {
+                Some(due) if due < at => self.escalate(index, changes),
+                _ => return,
+            }
+        }
+    }
+
+    /// When the next queued step falls due.
+    pub(super) fn next_step_due(&mut self) -> Option<Timestamp> {
+        let (incidents, chains) = (&self.incidents, &self.chains);
+        self.steps.peek(|step| step_is_current(incidents, chains, step)).map(|step| step.due)
+    }
+
+    /// Fires the earliest step due before `now`; false when there is none.
+    pub(super) fn escalate_due(&mut self, now: Timestamp, changes: &mut ChangeLog) -> bool {
+        let (incidents, chains) = (&self.incidents, &self.chains);
+        let Some(step) = self.steps.pop_due(now, |step| step_is_current(incidents, chains, step)) else {
+            return false;
+        };
+        self.escalate(IncidentIndex(step.incident), changes);
+        true
+    }
+
+    /// Whether a person acknowledged the incident, and how many steps of its chain fired.
+    pub(super) fn operator_state(&self, index: IncidentIndex) -> Option<(bool, u32)> {
+        self.get(index).map(|incident| (incident.acknowledged, incident.escalated))
+    }
+
+    /// An open incident a person may act on.
+    fn actionable(&self, index: IncidentIndex) -> Result<&Incident, OperatorRefusal> {
+        let incident = self.get(index).ok_or(OperatorRefusal::NoSuchIncident)?;
+        if incident.retracted {
+            return Err(OperatorRefusal::Retracted);
+        }
+        if incident.resolved_at.is_some() {
+            return Err(OperatorRefusal::NotOpen);
+        }
+        Ok(incident)
+    }
+
+    /// A person acknowledged an open incident: its escalation stops.
+    pub(super) fn acknowledge(
+        &mut self,
+        index: IncidentIndex,
+        changes: &mut ChangeLog,
+    ) -> Result<(), OperatorRefusal> {
+        if self.actionable(index)?.acknowledged {
+            return Err(OperatorRefusal::AlreadyAcknowledged);
+        }
+        if let Some(incident) = self.incidents.get_mut(index.0 as usize) {
+            incident.acknowledged = true;
+        }
+        self.changed(index, Transition::Acknowledged, changes);
+        Ok(())
+    }
+
+    /// A person resolved an open incident of a kind that never resolves by
+    /// itself, at `at`. It does not escalate on the way out.
+    pub(super) fn resolve_by_operator(
+        &mut self,
+        index: IncidentIndex,
+        at: Timestamp,
+        changes: &mut ChangeLog,
+    ) -> Result<(), OperatorRefusal> {
+        let incident = self.actionable(index)?;
+        let kind = incident.key.kind();
+        if !matches!(kind, IncidentKind::IllegalTransition | IncidentKind::InvariantViolation) {
+            return Err(OperatorRefusal::ResolvesByItself(kind));
+        }
+        let key = incident.key;
+        if let Some(incident) = self.incidents.get_mut(index.0 as usize) {
+            incident.acknowledged = true;
+        }
+        self.resolve(key, at, None, changes);
+        Ok(())
     }
 
     /// Reports a change of an incident, and notes it for [`Ledger::settle`].

@@ -26,10 +26,16 @@
 //! - `deadlines`: the queue of visit deadlines, with its one cleanup rule.
 //! - `ledger`: incidents by key: open, raise, resolve, reshape, retract, records.
 //! - `outages`: regional outages derived from projects in trouble.
+//! - `escalation`: the escalation chains' steps, queued by when they fall due.
+//!
+//! Operator actions ([`Engine::acknowledge`], [`Engine::resolve_by_operator`])
+//! are inputs like events: the store keeps them at their position between
+//! events and clock steps, and refolding applies them there again.
 
 mod arena;
 mod deadlines;
 mod effects;
+mod escalation;
 mod ledger;
 mod outages;
 mod seen;
@@ -43,7 +49,7 @@ use seen::SeenIds;
 
 use crate::config::Config;
 use crate::event::{EntityType, Event, EventType};
-use crate::incident::{IncidentRecord, Transition};
+use crate::incident::{IncidentKind, IncidentRecord, Transition};
 use crate::machine::State;
 use crate::time::Timestamp;
 
@@ -100,6 +106,27 @@ pub struct EntityView<'a> {
     pub live_projects: u32,
 }
 
+/// Why an operator action on an incident was refused.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum OperatorRefusal {
+    /// No incident has that id.
+    #[error("no such incident")]
+    NoSuchIncident,
+    /// It was retracted: it no longer exists.
+    #[error("the incident was retracted (it no longer exists)")]
+    Retracted,
+    /// It is resolved already.
+    #[error("the incident is resolved already")]
+    NotOpen,
+    /// Somebody acknowledged it before.
+    #[error("the incident is acknowledged already")]
+    AlreadyAcknowledged,
+    /// Only `illegal_transition` and `invariant_violation` incidents are
+    /// resolved by hand: the others resolve when their condition ends.
+    #[error("a {0} incident resolves by itself when its condition ends; only illegal_transition and invariant_violation incidents are resolved by hand")]
+    ResolvesByItself(IncidentKind),
+}
+
 /// Counters since the engine was created.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
 pub struct EngineStats {
@@ -129,12 +156,13 @@ impl Engine {
     /// An empty engine running on `config`. Changes are not recorded until
     /// [`Engine::record_changes`] turns them on.
     pub fn new(config: Config) -> Engine {
+        let ledger = Ledger::new(&config);
         Engine {
             config,
             entities: Entities::default(),
             seen: SeenIds::default(),
             deadlines: DeadlineQueue::default(),
-            ledger: Ledger::default(),
+            ledger,
             outages: Outages::default(),
             changes: ChangeLog::default(),
             clock: None,
@@ -185,22 +213,78 @@ impl Engine {
     }
 
     /// Moves the clock to `now`: every visit whose deadline is before `now`
-    /// and that has not ended becomes stuck. The clock never moves back.
+    /// and that has not ended becomes stuck, and every escalation step due
+    /// before `now` of an open, unacknowledged incident fires, in the order
+    /// they fell due (a visit first when both fall due at once: its incident
+    /// may escalate). The clock never moves back.
     pub fn handle_time(&mut self, now: Timestamp) {
         self.clock = Some(self.clock.map_or(now, |clock| clock.max(now)));
         loop {
             let entities = &self.entities;
-            let Some(deadline) = self.deadlines.pop_due(now, visits::is_current(entities)) else { break };
-            self.deadline_passed(deadline);
+            let visit_due = self.deadlines.peek(visits::is_current(entities)).map(|deadline| deadline.due);
+            let step_due = self.ledger.next_step_due();
+            match (visit_due, step_due) {
+                (Some(visit), step) if visit < now && step.is_none_or(|step| visit <= step) => {
+                    let entities = &self.entities;
+                    let Some(deadline) = self.deadlines.pop_due(now, visits::is_current(entities)) else {
+                        break;
+                    };
+                    self.deadline_passed(deadline);
+                }
+                (_, Some(step)) if step < now => {
+                    self.ledger.escalate_due(now, &mut self.changes);
+                }
+                _ => break,
+            }
         }
         self.ledger.settle(&self.entities);
     }
 
     /// The earliest deadline of a visit that has not ended and is not stuck
-    /// yet. [`Engine::handle_time`] with any instant after it makes it stuck.
+    /// yet, or of an escalation step. [`Engine::handle_time`] with any
+    /// instant after it makes the visit stuck or the incident escalate.
     pub fn next_deadline(&mut self) -> Option<Timestamp> {
         let entities = &self.entities;
-        self.deadlines.peek(visits::is_current(entities)).map(|deadline| deadline.due)
+        let visit = self.deadlines.peek(visits::is_current(entities)).map(|deadline| deadline.due);
+        match (visit, self.ledger.next_step_due()) {
+            (Some(visit), Some(step)) => Some(visit.min(step)),
+            (visit, step) => visit.or(step),
+        }
+    }
+
+    /// A person acknowledged open incident `index`: an `acknowledged`
+    /// transition, and its escalation stops.
+    pub fn acknowledge(&mut self, index: u32) -> Result<(), OperatorRefusal> {
+        let result = self.ledger.acknowledge(IncidentIndex::new(index), &mut self.changes);
+        self.ledger.settle(&self.entities);
+        result
+    }
+
+    /// A person resolved open incident `index` at `at` (only
+    /// `illegal_transition` and `invariant_violation`: the other kinds
+    /// resolve by themselves). The next occurrence of its condition opens a
+    /// new incident.
+    pub fn resolve_by_operator(&mut self, index: u32, at: Timestamp) -> Result<(), OperatorRefusal> {
+        let result = self.ledger.resolve_by_operator(IncidentIndex::new(index), at, &mut self.changes);
+        self.ledger.settle(&self.entities);
+        result
+    }
+
+    /// Whether a person acknowledged incident `index`, and how many steps
+    /// of its escalation chain fired (`None`: no such incident).
+    pub fn operator_state(&self, index: u32) -> Option<(bool, u32)> {
+        self.ledger.operator_state(IncidentIndex::new(index))
+    }
+
+    /// The index of the incident with record id `id`: `hint` first (the
+    /// index the store kept), else a search of every incident.
+    pub fn find_incident(&self, id: &str, hint: Option<u32>) -> Option<u32> {
+        if let Some(hint) = hint
+            && self.record(hint).is_some_and(|record| record.id == id)
+        {
+            return Some(hint);
+        }
+        (0..self.ledger.len()).find(|&index| self.record(index).is_some_and(|record| record.id == id))
     }
 
     /// The changes recorded since the last call.
@@ -449,5 +533,132 @@ mod tests {
         feed(&mut replay, "s1", "project.provisioning_started", "prj_1", "2026-11-27T10:05:00Z", "{}");
         replay.handle_time(at("2026-11-27T10:06:00Z"));
         assert_eq!(live.records(), replay.records());
+    }
+
+    /// The shipped configuration with accounts-oncall escalating 10m and
+    /// 30m after an incident opens (the last step repeating when asked).
+    fn escalating(repeat_last: bool) -> Engine {
+        let mut config = Config::shipped();
+        let steps = vec![crate::time::Duration::from_seconds(600), crate::time::Duration::from_seconds(1800)];
+        config
+            .set_escalation("accounts-oncall", crate::config::EscalationTimes { steps, repeat_last })
+            .expect("increasing steps");
+        let mut engine = Engine::new(config);
+        engine.record_changes(true);
+        engine
+    }
+
+    fn transitions(engine: &mut Engine) -> Vec<(u32, Transition)> {
+        engine
+            .drain_changes()
+            .filter_map(|change| match change {
+                Change::Incident { index, transition } if transition != Transition::Updated => {
+                    Some((index, transition))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_unacknowledged_incident_escalates_at_each_step_in_event_time() {
+        let mut engine = escalating(false);
+        // Pending from 10:00: stuck at 10:15, steps due 10:25 and 10:45.
+        feed(&mut engine, "1", "account.created", "acc_1", "2026-11-27T10:00:00Z", r#"{"plan":"free"}"#);
+        engine.handle_time(at("2026-11-27T10:16:00Z"));
+        assert_eq!(transitions(&mut engine), [(0, Transition::Opened)]);
+        assert_eq!(engine.next_deadline(), Some(at("2026-11-27T10:25:00Z")));
+        engine.handle_time(at("2026-11-27T10:25:00Z"));
+        assert!(transitions(&mut engine).is_empty(), "due at 10:25 means after it, as the stuck rule");
+        engine.handle_time(at("2026-11-27T10:25:01Z"));
+        assert_eq!(transitions(&mut engine), [(0, Transition::Escalated)]);
+        engine.handle_time(at("2026-11-28T10:00:00Z"));
+        assert_eq!(transitions(&mut engine), [(0, Transition::Escalated)], "the second step, and no repeat");
+        assert_eq!(engine.operator_state(0), Some((false, 2)));
+        assert_eq!(engine.next_deadline(), None);
+    }
+
+    #[test]
+    fn an_acknowledged_incident_does_not_escalate() {
+        let mut engine = escalating(true);
+        feed(&mut engine, "1", "account.created", "acc_1", "2026-11-27T10:00:00Z", r#"{"plan":"free"}"#);
+        engine.handle_time(at("2026-11-27T10:16:00Z"));
+        assert_eq!(engine.acknowledge(0), Ok(()));
+        assert_eq!(engine.acknowledge(0), Err(OperatorRefusal::AlreadyAcknowledged));
+        assert_eq!(engine.acknowledge(7), Err(OperatorRefusal::NoSuchIncident));
+        engine.handle_time(at("2026-11-29T10:00:00Z"));
+        assert_eq!(transitions(&mut engine), [(0, Transition::Opened), (0, Transition::Acknowledged)]);
+        assert_eq!(engine.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_repeating_last_step_fires_a_bounded_number_of_times() {
+        let mut engine = escalating(true);
+        feed(&mut engine, "1", "account.created", "acc_1", "2026-11-27T10:00:00Z", r#"{"plan":"free"}"#);
+        engine.handle_time(at("2026-12-27T10:00:00Z"));
+        let escalated = transitions(&mut engine).iter().filter(|(_, t)| *t == Transition::Escalated).count();
+        assert_eq!(escalated, 2 + crate::config::MAX_ESCALATION_REPEATS as usize);
+    }
+
+    /// Live (a clock every minute, events on time) and replay (events only,
+    /// the clock once at the end) give the same transitions: a step that
+    /// fell due before the event that ended the incident escalated.
+    #[test]
+    fn replay_escalates_as_the_live_clock_did() {
+        let run = |live: bool| {
+            let mut engine = escalating(false);
+            feed(&mut engine, "1", "account.created", "acc_1", "2026-11-27T10:00:00Z", r#"{"plan":"free"}"#);
+            if live {
+                for minute in 1..50 {
+                    engine.handle_time(at(&format!("2026-11-27T10:{minute:02}:30Z")));
+                }
+            }
+            feed(&mut engine, "2", "account.activated", "acc_1", "2026-11-27T10:50:00Z", "{}");
+            engine.handle_time(at("2026-11-27T11:30:00Z"));
+            (transitions(&mut engine), engine.records())
+        };
+        let (live, live_records) = run(true);
+        assert_eq!(
+            live,
+            [
+                (0, Transition::Opened),
+                (0, Transition::Escalated),
+                (0, Transition::Escalated),
+                (0, Transition::Resolved)
+            ]
+        );
+        assert_eq!(run(false), (live, live_records));
+    }
+
+    #[test]
+    fn only_kinds_that_never_resolve_by_themselves_are_resolved_by_hand() {
+        let mut engine = escalating(false);
+        feed(&mut engine, "1", "account.created", "acc_1", "2026-11-27T10:00:00Z", r#"{"plan":"free"}"#);
+        engine.handle_time(at("2026-11-27T10:16:00Z"));
+        assert_eq!(
+            engine.resolve_by_operator(0, at("2026-11-27T10:17:00Z")),
+            Err(OperatorRefusal::ResolvesByItself(IncidentKind::Stuck))
+        );
+        // An illegal event: a second account.created.
+        feed(&mut engine, "2", "account.created", "acc_1", "2026-11-27T10:18:00Z", r#"{"plan":"free"}"#);
+        let illegal = engine
+            .records()
+            .into_iter()
+            .find(|record| record.kind == IncidentKind::IllegalTransition)
+            .and_then(|record| engine.find_incident(&record.id, None))
+            .expect("an illegal_transition incident");
+        assert_eq!(engine.resolve_by_operator(illegal, at("2026-11-27T10:20:00Z")), Ok(()));
+        assert_eq!(engine.resolve_by_operator(illegal, at("2026-11-27T10:21:00Z")), Err(OperatorRefusal::NotOpen));
+        let record = engine.record(illegal).expect("the record");
+        assert_eq!(record.resolved_at, Some(at("2026-11-27T10:20:00Z")));
+        // The condition again: a new incident, not a count on the old one.
+        feed(&mut engine, "3", "account.created", "acc_1", "2026-11-27T10:30:00Z", r#"{"plan":"free"}"#);
+        let open_illegal = engine
+            .records()
+            .into_iter()
+            .filter(|record| record.kind == IncidentKind::IllegalTransition && record.resolved_at.is_none())
+            .count();
+        assert_eq!(open_illegal, 1);
+        assert_eq!(engine.find_incident(&record.id, Some(999)), Some(illegal));
     }
 }
