@@ -178,7 +178,20 @@ impl AppConfig {
                 message: error.message().to_string(),
             })?,
         };
-        let engine = Config::from_table(table)?;
+        let mut engine = Config::from_table(table)?;
+        // The engine keeps escalation deadlines in event time, as it keeps
+        // stuck ones; where each step sends stays the notifier's business.
+        for team in notifications.teams.values() {
+            let times = lifewatch_core::EscalationTimes {
+                steps: team
+                    .escalation
+                    .iter()
+                    .map(|step| Duration::from_seconds(i64::try_from(step.after_seconds).unwrap_or(i64::MAX)))
+                    .collect(),
+                repeat_last: team.escalation.last().is_some_and(|step| step.repeat),
+            };
+            engine.set_escalation(&team.name, times)?;
+        }
         let duration = |key: &str, value: Option<String>, default: i64| match value {
             None => Ok(Duration::from_seconds(default)),
             Some(text) => Duration::parse_human(&text)

@@ -14,7 +14,7 @@ use anyhow::Context;
 use hmac::{Hmac, Mac};
 use lifewatch_notify::payload::{self, Links};
 use lifewatch_notify::{AfterFailure, Channel, ChannelKind, Notifications, RetryPolicy, Schedule};
-use lifewatch_store::{Deliveries, Delivery, DeliveryRouter, Routing};
+use lifewatch_store::{Deliveries, Delivery, DeliveryRouter, RouteQuery, Routing};
 
 /// What a receiver answered.
 pub struct Answer {
@@ -120,10 +120,20 @@ pub fn signature(secret: &str, body: &[u8]) -> Result<String, SendError> {
 /// region's incidents during an outage (`inhibit_during_outage`, on by default).
 pub fn router(notifications: &Notifications) -> Routing {
     let routes = notifications.clone();
-    let route: DeliveryRouter = Arc::new(move |owner: &str, severity: &str, kind: &str, transition: &str| {
-        routes
-            .route(owner, severity, kind, transition)
+    let route: DeliveryRouter = Arc::new(move |query: &RouteQuery<'_>| {
+        let mut channels = routes.route(query.owner, query.severity, query.kind, query.transition);
+        if query.transition == "escalated" {
+            channels.extend(routes.escalation_targets(
+                query.owner,
+                query.escalation_step,
+                query.severity,
+                query.kind,
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        channels
             .into_iter()
+            .filter(|name| seen.insert(*name))
             .filter(|name| routes.channels.get(*name).is_some_and(|channel| supported(&channel.kind)))
             .map(str::to_string)
             .collect()

@@ -108,6 +108,15 @@ enum Command {
     /// monitor stopped retrying them and published the others.
     #[command(after_help = commands::outbox::EXAMPLES)]
     Outbox(commands::outbox::OutboxArgs),
+    /// Acknowledge an incident: its escalation stops, `acknowledged` goes to its channels.
+    #[command(after_help = commands::act::ACK_EXAMPLES)]
+    Ack(commands::act::ActArgs),
+    /// Resolve an illegal_transition or invariant_violation incident by hand.
+    #[command(after_help = commands::act::RESOLVE_EXAMPLES)]
+    Resolve(commands::act::ActArgs),
+    /// Add a note to an incident's timeline.
+    #[command(after_help = commands::act::NOTE_EXAMPLES)]
+    Note(commands::act::NoteArgs),
     /// Feed rejected events through validation again; accepted ones join the log.
     #[command(after_help = commands::redrive::EXAMPLES)]
     Redrive(commands::redrive::RedriveArgs),
@@ -221,6 +230,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backup(args) => commands::backup::main(args),
         Command::Rejected(args) => commands::rejected::main(args),
         Command::Outbox(args) => commands::outbox::main(args),
+        Command::Ack(args) => commands::act::ack(args),
+        Command::Resolve(args) => commands::act::resolve(args),
+        Command::Note(args) => commands::act::note(args),
         Command::Redrive(args) => commands::redrive::main(args),
     }
 }

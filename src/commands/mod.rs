@@ -3,6 +3,7 @@
 //! over a database read through `lifewatch_store` (the typed answers of
 //! `lifewatch_store::query`) and render with `crate::output`.
 
+pub mod act;
 pub mod backup;
 pub mod check;
 pub mod completions;

@@ -116,6 +116,7 @@ pub fn main(args: ShowArgs) -> anyhow::Result<ExitCode> {
 enum IncidentLine<'a> {
     Incident(&'a lifewatch_core::IncidentRecord),
     Transition(&'a query::IncidentChange),
+    Action(&'a lifewatch_store::OperatorAction),
     Entity(&'a EntitySummary),
 }
 
@@ -131,6 +132,7 @@ fn show_incident(store: &Store, detail: &query::IncidentDetail, format: Format) 
     let lines = || {
         std::iter::once(IncidentLine::Incident(record))
             .chain(detail.transitions.iter().map(IncidentLine::Transition))
+            .chain(detail.actions.iter().map(IncidentLine::Action))
             .chain(entities.iter().map(IncidentLine::Entity))
     };
     match format {
@@ -179,6 +181,24 @@ fn show_incident(store: &Store, detail: &query::IncidentDetail, format: Format) 
                 table.row([change.transition.to_string(), change.after_seq.to_string()]);
             }
             table.write(&mut out)?;
+            if !detail.actions.is_empty() {
+                writeln!(out, "\noperator actions:")?;
+                let mut table = Table::new(&["AT", "ACTION", "BY", "STATE", "NOTE"]);
+                for action in &detail.actions {
+                    let state = match &action.refusal {
+                        Some(refusal) => format!("refused: {refusal}"),
+                        None => action.state.clone(),
+                    };
+                    table.row([
+                        action.requested_at.to_string(),
+                        action.action.as_str().to_string(),
+                        action.by.clone(),
+                        state,
+                        action.note.clone().unwrap_or_default(),
+                    ]);
+                }
+                table.write(&mut out)?;
+            }
             writeln!(
                 out,
                 "\nfor its entity's timeline: lifewatch show {}",

@@ -75,6 +75,8 @@ enum Input {
     Deadline,
     /// The periodic tick: report progress, retry an outbox that could not be published.
     Tick,
+    /// Look for operator requests (`lifewatch ack|resolve|note`, the API).
+    Operator,
     /// An incident publish was acknowledged, or failed.
     Published(Option<Settled>),
     /// The shutdown future completed.
@@ -164,6 +166,8 @@ pub async fn run_monitor(
     monitor.with_telemetry(|telemetry| telemetry.consumer_bound(true));
     let mut ticker = tokio::time::interval(settings.report_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut operator_poll = tokio::time::interval(OPERATOR_POLL);
+    operator_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline_timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(deadline_timer);
     tokio::pin!(shutdown);
@@ -185,6 +189,7 @@ pub async fn run_monitor(
                 None => Input::StreamEnded,
             },
             _ = ticker.tick() => Input::Tick,
+            _ = operator_poll.tick() => Input::Operator,
             // Always enabled while a publish is in flight, so that the
             // messages held back behind it go at the server's ack rate.
             settled = monitor.in_flight.next(), if !monitor.in_flight.is_empty() => Input::Published(settled),
@@ -229,6 +234,10 @@ pub async fn run_monitor(
                 monitor.flush_outbox_marks(1)?;
                 false
             }
+            Input::Operator => {
+                monitor.handle_operator_requests().await?;
+                false
+            }
             Input::Shutdown => {
                 drop(messages);
                 return monitor.stop(&client, settings).await;
@@ -251,6 +260,10 @@ pub async fn run_monitor(
         deadline_armed = monitor.arm_deadline(deadline_timer.as_mut(), lateness)?;
     }
 }
+
+/// How often the monitor looks for operator requests: an index lookup
+/// that finds nothing nearly always, and a person waits at most this long.
+const OPERATOR_POLL: Duration = Duration::from_millis(500);
 
 /// How long a stop waits for the last acknowledgements to be handed over
 /// and flushed before it gives up on a server that does not answer.
@@ -775,6 +788,34 @@ impl Monitor<'_> {
     }
 
     /// Moves the engine's clock to `watermark` and commits the tick with its changes.
+    /// Applies the operator requests waiting in the store and commits
+    /// their transitions, which go out like any other.
+    async fn handle_operator_requests(&mut self) -> Result<(), NatsError> {
+        let decided = tokio::task::block_in_place(|| self.writer.apply_operator_requests())?;
+        if decided.is_empty() {
+            return Ok(());
+        }
+        let committed = tokio::task::block_in_place(|| self.writer.commit());
+        self.with_telemetry(|telemetry| telemetry.commit_result(committed.is_ok()));
+        let committed = committed?;
+        for action in &decided {
+            tracing::info!(
+                id = action.id,
+                incident = %action.incident_id,
+                action = action.action.as_str(),
+                by = %action.by,
+                state = %action.state,
+                refusal = action.refusal.as_deref().unwrap_or(""),
+                "operator action"
+            );
+        }
+        if committed.transitions > 0 {
+            self.outbox.committed();
+            self.pump_outbox().await?;
+        }
+        Ok(())
+    }
+
     async fn handle_clock(&mut self, watermark: Timestamp) -> Result<(), NatsError> {
         self.writer.tick(watermark);
         let committed = tokio::task::block_in_place(|| self.writer.commit());

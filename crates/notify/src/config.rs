@@ -288,6 +288,30 @@ impl Notifications {
             .map(|route| route.channel.as_str())
             .collect()
     }
+
+    /// The channels step `step` (from 0; past the last, its repeats) of
+    /// `team`'s escalation chain notifies, for an incident of `severity`
+    /// and `kind`: its channels, and for each team it names, the channels
+    /// that team gets for an `escalated` transition of such an incident
+    /// (or, when it routes none, for an `opened` one). The team's own
+    /// routes for `escalated` are not included: see [`Notifications::route`].
+    pub fn escalation_targets(&self, team: &str, step: u32, severity: &str, kind: &str) -> Vec<&str> {
+        let Some(chain) = self.teams.get(team).map(|team| &team.escalation) else { return Vec::new() };
+        let Some(step) = chain.get(step as usize).or(chain.last()) else { return Vec::new() };
+        let mut targets = Vec::new();
+        for target in &step.notify {
+            if let Some((name, _)) = self.channels.get_key_value(target) {
+                targets.push(name.as_str());
+            } else {
+                let mut channels = self.route(target, severity, kind, "escalated");
+                if channels.is_empty() {
+                    channels = self.route(target, severity, kind, "opened");
+                }
+                targets.extend(channels);
+            }
+        }
+        targets
+    }
 }
 
 /// A secret given inline or by the name of an environment variable.
@@ -391,12 +415,31 @@ fn team(
             channel: route.channel,
         });
     }
-    let mut escalation = Vec::new();
+    let mut escalation: Vec<EscalationStep> = Vec::new();
+    let steps = raw.escalation.len();
     for (step_index, step) in raw.escalation.into_iter().enumerate() {
-        let after_seconds = seconds(&step.after).map_err(|message| NotifyConfigError {
-            key: format!("teams[{index}].escalation[{step_index}].after"),
-            message,
-        })?;
+        let key = |field: &str| format!("teams[{index}].escalation[{step_index}].{field}");
+        let after_seconds =
+            seconds(&step.after).map_err(|message| NotifyConfigError { key: key("after"), message })?;
+        let previous = escalation.last().map_or(0, |step| step.after_seconds);
+        if after_seconds <= previous {
+            return Err(NotifyConfigError {
+                key: key("after"),
+                message: "each step's `after` counts from the incident's opening: it must be longer than the step before it (and above 0)".into(),
+            });
+        }
+        if step.repeat && step_index + 1 != steps {
+            return Err(NotifyConfigError {
+                key: key("repeat"),
+                message: "only the last step may repeat".into(),
+            });
+        }
+        if step.notify.is_empty() {
+            return Err(NotifyConfigError {
+                key: key("notify"),
+                message: "name at least one channel or team".into(),
+            });
+        }
         escalation.push(EscalationStep { after_seconds, notify: step.notify, repeat: step.repeat });
     }
     Ok(Team {

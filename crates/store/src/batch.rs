@@ -26,6 +26,8 @@ pub(crate) struct Pending {
     pub(crate) rejected: Vec<PendingRejection>,
     pub(crate) ticks: Vec<(i64, Timestamp)>,
     pub(crate) checkpoints: Vec<(String, i64)>,
+    /// Operator requests decided since the last commit.
+    pub(crate) decided: Vec<crate::operator::Decided>,
 }
 
 pub(crate) struct PendingEvent {
@@ -49,6 +51,7 @@ impl Pending {
         self.rejected.clear();
         self.ticks.clear();
         self.checkpoints.clear();
+        self.decided.clear();
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -56,6 +59,7 @@ impl Pending {
             && self.rejected.is_empty()
             && self.ticks.is_empty()
             && self.checkpoints.is_empty()
+            && self.decided.is_empty()
     }
 }
 
@@ -358,6 +362,14 @@ impl Batch {
             }
         }
         {
+            if !pending.decided.is_empty() {
+                // Ticks get ids max + 1 onwards (INTEGER PRIMARY KEY): an
+                // operator action is stored after the tick it followed.
+                let first_tick: i64 = connection
+                    .query_row("SELECT coalesce(max(id), 0) + 1 FROM ticks", [], |row| row.get(0))
+                    .context(path, "read the clock ticks")?;
+                crate::operator::write_decisions(connection, path, &pending.decided, first_tick)?;
+            }
             let mut insert = connection
                 .prepare_cached("INSERT INTO ticks(after_seq, now) VALUES (?1, ?2)")
                 .context(path, "prepare the tick insert")?;

@@ -19,8 +19,24 @@ use serde::Serialize;
 use crate::error::{Context, StoreError};
 use crate::schema::{self, Access, Durability};
 
-/// The channels one transition goes to: `(owner, severity, kind, transition)` → channel names.
-pub type DeliveryRouter = Arc<dyn Fn(&str, &str, &str, &str) -> Vec<String> + Send + Sync>;
+/// What a router is asked about one transition.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteQuery<'a> {
+    /// The incident's owner.
+    pub owner: &'a str,
+    /// Its severity.
+    pub severity: &'a str,
+    /// Its kind.
+    pub kind: &'a str,
+    /// The transition.
+    pub transition: &'a str,
+    /// For `escalated`, which step of the owner's chain (from 0; steps past
+    /// the last are its repeats).
+    pub escalation_step: u32,
+}
+
+/// The channels one transition goes to.
+pub type DeliveryRouter = Arc<dyn Fn(&RouteQuery<'_>) -> Vec<String> + Send + Sync>;
 
 /// Where transitions go, and which teams hold back their incidents of a
 /// region while its outage is open.
@@ -123,7 +139,20 @@ pub(crate) fn queue(
             }
         }
         last.insert(incident.clone(), transition.clone());
-        for channel in (routing.route)(&owner, &text("severity"), &kind, &transition) {
+        let escalation_step = if transition == "escalated" {
+            escalations_before(connection, path, &incident, outbox_id)?
+        } else {
+            0
+        };
+        let severity = text("severity");
+        let query = RouteQuery {
+            owner: &owner,
+            severity: &severity,
+            kind: &kind,
+            transition: &transition,
+            escalation_step,
+        };
+        for channel in (routing.route)(&query) {
             insert
                 .execute(params![outbox_id, channel, incident, transition, region, state])
                 .context(path, "queue a delivery")?;
@@ -131,6 +160,26 @@ pub(crate) fn queue(
         }
     }
     Ok(queued)
+}
+
+/// How many times `incident` escalated before outbox entry `position`:
+/// the step an `escalated` transition there stands for.
+fn escalations_before(
+    connection: &Connection,
+    path: &Path,
+    incident: &str,
+    position: i64,
+) -> Result<u32, StoreError> {
+    connection
+        .prepare_cached(
+            "SELECT count(*) FROM incident_transitions
+             WHERE incident = ?1 AND transition = 'escalated' AND position < ?2",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![schema::incident_number(incident), position], |row| row.get::<_, u32>(0))
+        })
+        .context(path, "count an incident's escalations")
 }
 
 /// Whether an earlier batch held back a delivery of `incident`.

@@ -61,6 +61,7 @@ mod deliveries;
 mod error;
 mod lock;
 mod log;
+mod operator;
 mod project;
 pub mod query;
 mod read;
@@ -69,13 +70,18 @@ mod seqs;
 mod verify;
 mod writer;
 
-pub use deliveries::{Deliveries, Delivery, DeliveryRouter, Routing};
+pub use deliveries::{Deliveries, Delivery, DeliveryRouter, RouteQuery, Routing};
 pub use error::StoreError;
 pub use log::RestoreStats;
+pub use operator::{
+    ActionKind, MAX_OPERATOR_TEXT, OperatorAction, action_state as operator_action,
+    clean_text as clean_operator_text, request as request_operator_action,
+};
 pub use project::{Difference, StoredEntity};
 pub use read::{IncidentFilter, OpenCount, OutboxState, Store, StoreSummary, StoredEvent, StoredRejection};
 pub use schema::Durability;
 pub use verify::{Check, Verification};
 pub use writer::{
-    Committed, Fed, OutboxEntry, RedriveSummary, SetAsideEntry, Writer, WriterOptions, set_aside_outbox,
+    Committed, Fed, OutboxEntry, RedriveSummary, SetAsideEntry, Writer, WriterOptions, derived_under,
+    set_aside_outbox,
 };

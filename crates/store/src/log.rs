@@ -57,17 +57,49 @@ pub(crate) fn refold_with_progress(
     }
     let mut engine = Engine::new(config);
     let mut stats = RestoreStats::default();
-    let ticks: Vec<(i64, i64)> = connection
-        .prepare("SELECT after_seq, now FROM ticks ORDER BY id")
+    let ticks: Vec<(i64, i64, i64)> = connection
+        .prepare("SELECT after_seq, id, now FROM ticks ORDER BY id")
         .and_then(|mut statement| {
-            statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?.collect::<Result<Vec<_>, _>>()
+            statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                .collect::<Result<Vec<_>, _>>()
         })
         .context(path, "read the clock ticks")?;
-    let mut ticks = ticks.into_iter().peekable();
-    crate::blocks::BlockReader::new(path)?.for_each(connection, path, |seq, _, payload| {
-        while let Some((_, now)) = ticks.next_if(|&(after_seq, _)| after_seq < seq) {
-            engine.handle_time(Timestamp::from_unix_nanos(now));
+    // Ticks and operator actions between events, in the order they were
+    // applied: by the event they followed, then a tick `id` before an
+    // action that followed tick `id` (key 2 id < 2 id + 1) before tick `id + 1`.
+    let mut between: Vec<(i64, i64, Between)> = ticks
+        .into_iter()
+        .map(|(after_seq, id, now)| (after_seq, 2 * id, Between::Tick(Timestamp::from_unix_nanos(now))))
+        .chain(
+            crate::operator::applied(connection, path)?
+                .into_iter()
+                .map(|action| (action.after_seq, 2 * action.after_tick + 1, Between::Action(action))),
+        )
+        .collect();
+    between.sort_by_key(|(after_seq, key, _)| (*after_seq, *key));
+    let mut between = between.into_iter().peekable();
+    let apply = |engine: &mut Engine, stats: &mut RestoreStats, item: Between| match item {
+        Between::Tick(now) => {
+            engine.handle_time(now);
             stats.ticks += 1;
+        }
+        Between::Action(action) => {
+            // A refusal now (another configuration made other incidents)
+            // leaves the action stored and without effect, as it would
+            // have been refused had it been asked then.
+            if let Some(index) = engine.find_incident(&action.incident_id, action.slot) {
+                let _refused = match action.action {
+                    crate::ActionKind::Ack => engine.acknowledge(index),
+                    crate::ActionKind::Resolve => engine.resolve_by_operator(index, action.requested_at),
+                    crate::ActionKind::Note => Ok(()),
+                };
+            }
+        }
+    };
+    crate::blocks::BlockReader::new(path)?.for_each(connection, path, |seq, _, payload| {
+        while let Some((_, _, item)) = between.next_if(|&(after_seq, _, _)| after_seq < seq) {
+            apply(&mut engine, &mut stats, item);
         }
         match parse_event(payload) {
             Ok(event) => {
@@ -88,9 +120,14 @@ pub(crate) fn refold_with_progress(
     if let Some(progress) = progress.as_mut() {
         progress(stats.events + stats.no_longer_valid, total);
     }
-    for (_, now) in ticks {
-        engine.handle_time(Timestamp::from_unix_nanos(now));
-        stats.ticks += 1;
+    for (_, _, item) in between {
+        apply(&mut engine, &mut stats, item);
     }
     Ok((engine, stats))
+}
+
+/// What comes between two events of the log.
+enum Between {
+    Tick(Timestamp),
+    Action(crate::operator::Applied),
 }

@@ -204,6 +204,9 @@ pub struct IncidentDetail {
     pub record: IncidentRecord,
     /// Every transition it went through, oldest first.
     pub transitions: Vec<IncidentChange>,
+    /// What people did to it (acknowledged, resolved, noted), oldest first,
+    /// with requests not applied yet and refused ones.
+    pub actions: Vec<crate::OperatorAction>,
 }
 
 /// The incident with this id, if there is one.
@@ -214,7 +217,8 @@ pub fn incident(store: &Store, id: &str) -> Result<Option<IncidentDetail>, Store
             return Ok(None);
         };
         let transitions = store.transitions_of(id)?;
-        Ok(Some(IncidentDetail { record, transitions }))
+        let actions = crate::operator::actions_of(store.connection(), store.path(), id)?;
+        Ok(Some(IncidentDetail { record, transitions, actions }))
     })
 }
 
@@ -667,15 +671,7 @@ impl Store {
 }
 
 fn parse_transition(name: &str) -> Option<Transition> {
-    [
-        Transition::Opened,
-        Transition::Updated,
-        Transition::Resolved,
-        Transition::Reopened,
-        Transition::Retracted,
-    ]
-    .into_iter()
-    .find(|transition| transition.as_str() == name)
+    Transition::parse(name)
 }
 
 fn state_name<S: Serializer>(state: &Option<State>, serializer: S) -> Result<S::Ok, S::Error> {

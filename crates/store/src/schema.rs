@@ -19,7 +19,7 @@ use crate::error::{Context, StoreError};
 pub(crate) const APPLICATION_ID: i64 = 0x4c57_4154;
 
 /// The newest schema version this build writes.
-pub(crate) const CURRENT_VERSION: i64 = 15;
+pub(crate) const CURRENT_VERSION: i64 = 16;
 
 /// Migration `n` (from 0) takes the schema from version `n` to `n + 1`.
 /// Migrations are history: a released one is never edited, a later one
@@ -328,6 +328,28 @@ const MIGRATIONS: [&str; CURRENT_VERSION as usize] = [
     -- Deliveries held back while their region's outage is open
     -- (`inhibited`), and those whose incident ended meanwhile (`suppressed`).
     CREATE INDEX deliveries_held_back ON deliveries(region) WHERE state IN ('inhibited', 'suppressed');
+    ",
+    // 16: operator actions (operator.rs): inputs, like events.
+    "
+    -- What people asked (ack, resolve, note) and what became of it:
+    -- `requested` until the writer applies it (`applied`, at its place in
+    -- the log: after event `after_seq` and clock tick `after_tick`) or
+    -- refuses it (`refused`, with the reason). Never dropped by rebuild.
+    CREATE TABLE operator_actions (
+        id INTEGER PRIMARY KEY,
+        incident_id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        by TEXT NOT NULL,
+        note TEXT,
+        requested_at_ms INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        refusal TEXT,
+        after_seq INTEGER,
+        after_tick INTEGER,
+        slot INTEGER
+    );
+    CREATE INDEX operator_requests ON operator_actions(id) WHERE state = 'requested';
+    CREATE INDEX operator_actions_by_incident ON operator_actions(incident_id);
     ",
 ];
 

@@ -143,6 +143,8 @@ pub struct Writer {
     last_tick: Option<(i64, Timestamp)>,
     restore: RestoreStats,
     poisoned: bool,
+    /// The highest operator request applied or refused by this writer.
+    operator_cursor: i64,
     _lock: WriterLock,
 }
 
@@ -331,6 +333,7 @@ impl Writer {
             last_tick,
             restore,
             poisoned: false,
+            operator_cursor: 0,
             _lock: writer_lock,
         };
         if reproject {
@@ -449,6 +452,61 @@ impl Writer {
         self.engine.handle_time(now);
         self.pending.ticks.push((after_seq, now));
         self.last_tick = Some((after_seq, now));
+    }
+
+    /// Applies the operator requests (`lifewatch ack|resolve|note`, the
+    /// API) that wait in the database to the engine, at this place in the
+    /// log; the next commit stores each one's outcome with the transitions
+    /// it made (`acknowledged`, `resolved`). Returns the requests decided,
+    /// with their outcome (`state` `applied` or `refused`).
+    pub fn apply_operator_requests(&mut self) -> Result<Vec<crate::OperatorAction>, StoreError> {
+        let requests = {
+            let db = lock(&self.db);
+            crate::operator::requested_after(&db.connection, &self.path, self.operator_cursor)?
+        };
+        let mut decided = Vec::with_capacity(requests.len());
+        for mut request in requests {
+            self.operator_cursor = self.operator_cursor.max(request.id);
+            let slot = self.incident_slot(&request.incident_id)?;
+            let index = self.engine.find_incident(&request.incident_id, slot);
+            let outcome = match (index, request.action) {
+                (None, _) => Err(lifewatch_core::OperatorRefusal::NoSuchIncident),
+                (Some(index), crate::ActionKind::Ack) => self.engine.acknowledge(index),
+                (Some(index), crate::ActionKind::Resolve) => {
+                    self.engine.resolve_by_operator(index, request.requested_at)
+                }
+                (Some(index), crate::ActionKind::Note) => {
+                    if self.engine.is_retracted(index) {
+                        Err(lifewatch_core::OperatorRefusal::Retracted)
+                    } else {
+                        Ok(())
+                    }
+                }
+            };
+            let refusal = outcome.err().map(|refusal| refusal.to_string());
+            self.pending.decided.push(crate::operator::Decided {
+                id: request.id,
+                refusal: refusal.clone(),
+                after_seq: self.next_seq - 1,
+                ticks_before: self.pending.ticks.len(),
+                slot: index,
+            });
+            request.state = if refusal.is_some() { "refused" } else { "applied" }.to_string();
+            request.refusal = refusal;
+            decided.push(request);
+        }
+        Ok(decided)
+    }
+
+    /// The engine index the store keeps for incident `id`, if it has the incident.
+    fn incident_slot(&self, id: &str) -> Result<Option<u32>, StoreError> {
+        use rusqlite::OptionalExtension;
+        lock(&self.db)
+            .connection
+            .query_row("SELECT slot FROM incidents WHERE id = ?1", [id], |row| row.get::<_, i64>(0))
+            .optional()
+            .map(|slot| slot.and_then(|slot| u32::try_from(slot).ok()))
+            .context(&self.path, "find an incident")
     }
 
     /// Records how far an input has been read (e.g. a stream sequence), in
@@ -783,6 +841,13 @@ impl Writer {
 /// (docs/contract.md section 7). 3: text a record copies from events is cut
 /// to `MAX_RECORD_TEXT` bytes.
 const DERIVATION: u32 = 3;
+
+/// Whether the projections of the database at `path` were derived under
+/// `config` (a writer opened with another configuration derives them again).
+pub fn derived_under(path: &Path, config: &Config) -> Result<bool, StoreError> {
+    let connection = schema::connect(path, Access::ReadOnly, schema::Durability::Full)?;
+    Ok(project::meta_value(&connection, path, "config_fingerprint")? == Some(config_fingerprint(config)))
+}
 
 /// A fingerprint of the configuration and of [`DERIVATION`]: projections
 /// stored with another one are recomputed at open.

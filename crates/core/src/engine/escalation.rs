@@ -70,7 +70,11 @@ impl StepQueue {
     }
 
     /// Takes the earliest current step if it is due before `now`.
-    pub(super) fn pop_due(&mut self, now: Timestamp, is_current: impl Fn(&StepDue) -> bool) -> Option<StepDue> {
+    pub(super) fn pop_due(
+        &mut self,
+        now: Timestamp,
+        is_current: impl Fn(&StepDue) -> bool,
+    ) -> Option<StepDue> {
         let step = self.peek(is_current)?;
         if step.due < now {
             self.heap.pop();

@@ -123,7 +123,9 @@ pub enum OperatorRefusal {
     AlreadyAcknowledged,
     /// Only `illegal_transition` and `invariant_violation` incidents are
     /// resolved by hand: the others resolve when their condition ends.
-    #[error("a {0} incident resolves by itself when its condition ends; only illegal_transition and invariant_violation incidents are resolved by hand")]
+    #[error(
+        "a {0} incident resolves by itself when its condition ends; only illegal_transition and invariant_violation incidents are resolved by hand"
+    )]
     ResolvesByItself(IncidentKind),
 }
 
@@ -648,7 +650,10 @@ mod tests {
             .and_then(|record| engine.find_incident(&record.id, None))
             .expect("an illegal_transition incident");
         assert_eq!(engine.resolve_by_operator(illegal, at("2026-11-27T10:20:00Z")), Ok(()));
-        assert_eq!(engine.resolve_by_operator(illegal, at("2026-11-27T10:21:00Z")), Err(OperatorRefusal::NotOpen));
+        assert_eq!(
+            engine.resolve_by_operator(illegal, at("2026-11-27T10:21:00Z")),
+            Err(OperatorRefusal::NotOpen)
+        );
         let record = engine.record(illegal).expect("the record");
         assert_eq!(record.resolved_at, Some(at("2026-11-27T10:20:00Z")));
         // The condition again: a new incident, not a count on the old one.
