@@ -13,7 +13,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use lifewatch_core::{IncidentKind, Status};
 use lifewatch_store::{ActionKind, OperatorAction, Store, StoreError, Writer};
 
 use crate::commands::ConfigArg;
@@ -103,30 +102,6 @@ fn default_actor(by: Option<String>) -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-/// Why `action` cannot apply to an incident of `kind` in `status`, checked
-/// before asking (the writer checks again when it applies it).
-pub fn precheck(
-    action: ActionKind,
-    kind: IncidentKind,
-    status: Status,
-    acknowledged: bool,
-) -> Option<String> {
-    match action {
-        ActionKind::Note => None,
-        _ if status == Status::Resolved => Some("the incident is resolved already".into()),
-        ActionKind::Ack if acknowledged => Some("the incident is acknowledged already".into()),
-        ActionKind::Resolve
-            if !matches!(kind, IncidentKind::IllegalTransition | IncidentKind::InvariantViolation) =>
-        {
-            Some(format!(
-                "a {kind} incident resolves by itself when its condition ends; only illegal_transition \
-                 and invariant_violation incidents are resolved by hand"
-            ))
-        }
-        _ => None,
-    }
-}
-
 fn act(
     db: &Path,
     id: &str,
@@ -142,9 +117,7 @@ fn act(
             message: format!("no incident {} in {}", terminal_safe(id), db.display()),
         });
     };
-    let acknowledged =
-        detail.actions.iter().any(|done| done.action == ActionKind::Ack && done.state == "applied");
-    if let Some(reason) = precheck(action, detail.record.kind, detail.record.status, acknowledged) {
+    if let Some(reason) = lifewatch_store::refusal_before_asking(&detail, action) {
         eprintln!("lifewatch: {}: {reason}", detail.record.id);
         return Ok(ExitCode::FAILURE);
     }

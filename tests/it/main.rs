@@ -15,6 +15,7 @@ mod nats_auth;
 mod nats_live;
 mod notify;
 mod oncall;
+mod operator;
 mod properties;
 mod replay_cli;
 mod schemas;

@@ -54,42 +54,42 @@ fn run(dir: &TempDir, config: &str, args: &[&str]) -> (Option<i32>, String, Stri
 }
 
 /// How a test receiver answers one request.
-struct Reply {
+pub(crate) struct Reply {
     /// Waited before answering.
-    delay: std::time::Duration,
+    pub(crate) delay: std::time::Duration,
     /// The status line's code and reason.
-    status: &'static str,
+    pub(crate) status: &'static str,
     /// Extra header lines, each ending in CRLF.
-    headers: &'static str,
+    pub(crate) headers: &'static str,
 }
 
 /// An immediate answer with `status`.
-fn reply(status: &'static str) -> Reply {
+pub(crate) fn reply(status: &'static str) -> Reply {
     Reply { delay: std::time::Duration::ZERO, status, headers: "" }
 }
 
 /// One request a test receiver got.
 #[derive(Clone, Debug)]
-struct Request {
+pub(crate) struct Request {
     /// Its number, in the order connections were accepted (from 0).
-    number: usize,
+    pub(crate) number: usize,
     /// The header lines, lowercased.
-    head: String,
+    pub(crate) head: String,
     /// Its `Idempotency-Key`.
-    key: String,
+    pub(crate) key: String,
     /// Its body as JSON (`Null` when it is not).
-    body: serde_json::Value,
+    pub(crate) body: serde_json::Value,
     /// When it was read.
-    at: std::time::Instant,
+    pub(crate) at: std::time::Instant,
 }
 
 /// What a test receiver got.
-type Requests = std::sync::Arc<std::sync::Mutex<Vec<Request>>>;
+pub(crate) type Requests = std::sync::Arc<std::sync::Mutex<Vec<Request>>>;
 
 /// A receiver on a free loopback port, for as long as the test process
 /// runs: each connection on a thread of its own, answered as `script` says
 /// for its number (the body is `received`), every request recorded as it is read.
-fn receiver(script: impl Fn(usize) -> Reply + Send + 'static) -> (String, Requests) {
+pub(crate) fn receiver(script: impl Fn(usize) -> Reply + Send + 'static) -> (String, Requests) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());

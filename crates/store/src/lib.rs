@@ -75,7 +75,7 @@ pub use error::StoreError;
 pub use log::RestoreStats;
 pub use operator::{
     ActionKind, MAX_OPERATOR_TEXT, OperatorAction, action_state as operator_action,
-    clean_text as clean_operator_text, request as request_operator_action,
+    clean_text as clean_operator_text, refusal_before_asking, request as request_operator_action,
 };
 pub use project::{Difference, StoredEntity};
 pub use read::{IncidentFilter, OpenCount, OutboxState, Store, StoreSummary, StoredEvent, StoredRejection};

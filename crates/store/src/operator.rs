@@ -91,6 +91,29 @@ fn action(row: &rusqlite::Row<'_>) -> rusqlite::Result<OperatorAction> {
     })
 }
 
+/// Why `action` cannot apply to the incident of `detail`, checked before
+/// asking (the writer checks again when it applies it, against the engine).
+pub fn refusal_before_asking(detail: &crate::query::IncidentDetail, action: ActionKind) -> Option<String> {
+    use lifewatch_core::{IncidentKind, Status};
+    let kind = detail.record.kind;
+    let acknowledged =
+        detail.actions.iter().any(|done| done.action == ActionKind::Ack && done.state == "applied");
+    match action {
+        ActionKind::Note => None,
+        _ if detail.record.status == Status::Resolved => Some("the incident is resolved already".into()),
+        ActionKind::Ack if acknowledged => Some("the incident is acknowledged already".into()),
+        ActionKind::Resolve
+            if !matches!(kind, IncidentKind::IllegalTransition | IncidentKind::InvariantViolation) =>
+        {
+            Some(format!(
+                "a {kind} incident resolves by itself when its condition ends; only illegal_transition \
+                 and invariant_violation incidents are resolved by hand"
+            ))
+        }
+        _ => None,
+    }
+}
+
 /// Text from a person, bounded and without control characters but newlines.
 pub fn clean_text(text: &str) -> String {
     let mut cleaned: String =

@@ -13,6 +13,7 @@
 //!                                  pool of read-only Stores ◄── spawn_blocking
 //! ```
 
+mod actions;
 mod api;
 mod auth;
 mod error;
@@ -122,6 +123,7 @@ pub fn router(config: WebConfig) -> Router {
     let guarded = Router::new()
         .route("/", get(pages::home))
         .route("/incidents/{id}", get(pages::incident))
+        .route("/incidents/{id}/act", axum::routing::post(actions::form))
         .route("/entities/{id}", get(pages::entity))
         .route("/static/app.css", get(pages::stylesheet))
         .route("/static/app.js", get(pages::script))

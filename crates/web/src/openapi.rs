@@ -4,7 +4,7 @@
 
 use utoipa::OpenApi;
 
-use crate::api;
+use crate::{actions, api};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,7 +13,8 @@ use crate::api;
         description = "The read side of lifewatch: incidents, entities, the stuck report, outages, \
                        metrics and health. Incident records are those of the contract \
                        (docs/contract.md, schemas/incident.schema.json). When a token is configured, \
-                       every route but /healthz and /readyz requires `Authorization: Bearer <token>`."
+                       every route but /healthz and /readyz requires `Authorization: Bearer <token>`; the \
+                       operator actions (POST) always do, and are refused when no token is configured."
     ),
     paths(
         api::incidents,
@@ -25,7 +26,10 @@ use crate::api;
         api::openapi,
         api::metrics,
         api::healthz,
-        api::readyz
+        api::readyz,
+        actions::ack,
+        actions::resolve,
+        actions::notes
     )
 )]
 struct Document;

@@ -61,7 +61,7 @@ fn segment(text: &str) -> String {
     utf8_percent_encode(text, SEGMENT).to_string()
 }
 
-fn incident_href(id: &str) -> String {
+pub(crate) fn incident_href(id: &str) -> String {
     format!("/incidents/{}", segment(id))
 }
 
@@ -404,8 +404,17 @@ pub(crate) async fn incident(
         return Err(ApiError::not_found(format!("no incident {}", bounded(&shown))));
     };
     let runbook = crate::runbook::render(&state.runbook_root, &detail.record.runbook);
-    Ok(render_incident(&detail, timeline.as_ref(), &notifications, &runbook, &version, wall_clock())
-        .into_response())
+    let actions_enabled = state.token.is_some();
+    Ok(render_incident(
+        &detail,
+        timeline.as_ref(),
+        &notifications,
+        &runbook,
+        &version,
+        wall_clock(),
+        actions_enabled,
+    )
+    .into_response())
 }
 
 fn render_incident(
@@ -415,8 +424,17 @@ fn render_incident(
     runbook: &Markup,
     version: &str,
     now: Timestamp,
+    actions_enabled: bool,
 ) -> Markup {
     let record = &detail.record;
+    let acknowledged = detail
+        .actions
+        .iter()
+        .find(|action| action.action == lifewatch_store::ActionKind::Ack && action.state == "applied");
+    let open = record.status == Status::Open;
+    let resolvable =
+        open && matches!(record.kind, IncidentKind::IllegalTransition | IncidentKind::InvariantViolation);
+    let act = format!("{}/act", incident_href(&record.id));
     // The time of the event each transition came after, where that event is
     // one of the entity's own (the log's other events are not read here).
     let time_of = |seq: i64| {
@@ -444,6 +462,53 @@ fn render_incident(
             dt { "Key" } dd { code { (record.key) } }
             dt { "Id" } dd { code { (record.id) } }
             dt { "Events" } dd { @for (i, event) in record.events.iter().enumerate() { @if i > 0 { ", " } code { (event) } } }
+            @if let Some(ack) = acknowledged { dt { "Acknowledged" } dd { "by " (bounded(&ack.by)) ", " (when(ack.requested_at, now)) } }
+        }
+        h2 { "People" }
+        @if !detail.actions.is_empty() {
+            table.actions {
+                thead { tr { th { "When" } th { "Action" } th { "By" } th { "Outcome" } th { "Note" } } }
+                tbody {
+                    @for action in &detail.actions {
+                        tr {
+                            td { (when(action.requested_at, now)) }
+                            td { (action.action.as_str()) }
+                            td { (bounded(&action.by)) }
+                            td { (action.state) @if let Some(refusal) = &action.refusal { ": " (refusal) } }
+                            td { (bounded(action.note.as_deref().unwrap_or(""))) }
+                        }
+                    }
+                }
+            }
+        }
+        @if actions_enabled {
+            div.act {
+                @if open && acknowledged.is_none() {
+                    form method="post" action=(act) {
+                        input type="hidden" name="action" value="ack";
+                        input type="text" name="by" placeholder="your name" maxlength="200" aria-label="your name";
+                        button type="submit" { "Acknowledge" }
+                    }
+                }
+                @if resolvable {
+                    form method="post" action=(act) {
+                        input type="hidden" name="action" value="resolve";
+                        input type="text" name="by" placeholder="your name" maxlength="200" aria-label="your name";
+                        button type="submit" { "Resolve" }
+                    }
+                }
+                form method="post" action=(act) {
+                    input type="hidden" name="action" value="note";
+                    input type="text" name="by" placeholder="your name" maxlength="200" aria-label="your name";
+                    input type="text" name="note" placeholder="a note for the timeline" maxlength="2000" aria-label="note" required;
+                    button type="submit" { "Add note" }
+                }
+            }
+        } @else {
+            p.hint {
+                "Acknowledge, resolve and add notes here once the server has a token (LIFEWATCH_WEB_TOKEN); or run "
+                code { "lifewatch ack " (record.id) " --db …" } "."
+            }
         }
         h2 { "Transitions" }
         table {

@@ -26,6 +26,11 @@ impl StorePool {
         StorePool { path, idle: Mutex::new(Vec::new()) }
     }
 
+    /// The database.
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     /// Runs `read` with a handle on a blocking thread; the handle goes back to
     /// the pool unless the read failed (a failed handle may be broken).
     pub(crate) async fn read<T, F>(self: &std::sync::Arc<Self>, read: F) -> Result<T, ApiError>
