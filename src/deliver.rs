@@ -211,6 +211,7 @@ pub async fn run_worker(
                 incident: dashboard.as_ref().map(|base| format!("{base}/incidents/{}", row.incident_id)),
                 runbook: record.get("runbook").and_then(serde_json::Value::as_str).map(str::to_string),
                 held_back,
+                escalation_step: tokio::task::block_in_place(|| store.escalation_step(row))?,
             };
             let (client, transition, results) = (client.clone(), row.transition.clone(), results.clone());
             tokio::spawn(async move {

@@ -98,8 +98,12 @@ async fn send_test(channel: &Channel, timeout: Duration) -> anyhow::Result<Vec<(
     let client =
         reqwest::Client::builder().timeout(timeout).build().context("cannot build the HTTP client")?;
     let record = test_record();
-    let links =
-        Links { incident: None, runbook: Some("ops/runbooks/stuck.md".into()), held_back: Vec::new() };
+    let links = Links {
+        incident: None,
+        runbook: Some("ops/runbooks/stuck.md".into()),
+        held_back: Vec::new(),
+        escalation_step: None,
+    };
     let idempotency = format!("test-{}", lifewatch_nats::wall_clock().map_or(0, |now| now.unix_nanos()));
     // For PagerDuty the test alert is resolved at once.
     let steps: &[(&str, &'static str)] = match channel.kind {

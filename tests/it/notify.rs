@@ -235,9 +235,10 @@ fn pagerduty_events_are_valid_against_the_published_schema() {
         incident: Some("http://127.0.0.1:9464/incidents/inc_1".into()),
         runbook: Some("ops/runbooks/stuck.md".into()),
         held_back: vec!["inc_a".into(), "inc_b".into()],
+        escalation_step: Some(1),
     };
     for record in &records {
-        for transition in ["opened", "updated", "acknowledged", "resolved", "retracted"] {
+        for transition in ["opened", "updated", "acknowledged", "escalated", "resolved", "retracted"] {
             let event = lifewatch_notify::payload::pagerduty_event("R0UT1NGKEY", transition, record, &links);
             let errors: Vec<String> = validator.iter_errors(&event).map(|error| error.to_string()).collect();
             assert!(errors.is_empty(), "{transition}: {errors:?}\n{event}");

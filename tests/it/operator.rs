@@ -300,6 +300,18 @@ fn an_unacknowledged_incident_pages_its_escalation_step_and_an_ack_stops_it() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(pages_for(&quiet), ["escalated"]);
     assert!(pages_for(&acked).is_empty());
+    let page = pager.lock().unwrap()[0].body.clone();
+    assert_eq!(page["escalation"]["step"], 1, "{page}");
+    let published: Vec<Value> = crate::nats_support::stream_messages(&server.url(), "INCIDENTS")
+        .iter()
+        .map(|message| serde_json::from_slice(&message.payload).unwrap())
+        .filter(|body: &Value| body["transition"] == "escalated")
+        .collect();
+    assert_eq!(published.len(), 1, "{published:?}");
+    assert_eq!(
+        (published[0]["escalation"]["step"].as_u64(), published[0]["incident"]["id"].as_str()),
+        (Some(1), Some(quiet.as_str()))
+    );
     // A restart refolds the escalation: nothing is sent again.
     assert!(monitor.terminate().success());
     let monitor = Monitor::start(&server.url(), &db, &config, &[]);

@@ -44,4 +44,6 @@ pub use machine::{
 #[cfg(feature = "schema")]
 pub use schema::{all_schemas, schema_file_text};
 pub use time::{Duration, Timestamp};
-pub use wire::{MAX_MESSAGE_BYTES, bounded_message, incident_message, incident_subject, subject_token};
+pub use wire::{
+    MAX_MESSAGE_BYTES, bounded_message, escalation_message, incident_message, incident_subject, subject_token,
+};

@@ -82,6 +82,12 @@ pub fn incident_message(transition: &str, record_json: &str) -> String {
     format!("{{\"transition\":\"{transition}\",\"incident\":{record_json}}}")
 }
 
+/// The message of an `escalated` transition: `step` (from 1) of the
+/// owner's escalation chain beside the transition.
+pub fn escalation_message(step: u32, record_json: &str) -> String {
+    format!("{{\"transition\":\"escalated\",\"escalation\":{{\"step\":{step}}},\"incident\":{record_json}}}")
+}
+
 /// Caps tried in turn by [`bounded_message`], from the mildest: the longest
 /// string kept whole (in bytes) and the most event ids listed.
 const CAPS: [(usize, usize); 5] = [(4_096, 100), (1_024, 20), (256, 5), (64, 1), (16, 0)];

@@ -26,6 +26,8 @@ pub struct Links {
     /// For a regional outage: the incidents of its region held back while
     /// it was open (not sent on their own).
     pub held_back: Vec<String>,
+    /// For an `escalated` transition, the step of the chain (from 1).
+    pub escalation_step: Option<u32>,
 }
 
 /// How many held-back incident ids a message lists (the count stays exact).
@@ -47,6 +49,9 @@ fn field<'a>(record: &'a Record, name: &str) -> &'a str {
 /// held incidents back, `"held_back": {"count", "incidents"}`.
 pub fn webhook_body(transition: &str, record: &Record, links: &Links) -> Value {
     let mut body = json!({ "transition": transition, "incident": record });
+    if let Some(step) = links.escalation_step {
+        body["escalation"] = json!({ "step": step });
+    }
     if !links.held_back.is_empty() {
         body["held_back"] = held_back(links);
     }

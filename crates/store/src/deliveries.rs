@@ -164,7 +164,7 @@ pub(crate) fn queue(
 
 /// How many times `incident` escalated before outbox entry `position`:
 /// the step an `escalated` transition there stands for.
-fn escalations_before(
+pub(crate) fn escalations_before(
     connection: &Connection,
     path: &Path,
     incident: &str,
@@ -250,11 +250,14 @@ pub struct Delivery {
     /// The incident record as the transition left it (JSON).
     #[serde(skip)]
     pub record: String,
+    /// The outbox entry (the transition) it carries.
+    #[serde(skip)]
+    pub outbox_id: i64,
 }
 
 const COLUMNS: &str =
     "deliveries.id, channel, deliveries.incident_id, deliveries.transition, state, attempts,
-    not_before_ms, first_try_ms, last_error, done_at_ms, incident_records.record";
+    not_before_ms, first_try_ms, last_error, done_at_ms, incident_records.record, deliveries.outbox_id";
 const FROM: &str = "deliveries JOIN outbox ON outbox.id = deliveries.outbox_id
     JOIN incident_records ON incident_records.id = outbox.record_id";
 
@@ -272,6 +275,7 @@ fn delivery(row: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
         last_error: row.get(8)?,
         done_at_ms: unsigned(row.get(9)?),
         record: row.get(10)?,
+        outbox_id: row.get(11)?,
     })
 }
 
@@ -291,6 +295,15 @@ impl Deliveries {
         let mut connection = schema::connect(path, Access::ReadWrite, Durability::Full)?;
         schema::check_and_migrate(&mut connection, path, Access::ReadOnly)?;
         Ok(Deliveries { path: path.to_path_buf(), connection })
+    }
+
+    /// For an `escalated` delivery, which step of the chain it stands for (from 1).
+    pub fn escalation_step(&self, delivery: &Delivery) -> Result<Option<u32>, StoreError> {
+        if delivery.transition != "escalated" {
+            return Ok(None);
+        }
+        escalations_before(&self.connection, &self.path, &delivery.incident_id, delivery.outbox_id)
+            .map(|before| Some(before + 1))
     }
 
     fn list(&self, condition: &str, values: impl rusqlite::Params) -> Result<Vec<Delivery>, StoreError> {

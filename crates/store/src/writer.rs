@@ -631,7 +631,8 @@ impl Writer {
     /// read again.
     pub fn pending_outbox(&self, after: i64, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        lock(&self.db)
+        let db = lock(&self.db);
+        let rows: Vec<(OutboxEntry, Option<String>)> = db
             .connection
             .prepare_cached(
                 "SELECT outbox.id, incident_id, transition, subject, payload, incident_records.record
@@ -642,27 +643,43 @@ impl Writer {
             .and_then(|mut statement| {
                 statement
                     .query_map([after, limit], |row| {
-                        let transition: String = row.get(2)?;
-                        // Entries queued before schema 7 hold their payload.
-                        let payload = match row.get::<_, Option<String>>(5)? {
-                            Some(record) => lifewatch_core::incident_message(&transition, &record),
-                            None => row.get(4)?,
-                        };
-                        // A record can be too large for NATS (SPEC puts no
-                        // limit on data strings): it goes out bounded, so
-                        // that the transition is still published.
-                        let payload = lifewatch_core::bounded_message(payload);
-                        Ok(OutboxEntry {
+                        let entry = OutboxEntry {
                             id: row.get(0)?,
                             incident_id: row.get(1)?,
-                            transition,
+                            transition: row.get(2)?,
                             subject: row.get(3)?,
-                            payload,
-                        })
+                            // Entries queued before schema 7 hold their payload.
+                            payload: row.get(4)?,
+                        };
+                        Ok((entry, row.get::<_, Option<String>>(5)?))
                     })?
                     .collect()
             })
-            .context(&self.path, "read the outbox")
+            .context(&self.path, "read the outbox")?;
+        rows.into_iter()
+            .map(|(mut entry, record)| {
+                if let Some(record) = record {
+                    entry.payload = if entry.transition == "escalated" {
+                        // Which step of the chain: the escalations of the
+                        // incident before this one, plus one.
+                        let before = crate::deliveries::escalations_before(
+                            &db.connection,
+                            &self.path,
+                            &entry.incident_id,
+                            entry.id,
+                        )?;
+                        lifewatch_core::escalation_message(before + 1, &record)
+                    } else {
+                        lifewatch_core::incident_message(&entry.transition, &record)
+                    };
+                }
+                // A record can be too large for NATS (SPEC puts no limit on
+                // data strings): it goes out bounded, so that the transition
+                // is still published.
+                entry.payload = lifewatch_core::bounded_message(std::mem::take(&mut entry.payload));
+                Ok(entry)
+            })
+            .collect()
     }
 
     /// How many outbox entries wait to be published (neither delivered nor set aside).
