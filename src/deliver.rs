@@ -40,30 +40,33 @@ pub enum SendError {
     /// Anything else on the way.
     #[error("the request failed")]
     Request,
-    /// A channel kind this version does not send.
-    #[error("channels of kind {0} are not sent by this version")]
-    Unsupported(&'static str),
     /// The signing key is unusable.
     #[error("the webhook's signing key is unusable")]
     Key,
 }
 
-/// Whether this version sends through channels of this kind.
-pub fn supported(kind: &ChannelKind) -> bool {
-    matches!(kind, ChannelKind::Webhook { .. } | ChannelKind::Slack { .. } | ChannelKind::PagerDuty { .. })
+/// What a channel needs besides HTTP: the NATS connection of `nats`
+/// channels, once there is one.
+#[derive(Clone, Default)]
+pub struct Senders {
+    /// The monitor's NATS client (`None` until connected, and in `notify test`).
+    pub nats: Option<async_nats::Client>,
 }
 
 /// Sends one transition of `record` through `channel`. `idempotency` is the
 /// webhook's `Idempotency-Key` (the delivery id), so that a re-send after a
 /// crash is recognised by the receiver; PagerDuty deduplicates by the
 /// incident's key.
+#[allow(clippy::too_many_arguments)]
 pub async fn send(
     client: &reqwest::Client,
+    senders: &Senders,
     channel: &Channel,
     transition: &str,
     record: &serde_json::Value,
     idempotency: &str,
     links: &Links,
+    timeout: Duration,
 ) -> Result<Answer, SendError> {
     let request = match &channel.kind {
         ChannelKind::Webhook { url, secret } => {
@@ -84,7 +87,17 @@ pub async fn send(
         ChannelKind::PagerDuty { routing_key, url } => {
             client.post(url).json(&payload::pagerduty_event(routing_key.expose(), transition, record, links))
         }
-        other => return Err(SendError::Unsupported(other.name())),
+        ChannelKind::Email { smtp, tls, from, to, user, password } => {
+            let mail = payload::email(transition, record, links);
+            let settings =
+                SmtpSettings { smtp, tls: *tls, user: user.as_deref(), password: password.as_ref() };
+            return send_email(&settings, from, to, mail, timeout).await;
+        }
+        ChannelKind::Nats { subject } => {
+            let body = serde_json::to_vec(&payload::webhook_body(transition, record, links))
+                .map_err(|_| SendError::Request)?;
+            return send_nats(senders.nats.as_ref(), subject, idempotency, body, timeout).await;
+        }
     };
     let started = Instant::now();
     let response = request.send().await.map_err(|error| {
@@ -105,6 +118,128 @@ pub async fn send(
         .map(|seconds| seconds.saturating_mul(1_000));
     let body = response.text().await.unwrap_or_default();
     Ok(Answer { status, took: started.elapsed(), body, retry_after_ms })
+}
+
+/// Where and how an email channel connects.
+struct SmtpSettings<'a> {
+    smtp: &'a str,
+    tls: lifewatch_notify::EmailTls,
+    user: Option<&'a str>,
+    password: Option<&'a lifewatch_notify::Secret>,
+}
+
+/// Sends one email. The SMTP server's answer becomes an [`Answer`] the
+/// delivery loop understands: accepted is 200; a permanent refusal (5xx:
+/// an unknown recipient, a refused sender) is 400, given up at once; a
+/// transient one (4xx: try later) is 503, retried.
+async fn send_email(
+    settings: &SmtpSettings<'_>,
+    from: &str,
+    to: &[String],
+    mail: payload::Email,
+    timeout: Duration,
+) -> Result<Answer, SendError> {
+    use lettre::message::{Mailbox, MultiPart};
+    use lettre::transport::smtp::authentication::Credentials;
+    use lettre::transport::smtp::client::{Tls, TlsParameters};
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+    let refused =
+        |what: String| Answer { status: 400, took: Duration::ZERO, body: what, retry_after_ms: None };
+    let from: Mailbox = match from.parse() {
+        Ok(from) => from,
+        Err(error) => return Ok(refused(format!("bad sender address: {error}"))),
+    };
+    let mut builder = lettre::Message::builder().from(from).subject(mail.subject);
+    for recipient in to {
+        match recipient.parse::<Mailbox>() {
+            Ok(mailbox) => builder = builder.to(mailbox),
+            Err(error) => return Ok(refused(format!("bad recipient address: {error}"))),
+        }
+    }
+    let message = match builder.multipart(MultiPart::alternative_plain_html(mail.text, mail.html)) {
+        Ok(message) => message,
+        Err(error) => return Ok(refused(format!("cannot build the message: {error}"))),
+    };
+    let (host, port) = match settings.smtp.rsplit_once(':').map(|(host, port)| (host, port.parse::<u16>())) {
+        Some((host, Ok(port))) => (host.to_string(), Some(port)),
+        _ => (settings.smtp.to_string(), None),
+    };
+    let tls_parameters = || TlsParameters::new(host.clone()).map_err(|_| SendError::Request);
+    let (tls, default_port) = match settings.tls {
+        lifewatch_notify::EmailTls::StartTls => (Tls::Required(tls_parameters()?), 587),
+        lifewatch_notify::EmailTls::Tls => (Tls::Wrapper(tls_parameters()?), 465),
+        lifewatch_notify::EmailTls::None => (Tls::None, 25),
+    };
+    let mut transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str())
+        .port(port.unwrap_or(default_port))
+        .tls(tls)
+        .timeout(Some(timeout));
+    if let (Some(user), Some(password)) = (settings.user, settings.password) {
+        transport = transport.credentials(Credentials::new(user.to_string(), password.expose().to_string()));
+    }
+    let started = Instant::now();
+    match transport.build().send(message).await {
+        Ok(response) => Ok(Answer {
+            status: 200,
+            took: started.elapsed(),
+            body: format!("SMTP {}: {}", response.code(), response.message().collect::<Vec<_>>().join(" ")),
+            retry_after_ms: None,
+        }),
+        Err(error) if error.is_permanent() => Ok(Answer {
+            status: 400,
+            took: started.elapsed(),
+            body: format!("SMTP refused: {error}"),
+            retry_after_ms: None,
+        }),
+        Err(error) if error.is_transient() => Ok(Answer {
+            status: 503,
+            took: started.elapsed(),
+            body: format!("SMTP asked to try later: {error}"),
+            retry_after_ms: None,
+        }),
+        Err(error) if error.is_timeout() => Err(SendError::Timeout),
+        Err(_) => Err(SendError::Connect),
+    }
+}
+
+/// Publishes one transition to a `nats` channel's subject: through
+/// JetStream (with the delivery id as `Nats-Msg-Id`, so a re-send is
+/// dropped as a duplicate) when a stream covers the subject, else as a
+/// plain message, flushed.
+async fn send_nats(
+    client: Option<&async_nats::Client>,
+    subject: &str,
+    idempotency: &str,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<Answer, SendError> {
+    let Some(client) = client else { return Err(SendError::Connect) };
+    let started = Instant::now();
+    let jetstream = async_nats::jetstream::new(client.clone());
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", format!("delivery-{idempotency}").as_str());
+    use async_nats::jetstream::context::PublishErrorKind;
+    let stored = tokio::time::timeout(timeout, async {
+        let ack = jetstream.publish_with_headers(subject.to_string(), headers, body.clone().into()).await?;
+        ack.await
+    })
+    .await
+    .map_err(|_| SendError::Timeout)?;
+    let stored = match stored {
+        Ok(ack) => format!("stored in stream {} at {}", ack.stream, ack.sequence),
+        // No stream covers the subject: a plain publish, flushed.
+        Err(error) if matches!(error.kind(), PublishErrorKind::StreamNotFound) => {
+            client.publish(subject.to_string(), body.into()).await.map_err(|_| SendError::Request)?;
+            tokio::time::timeout(timeout, client.flush())
+                .await
+                .map_err(|_| SendError::Timeout)?
+                .map_err(|_| SendError::Connect)?;
+            "published (no stream stores this subject)".to_string()
+        }
+        Err(error) if matches!(error.kind(), PublishErrorKind::TimedOut) => return Err(SendError::Timeout),
+        Err(_) => return Err(SendError::Request),
+    };
+    Ok(Answer { status: 200, took: started.elapsed(), body: stored, retry_after_ms: None })
 }
 
 /// `sha256=<hex>`: HMAC-SHA256 of `body` with `secret`.
@@ -134,7 +269,7 @@ pub fn router(notifications: &Notifications) -> Routing {
         channels
             .into_iter()
             .filter(|name| seen.insert(*name))
-            .filter(|name| routes.channels.get(*name).is_some_and(|channel| supported(&channel.kind)))
+            .filter(|name| routes.channels.contains_key(*name))
             .map(str::to_string)
             .collect()
     });
@@ -166,6 +301,7 @@ pub async fn run_worker(
     policy: RetryPolicy,
     timeout: Duration,
     dashboard: Option<String>,
+    mut nats: tokio::sync::watch::Receiver<Option<async_nats::Client>>,
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let store = tokio::task::block_in_place(|| Deliveries::open(&db))?;
@@ -214,8 +350,11 @@ pub async fn run_worker(
                 escalation_step: tokio::task::block_in_place(|| store.escalation_step(row))?,
             };
             let (client, transition, results) = (client.clone(), row.transition.clone(), results.clone());
+            let senders = Senders { nats: nats.borrow_and_update().clone() };
             tokio::spawn(async move {
-                let result = send(&client, &channel, &transition, &record, &id.to_string(), &links).await;
+                let result =
+                    send(&client, &senders, &channel, &transition, &record, &id.to_string(), &links, timeout)
+                        .await;
                 let _ = results.send(Sent { id, result });
             });
         }
@@ -243,7 +382,7 @@ fn settle(
             answer.retry_after_ms,
             format!("HTTP {}: {}", answer.status, payload::bounded(answer.body.trim(), 200)),
         ),
-        Err(SendError::Unsupported(_) | SendError::Key) => {
+        Err(SendError::Key) => {
             (false, None, sent.result.as_ref().err().map(ToString::to_string).unwrap_or_default())
         }
         Err(error) => (true, None, error.to_string()),

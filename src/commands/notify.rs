@@ -45,6 +45,9 @@ pub struct TestArgs {
     /// How long to wait for the receiver.
     #[arg(long, default_value = "10s", value_parser = crate::commands::parse_duration)]
     timeout: Duration,
+    /// For a `nats` channel: how to reach the server (default: `[nats]` of the configuration).
+    #[command(flatten)]
+    nats: crate::live::NatsFlags,
 }
 
 /// `lifewatch notify`.
@@ -64,14 +67,28 @@ pub fn main(command: NotifyCommand) -> anyhow::Result<ExitCode> {
         .into());
     };
     let runtime = crate::live::runtime()?;
-    let answers = runtime.block_on(send_test(channel, args.timeout))?;
+    let nats = match channel.kind {
+        ChannelKind::Nats { .. } => Some(args.nats.with_env_url().nats_config(&app.nats)?),
+        _ => None,
+    };
+    let answers = runtime.block_on(async {
+        let mut senders = deliver::Senders::default();
+        if let Some(nats) = &nats {
+            senders.nats = Some(lifewatch_nats::connect(&nats.connect, args.timeout).await?);
+        }
+        send_test(channel, &senders, args.timeout).await
+    })?;
     let mut ok = true;
     for (what, answer) in &answers {
         println!(
-            "notify test: {} ({}) {}: HTTP {} in {} ms: {}",
+            "notify test: {} ({}) {}: {} {} in {} ms: {}",
             terminal_safe(&channel.name),
             channel.kind.name(),
             what,
+            match channel.kind {
+                ChannelKind::Email { .. } | ChannelKind::Nats { .. } => "status",
+                _ => "HTTP",
+            },
             answer.status,
             answer.took.as_millis(),
             terminal_safe(&payload::bounded(answer.body.trim(), 300))
@@ -94,7 +111,11 @@ fn test_record() -> serde_json::Value {
     })
 }
 
-async fn send_test(channel: &Channel, timeout: Duration) -> anyhow::Result<Vec<(&'static str, Answer)>> {
+async fn send_test(
+    channel: &Channel,
+    senders: &deliver::Senders,
+    timeout: Duration,
+) -> anyhow::Result<Vec<(&'static str, Answer)>> {
     let client =
         reqwest::Client::builder().timeout(timeout).build().context("cannot build the HTTP client")?;
     let record = test_record();
@@ -112,9 +133,10 @@ async fn send_test(channel: &Channel, timeout: Duration) -> anyhow::Result<Vec<(
     };
     let mut answers = Vec::new();
     for &(transition, what) in steps {
-        let answer = deliver::send(&client, channel, transition, &record, &idempotency, &links)
-            .await
-            .map_err(|error| anyhow::anyhow!("{what}: {error}"))?;
+        let answer =
+            deliver::send(&client, senders, channel, transition, &record, &idempotency, &links, timeout)
+                .await
+                .map_err(|error| anyhow::anyhow!("{what}: {error}"))?;
         answers.push((what, answer));
     }
     Ok(answers)

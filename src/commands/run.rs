@@ -70,15 +70,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let nats = nats.with_env_url().nats_config(&config.nats)?;
     check_parent(&db)?;
     live::init_logging(log_format);
-    for channel in config.notifications.channels.values() {
-        if !crate::deliver::supported(&channel.kind) {
-            tracing::warn!(
-                channel = %channel.name,
-                kind = channel.kind.name(),
-                "this version does not send through channels of this kind; its routes are skipped"
-            );
-        }
-    }
     let options = MonitorOptions {
         nats,
         create: if no_create { CreateStreams::Never } else { CreateStreams::IfMissing },
@@ -126,6 +117,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         // Notifications go out from the delivery rows, on a task of their
         // own, until the monitor has stopped.
         let (stop_delivery, delivery_stopped) = tokio::sync::oneshot::channel::<()>();
+        // `nats` channels publish through the monitor's client, once connected.
+        let (nats_for_delivery, nats_client) = tokio::sync::watch::channel(None);
         let delivery = notifying.then(|| {
             let dashboard =
                 config.delivery.dashboard_url.clone().or_else(|| {
@@ -137,6 +130,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 config.delivery.policy,
                 config.delivery.timeout,
                 dashboard,
+                nats_client,
                 async move {
                     let _ = delivery_stopped.await;
                 },
@@ -148,6 +142,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             client = lifewatch_nats::connect(&options.nats.connect, Duration::MAX) => client?,
             () = shutdown_signal() => return anyhow::Ok(()),
         };
+        let _ = nats_for_delivery.send(Some(client.clone()));
         let totals = lifewatch_nats::run_monitor(client, &options, &mut writer, shutdown_signal()).await;
         let _ = stop_web.send(());
         let _ = stop_delivery.send(());

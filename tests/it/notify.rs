@@ -605,3 +605,122 @@ fn an_outage_holds_back_its_region_s_new_incidents() {
     assert_eq!(outage[0].body["held_back"]["count"], 25, "{}", outage[0].body);
     assert_eq!(seen.len(), 6, "no held-back incident was sent on its own");
 }
+
+/// A tiny SMTP sink on a free loopback port (no TLS: channels pointed at it
+/// say `tls = "none"`): it accepts every message and keeps each one's DATA.
+fn smtp_sink() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let mails = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = mails.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let kept = kept.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let _ = stream.write_all(b"220 sink ESMTP\r\n");
+                let (mut data, mut in_data) = (String::new(), false);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if in_data {
+                        if line == ".\r\n" {
+                            in_data = false;
+                            kept.lock().unwrap().push(std::mem::take(&mut data));
+                            let _ = stream.write_all(b"250 queued\r\n");
+                        } else {
+                            data.push_str(&line);
+                        }
+                        continue;
+                    }
+                    let command = line.to_ascii_uppercase();
+                    let answer: &[u8] = if command.starts_with("EHLO") || command.starts_with("HELO") {
+                        b"250-sink\r\n250 8BITMIME\r\n"
+                    } else if command.starts_with("DATA") {
+                        in_data = true;
+                        b"354 go on\r\n"
+                    } else if command.starts_with("QUIT") {
+                        let _ = stream.write_all(b"221 bye\r\n");
+                        return;
+                    } else {
+                        b"250 OK\r\n"
+                    };
+                    let _ = stream.write_all(answer);
+                }
+            });
+        }
+    });
+    (address, mails)
+}
+
+/// An email channel and a NATS channel: `notify test` reaches the SMTP
+/// sink, and the monitor delivers every transition both ways: a plain-text
+/// and an HTML part per email, one message per transition on the NATS
+/// channel's stream, with the delivery id as `Nats-Msg-Id`.
+#[test]
+fn email_and_nats_channels_deliver_every_transition() {
+    use crate::nats_support::{NatsServer, block_on, started_monitor, wait_for};
+    let (smtp, mails) = smtp_sink();
+    let server = NatsServer::start(&[]);
+    block_on(async {
+        let jetstream = async_nats::jetstream::new(server.client().await);
+        jetstream
+            .create_stream(async_nats::jetstream::stream::Config {
+                name: "ALERTS".into(),
+                subjects: vec!["alerts.>".into()],
+                ..Default::default()
+            })
+            .await
+            .expect("create ALERTS");
+    });
+    let dir = TempDir::new("notify-email-nats");
+    let channels = format!(
+        "\n[delivery]\nretry_base = \"50ms\"\n\n\
+         [[channels]]\nname = \"mail\"\nkind = \"email\"\nsmtp = \"{smtp}\"\ntls = \"none\"\n\
+         from = \"lifewatch <lifewatch@example.com>\"\nto = [\"platform@example.com\", \"lead@example.com\"]\n\n\
+         [[channels]]\nname = \"bus\"\nkind = \"nats\"\nsubject = \"alerts.platform\"\n\n\
+         [[teams]]\nname = \"platform-oncall\"\nroutes = [{{ channel = \"mail\" }}, {{ channel = \"bus\" }}]\n"
+    );
+    let config = config_with(dir.path(), &channels);
+    let tested = crate::nats_support::lifewatch()
+        .args(["notify", "test", "--channel", "mail", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&tested.stdout);
+    assert!(tested.status.success(), "{stdout}{}", String::from_utf8_lossy(&tested.stderr));
+    assert!(stdout.contains("mail (email) sent a test: status 200"), "{stdout}");
+    assert!(mails.lock().unwrap()[0].contains("TEST"), "{:?}", mails.lock().unwrap());
+    mails.lock().unwrap().clear();
+
+    let db = dir.path().join("lifewatch.db");
+    let fixture = crate::common::repo_root().join("fixtures/provisioning_failed.jsonl");
+    let monitor = started_monitor(&server, &db, &config, &[&fixture], &[]);
+    let states = || -> Vec<(String, String)> {
+        let connection =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let mut statement = connection.prepare("SELECT channel, state FROM deliveries ORDER BY id").unwrap();
+        statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?))).unwrap().map(Result::unwrap).collect()
+    };
+    let rows = wait_for("every delivery delivered", std::time::Duration::from_secs(30), || {
+        let rows = states();
+        (!rows.is_empty() && rows.iter().all(|(_, state)| state == "delivered")).then_some(rows)
+    });
+    assert!(monitor.terminate().success());
+    let per_channel = |name: &str| rows.iter().filter(|(channel, _)| channel == name).count();
+    let mails = mails.lock().unwrap().clone();
+    assert_eq!(mails.len(), per_channel("mail"));
+    for mail in &mails {
+        assert!(mail.contains("multipart/alternative") && mail.contains("text/html"), "{mail}");
+        assert!(mail.contains("Subject: [lifewatch] ERROR provisioning_failed"), "{mail}");
+    }
+    let published = crate::nats_support::stream_messages(&server.url(), "ALERTS");
+    assert_eq!(published.len(), per_channel("bus"));
+    let body: serde_json::Value = serde_json::from_slice(&published[0].payload).unwrap();
+    assert_eq!(body["incident"]["owner"], "platform-oncall");
+    assert!(published[0].headers["Nats-Msg-Id"].starts_with("delivery-"), "{:?}", published[0].headers);
+}

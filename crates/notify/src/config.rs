@@ -53,6 +53,8 @@ pub enum ChannelKind {
     Email {
         /// `host:port` of the SMTP server.
         smtp: String,
+        /// How the connection is secured.
+        tls: EmailTls,
         /// The sender.
         from: String,
         /// The recipients.
@@ -67,6 +69,19 @@ pub enum ChannelKind {
         /// The subject.
         subject: String,
     },
+}
+
+/// How an email channel secures its SMTP connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmailTls {
+    /// `starttls` (the default): plain connection upgraded with STARTTLS,
+    /// which the server must offer (port 587).
+    StartTls,
+    /// `tls`: TLS from the first byte (port 465).
+    Tls,
+    /// `none`: no encryption, for a relay on the same host or a test sink
+    /// only; the password, if any, would go in the clear.
+    None,
 }
 
 impl ChannelKind {
@@ -178,6 +193,7 @@ struct RawChannel {
     password: Option<String>,
     password_env: Option<String>,
     subject: Option<String>,
+    tls: Option<String>,
     per_minute: Option<u32>,
 }
 
@@ -351,6 +367,12 @@ fn channel(
     if raw.name.trim().is_empty() {
         return Err(NotifyConfigError { key: key("name"), message: "must not be empty".into() });
     }
+    if raw.tls.is_some() && raw.kind != "email" {
+        return Err(NotifyConfigError { key: key("tls"), message: "only email channels have it".into() });
+    }
+    if raw.per_minute == Some(0) {
+        return Err(NotifyConfigError { key: key("per_minute"), message: "must be at least 1".into() });
+    }
     let url = secret(&key("url"), raw.url.clone(), raw.url_env.clone(), env)?;
     let kind = match raw.kind.as_str() {
         "webhook" => ChannelKind::Webhook {
@@ -365,6 +387,17 @@ fn channel(
         },
         "email" => ChannelKind::Email {
             smtp: raw.smtp.ok_or_else(|| missing("smtp"))?,
+            tls: match raw.tls.as_deref() {
+                None | Some("starttls") => EmailTls::StartTls,
+                Some("tls") => EmailTls::Tls,
+                Some("none") => EmailTls::None,
+                Some(other) => {
+                    return Err(NotifyConfigError {
+                        key: key("tls"),
+                        message: format!("{other:?} is not one of starttls, tls, none"),
+                    });
+                }
+            },
             from: raw.from.ok_or_else(|| missing("from"))?,
             to: raw.to.filter(|to| !to.is_empty()).ok_or_else(|| missing("to"))?,
             user: raw.user,

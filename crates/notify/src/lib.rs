@@ -8,5 +8,7 @@ pub mod config;
 pub mod payload;
 pub mod schedule;
 
-pub use config::{Channel, ChannelKind, Names, Notifications, NotifyConfigError, Route, Secret, Team};
+pub use config::{
+    Channel, ChannelKind, EmailTls, Names, Notifications, NotifyConfigError, Route, Secret, Team,
+};
 pub use schedule::{AfterFailure, DeliveryId, RetryPolicy, Schedule};

@@ -161,6 +161,89 @@ pub fn pagerduty_event(routing_key: &str, transition: &str, record: &Record, lin
     event
 }
 
+/// An email notification: a one-line subject and the same facts as plain
+/// text and as HTML.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Email {
+    /// The subject: no line breaks, at most 200 characters.
+    pub subject: String,
+    /// The plain-text body.
+    pub text: String,
+    /// The HTML body (every value escaped).
+    pub html: String,
+}
+
+/// Text from an event for a one-line place: control characters (line
+/// breaks included, which would start a new header) become spaces.
+fn one_line(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
+/// The email of one transition.
+pub fn email(transition: &str, record: &Record, links: &Links) -> Email {
+    let severity = field(record, "severity").to_uppercase();
+    let kind = field(record, "kind");
+    let entity_type = record.pointer("/entity/type").and_then(Value::as_str).unwrap_or("");
+    let entity_id =
+        bounded(&one_line(record.pointer("/entity/id").and_then(Value::as_str).unwrap_or("")), 200);
+    let summary = bounded(field(record, "summary"), 2_000);
+    let step = links.escalation_step.map(|step| format!(" (step {step})")).unwrap_or_default();
+    let subject =
+        bounded(&one_line(&format!("[lifewatch] {severity} {kind} {transition}{step}: {summary}")), 200);
+    let mut rows: Vec<(&str, String)> = vec![
+        ("Transition", format!("{transition}{step}")),
+        ("Severity", severity.clone()),
+        ("Kind", kind.to_string()),
+        ("Entity", format!("{entity_type} {entity_id}")),
+        ("Owner", bounded(&one_line(field(record, "owner")), 200)),
+        ("Status", field(record, "status").to_string()),
+        ("Opened", field(record, "opened_at").to_string()),
+        ("Incident", field(record, "id").to_string()),
+    ];
+    if let Some(region) = record.get("region").and_then(Value::as_str) {
+        rows.push(("Region", bounded(&one_line(region), 200)));
+    }
+    if let Some(account) = record.get("account_id").and_then(Value::as_str) {
+        rows.push(("Account", bounded(&one_line(account), 200)));
+    }
+    if let Some(runbook) = &links.runbook {
+        rows.push(("Runbook", bounded(runbook, 500)));
+    }
+    if let Some(incident) = &links.incident {
+        rows.push(("Dashboard", incident.clone()));
+    }
+    let held: Vec<&str> = links.held_back.iter().take(HELD_BACK_LISTED).map(String::as_str).collect();
+    let mut text = format!("{summary}\n\n");
+    for (name, value) in &rows {
+        text.push_str(&format!("{name}: {value}\n"));
+    }
+    if !held.is_empty() {
+        text.push_str(&format!(
+            "\n{} incidents of this region held back while the outage lasts: {}\n",
+            links.held_back.len(),
+            held.join(", ")
+        ));
+    }
+    let html = maud::html! {
+        p { (summary) }
+        table {
+            @for (name, value) in &rows {
+                tr {
+                    th style="text-align:left;padding-right:1em" { (name) }
+                    td {
+                        @if *name == "Dashboard" { a href=(value) { (value) } } @else { (value) }
+                    }
+                }
+            }
+        }
+        @if !held.is_empty() {
+            p { (links.held_back.len()) " incidents of this region held back while the outage lasts: " (held.join(", ")) }
+        }
+    }
+    .into_string();
+    Email { subject, text, html }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +270,18 @@ mod tests {
         assert_eq!(acknowledged["event_action"], "acknowledge");
         assert_eq!(opened["dedup_key"], resolved["dedup_key"]);
         assert_eq!(opened["links"][0]["href"], "http://127.0.0.1:9464/incidents/inc_1");
+    }
+
+    #[test]
+    fn an_email_escapes_html_and_keeps_the_subject_on_one_line() {
+        let hostile = "<script>alert(1)</script>\r\nBcc: victim@example.com";
+        let email =
+            email("opened", &record(hostile), &Links { escalation_step: Some(2), ..Links::default() });
+        assert!(!email.subject.contains('\n') && !email.subject.contains('\r'), "{}", email.subject);
+        assert!(email.subject.starts_with("[lifewatch] ERROR stuck opened (step 2): "), "{}", email.subject);
+        assert!(email.subject.chars().count() <= 200);
+        assert!(!email.html.contains("<script>") && email.html.contains("&lt;script&gt;"), "{}", email.html);
+        assert!(email.text.contains("Owner: platform-oncall") && email.text.contains(hostile));
     }
 
     #[test]
