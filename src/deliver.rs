@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use hmac::{Hmac, Mac};
 use lifewatch_notify::payload::{self, Links};
-use lifewatch_notify::{AfterFailure, Channel, ChannelKind, Notifications, RetryPolicy, Schedule};
+use lifewatch_notify::{
+    Admission, AfterFailure, Channel, ChannelKind, Digest, Notifications, RetryPolicy, Schedule,
+};
 use lifewatch_store::{Deliveries, Delivery, DeliveryRouter, RouteQuery, Routing};
 
 /// What a receiver answered.
@@ -290,7 +292,13 @@ fn now_ms() -> u64 {
 struct Sent {
     id: i64,
     result: Result<Answer, SendError>,
+    /// For a rate-limit summary: its channel (the deliveries it carried
+    /// are the channel's [`Digest`]'s in flight).
+    summary_of: Option<String>,
 }
+
+/// How long a failed rate-limit summary waits before it is tried again.
+const SUMMARY_RETRY: Duration = Duration::from_secs(5);
 
 /// Delivers pending rows until `stop` completes: reads new rows every
 /// 250 ms, sends what the schedule hands out (each send on a task of its
@@ -308,6 +316,12 @@ pub async fn run_worker(
     let client =
         reqwest::Client::builder().timeout(timeout).build().context("cannot build the HTTP client")?;
     let mut schedule = Schedule::new(policy);
+    // Channels with a rate limit (`per_minute`).
+    let mut digests: HashMap<String, Digest> = notifications
+        .channels
+        .values()
+        .filter_map(|channel| channel.per_minute.map(|limit| (channel.name.clone(), Digest::new(limit))))
+        .collect();
     let mut known: HashMap<i64, Delivery> = HashMap::new();
     let mut loaded_through = 0_i64;
     let (results, mut finished) = tokio::sync::mpsc::unbounded_channel::<Sent>();
@@ -325,13 +339,24 @@ pub async fn run_worker(
                     known.insert(row.id, row);
                 }
             }
-            Some(sent) = finished.recv() => {
-                settle(&store, &mut schedule, &mut known, sent)?;
-            }
+            Some(sent) = finished.recv() => match sent.summary_of.clone() {
+                Some(channel) => settle_summary(&store, &mut digests, &mut known, &channel, sent)?,
+                None => settle(&store, &mut schedule, &mut known, sent)?,
+            },
         }
-        for id in schedule.due(now_ms()) {
+        let now = now_ms();
+        for id in schedule.due(now) {
             let Some(row) = known.get(&id) else { continue };
             let Some(channel) = notifications.channels.get(&row.channel).cloned() else { continue };
+            // Beyond the channel's rate limit: held for its next summary. It
+            // leaves the schedule (its lane moves on: the digest keeps the
+            // order); its row stays pending until the summary is accepted.
+            if let Some(digest) = digests.get_mut(&row.channel)
+                && digest.offer(id, now) == Admission::Hold
+            {
+                schedule.delivered(id);
+                continue;
+            }
             let record: serde_json::Value = serde_json::from_str(&row.record).unwrap_or_default();
             // An outage's messages list the incidents of its region held back meanwhile.
             let held_back = match (
@@ -348,6 +373,7 @@ pub async fn run_worker(
                 runbook: record.get("runbook").and_then(serde_json::Value::as_str).map(str::to_string),
                 held_back,
                 escalation_step: tokio::task::block_in_place(|| store.escalation_step(row))?,
+                summarised: Vec::new(),
             };
             let (client, transition, results) = (client.clone(), row.transition.clone(), results.clone());
             let senders = Senders { nats: nats.borrow_and_update().clone() };
@@ -355,10 +381,67 @@ pub async fn run_worker(
                 let result =
                     send(&client, &senders, &channel, &transition, &record, &id.to_string(), &links, timeout)
                         .await;
-                let _ = results.send(Sent { id, result });
+                let _ = results.send(Sent { id, result, summary_of: None });
+            });
+        }
+        for (name, digest) in &mut digests {
+            let Some(carried) = digest.summary_due(now) else { continue };
+            let Some(channel) = notifications.channels.get(name).cloned() else { continue };
+            let items: Vec<serde_json::Value> = carried
+                .iter()
+                .filter_map(|id| known.get(id))
+                .map(|row| {
+                    let record: serde_json::Value = serde_json::from_str(&row.record).unwrap_or_default();
+                    payload::summary_item(row.id, &row.transition, &record)
+                })
+                .collect();
+            let record = payload::summary(name, channel.per_minute.unwrap_or(1), &items);
+            let links = Links { incident: dashboard.clone(), summarised: items, ..Links::default() };
+            let idempotency = format!(
+                "summary-{}-{}",
+                carried.first().copied().unwrap_or_default(),
+                carried.last().copied().unwrap_or_default()
+            );
+            let (client, results, name) = (client.clone(), results.clone(), name.clone());
+            let senders = Senders { nats: nats.borrow_and_update().clone() };
+            tokio::spawn(async move {
+                let result =
+                    send(&client, &senders, &channel, "summary", &record, &idempotency, &links, timeout)
+                        .await;
+                let _ = results.send(Sent { id: 0, result, summary_of: Some(name) });
             });
         }
     }
+}
+
+/// Records the outcome of a rate-limit summary: accepted, the deliveries it
+/// carried are `summarised`; else they wait for the next one.
+fn settle_summary(
+    store: &Deliveries,
+    digests: &mut HashMap<String, Digest>,
+    known: &mut HashMap<i64, Delivery>,
+    channel: &str,
+    sent: Sent,
+) -> anyhow::Result<()> {
+    let Some(digest) = digests.get_mut(channel) else { return Ok(()) };
+    let now = now_ms();
+    match &sent.result {
+        Ok(answer) if (200..300).contains(&answer.status) => {
+            for id in digest.summary_sent() {
+                known.remove(&id);
+                tokio::task::block_in_place(|| store.summarised(id, now))?;
+            }
+        }
+        other => {
+            let error = match other {
+                Ok(answer) => format!("HTTP {}", answer.status),
+                Err(error) => error.to_string(),
+            };
+            digest.summary_failed(now + SUMMARY_RETRY.as_millis() as u64);
+            tracing::warn!(%channel, %error, "a rate-limit summary failed; retrying");
+        }
+    }
+    Ok(())
 }
 
 /// Records one outcome in the schedule and the store.

@@ -33,6 +33,8 @@ pub enum State {
     Inhibited,
     /// Held back, and its incident ended before the outage did: never sent on its own.
     Suppressed,
+    /// Sent within one summary message: the channel's rate limit (`per_minute`) held it.
+    Summarised,
 }
 
 /// `lifewatch deliveries` arguments.
@@ -104,6 +106,7 @@ pub fn main(args: DeliveriesArgs) -> anyhow::Result<ExitCode> {
         State::Dead => "dead",
         State::Inhibited => "inhibited",
         State::Suppressed => "suppressed",
+        State::Summarised => "summarised",
     });
     let deliveries = store.listed(state, args.limit)?;
     let mut out = io::BufWriter::new(io::stdout().lock());

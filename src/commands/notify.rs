@@ -124,6 +124,7 @@ async fn send_test(
         runbook: Some("ops/runbooks/stuck.md".into()),
         held_back: Vec::new(),
         escalation_step: None,
+        summarised: Vec::new(),
     };
     let idempotency = format!("test-{}", lifewatch_nats::wall_clock().map_or(0, |now| now.unix_nanos()));
     // For PagerDuty the test alert is resolved at once.

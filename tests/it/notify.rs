@@ -236,6 +236,7 @@ fn pagerduty_events_are_valid_against_the_published_schema() {
         runbook: Some("ops/runbooks/stuck.md".into()),
         held_back: vec!["inc_a".into(), "inc_b".into()],
         escalation_step: Some(1),
+        summarised: Vec::new(),
     };
     for record in &records {
         for transition in ["opened", "updated", "acknowledged", "escalated", "resolved", "retracted"] {
@@ -723,4 +724,49 @@ fn email_and_nats_channels_deliver_every_transition() {
     let body: serde_json::Value = serde_json::from_slice(&published[0].payload).unwrap();
     assert_eq!(body["incident"]["owner"], "platform-oncall");
     assert!(published[0].headers["Nats-Msg-Id"].starts_with("delivery-"), "{:?}", published[0].headers);
+}
+
+/// A channel limited to 2 messages a minute: two transitions go on their
+/// own, the rest in one summary once the minute has passed, which
+/// lists them; their rows end `summarised`. (Takes a minute: the limit is
+/// per minute.)
+#[test]
+fn a_rate_limited_channel_summarises_what_exceeds_its_limit() {
+    use crate::nats_support::{NatsServer, started_monitor, wait_for};
+    let (url, seen) = receiver(|_| reply("200 OK"));
+    let server = NatsServer::start(&[]);
+    let dir = TempDir::new("notify-rate");
+    let config = config_with(
+        dir.path(),
+        &format!(
+            "\n[[channels]]\nname = \"chat\"\nkind = \"webhook\"\nurl = \"{url}\"\nper_minute = 2\n\n\
+             [[teams]]\nname = \"platform-oncall\"\nroutes = [{{ channel = \"chat\" }}]\n"
+        ),
+    );
+    let db = dir.path().join("lifewatch.db");
+    let fixture = crate::common::repo_root().join("fixtures/provisioning_failed.jsonl");
+    let monitor = started_monitor(&server, &db, &config, &[&fixture], &[]);
+    let states = || -> Vec<String> {
+        let connection =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let mut statement = connection.prepare("SELECT state FROM deliveries ORDER BY id").unwrap();
+        statement.query_map([], |row| row.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    let rows = wait_for("every delivery sent or summarised", std::time::Duration::from_secs(100), || {
+        let rows = states();
+        (rows.len() > 3 && rows.iter().all(|state| state != "pending")).then_some(rows)
+    });
+    assert!(monitor.terminate().success());
+    let delivered = rows.iter().filter(|state| *state == "delivered").count();
+    let summarised = rows.iter().filter(|state| *state == "summarised").count();
+    assert_eq!((delivered, summarised), (2, rows.len() - 2), "{rows:?}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "two on their own, then one summary: {seen:?}");
+    let summary = &seen[2];
+    assert_eq!(summary.body["transition"], "summary");
+    assert_eq!(summary.body["summarised"]["count"], rows.len() - 2);
+    assert!(
+        summary.at.duration_since(seen[0].at) >= std::time::Duration::from_secs(59),
+        "the summary waited for the window"
+    );
 }

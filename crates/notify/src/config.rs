@@ -373,6 +373,14 @@ fn channel(
     if raw.per_minute == Some(0) {
         return Err(NotifyConfigError { key: key("per_minute"), message: "must be at least 1".into() });
     }
+    if raw.per_minute.is_some() && raw.kind == "pagerduty" {
+        // A summary would swallow acknowledgements and resolutions of
+        // alerts; PagerDuty groups one incident's events by its dedup key.
+        return Err(NotifyConfigError {
+            key: key("per_minute"),
+            message: "PagerDuty channels are not summarised (each incident is one alert already)".into(),
+        });
+    }
     let url = secret(&key("url"), raw.url.clone(), raw.url_env.clone(), env)?;
     let kind = match raw.kind.as_str() {
         "webhook" => ChannelKind::Webhook {

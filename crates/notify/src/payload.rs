@@ -28,6 +28,8 @@ pub struct Links {
     pub held_back: Vec<String>,
     /// For an `escalated` transition, the step of the chain (from 1).
     pub escalation_step: Option<u32>,
+    /// For a rate-limit summary: the deliveries it carries (see [`summary`]).
+    pub summarised: Vec<Value>,
 }
 
 /// How many held-back incident ids a message lists (the count stays exact).
@@ -51,6 +53,12 @@ pub fn webhook_body(transition: &str, record: &Record, links: &Links) -> Value {
     let mut body = json!({ "transition": transition, "incident": record });
     if let Some(step) = links.escalation_step {
         body["escalation"] = json!({ "step": step });
+    }
+    if !links.summarised.is_empty() {
+        body["summarised"] = json!({
+            "count": links.summarised.len(),
+            "items": links.summarised.iter().take(SUMMARY_LISTED).collect::<Vec<_>>(),
+        });
     }
     if !links.held_back.is_empty() {
         body["held_back"] = held_back(links);
@@ -159,6 +167,61 @@ pub fn pagerduty_event(routing_key: &str, transition: &str, record: &Record, lin
         event["links"] = json!(pagerduty_links);
     }
     event
+}
+
+/// How many deliveries a rate-limit summary lists (the count stays exact).
+pub const SUMMARY_LISTED: usize = 50;
+
+/// One delivery a summary carries: `{delivery, incident, transition, kind,
+/// severity, summary}`.
+pub fn summary_item(delivery: i64, transition: &str, record: &Record) -> Value {
+    json!({
+        "delivery": delivery,
+        "incident": field(record, "id"),
+        "transition": transition,
+        "kind": field(record, "kind"),
+        "severity": field(record, "severity"),
+        "summary": bounded(field(record, "summary"), 300),
+    })
+}
+
+/// The record of a rate-limit summary of `channel`: a stand-in incident
+/// (`kind` `summary`) whose severity is the most severe of its items and
+/// whose summary lists them, so that every channel kind renders it as it
+/// renders an incident. Sent with the transition `summary`.
+pub fn summary(channel: &str, per_minute: u32, items: &[Value]) -> Record {
+    let order = ["critical", "error", "warning", "info"];
+    let severity = items
+        .iter()
+        .filter_map(|item| item.get("severity").and_then(Value::as_str))
+        .filter_map(|severity| order.iter().position(|known| *known == severity))
+        .min()
+        .map_or("info", |index| order[index]);
+    let listed: Vec<String> = items
+        .iter()
+        .take(SUMMARY_LISTED)
+        .map(|item| {
+            format!(
+                "[{}] {} {}: {}",
+                field(item, "severity").to_uppercase(),
+                field(item, "kind"),
+                field(item, "transition"),
+                field(item, "summary")
+            )
+        })
+        .collect();
+    let text = format!(
+        "{} notifications held back by the limit of {per_minute} a minute: {}",
+        items.len(),
+        listed.join("; ")
+    );
+    json!({
+        "id": "summary", "key": "lifewatch:summary", "kind": "summary", "severity": severity,
+        "status": "open", "entity": {"type": "channel", "id": channel}, "account_id": null,
+        "region": null, "state": null, "owner": "lifewatch", "runbook": "",
+        "opened_at": null, "resolved_at": null, "summary": bounded(&text, 3_000),
+        "count": items.len(), "events": []
+    })
 }
 
 /// An email notification: a one-line subject and the same facts as plain

@@ -235,7 +235,8 @@ pub struct Delivery {
     pub incident_id: String,
     /// The transition.
     pub transition: String,
-    /// `pending`, `delivered` or `dead`.
+    /// `pending`, `delivered`, `dead`, `inhibited`, `suppressed` or
+    /// `summarised` (sent within a rate-limit summary).
     pub state: String,
     /// Attempts so far.
     pub attempts: u32,
@@ -336,6 +337,14 @@ impl Deliveries {
     pub fn delivered(&self, id: i64, now_ms: u64) -> Result<(), StoreError> {
         self.update(
             "UPDATE deliveries SET state = 'delivered', done_at_ms = ?2 WHERE id = ?1",
+            params![id, now_ms as i64],
+        )
+    }
+
+    /// Delivery `id` went out in a summary (its channel's rate limit held it).
+    pub fn summarised(&self, id: i64, now_ms: u64) -> Result<(), StoreError> {
+        self.update(
+            "UPDATE deliveries SET state = 'summarised', done_at_ms = ?2 WHERE id = ?1",
             params![id, now_ms as i64],
         )
     }
