@@ -770,3 +770,137 @@ fn a_rate_limited_channel_summarises_what_exceeds_its_limit() {
         "the summary waited for the window"
     );
 }
+
+/// Every secret set to a marker — webhook URL and signing secret, Slack URL,
+/// PagerDuty routing key, SMTP password, the web token — and receivers that
+/// fail (retried, dead, unreachable): no log line (human and JSON, at debug
+/// level), no error, no `check`/`config show`/`deliveries` output and no API
+/// answer or page holds a marker.
+#[test]
+fn no_secret_reaches_a_log_an_error_or_the_api() {
+    use crate::nats_support::{NatsServer, free_port, wait_for};
+    let (hook_url, _) =
+        receiver(|number| reply(if number < 2 { "500 Internal Server Error" } else { "200 OK" }));
+    let (slack_url, _) = receiver(|_| reply("500 Internal Server Error"));
+    let (pd_url, _) = receiver(|_| reply("400 Bad Request"));
+    let server = NatsServer::start(&[]);
+    let dir = TempDir::new("notify-secrets");
+    let config = crate::nats_support::write_config(
+        dir.path(),
+        &[
+            ("allowed_lateness = \"30s\"", "allowed_lateness = \"3650d\""),
+            ("max_future = \"5m\"", "max_future = \"3650d\""),
+            ("# token = \"…\"", "token = \"MARKER-web-token\""),
+        ],
+        "report_interval = \"1s\"\n",
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[delivery]\nretry_base = \"50ms\"\ntimeout = \"2s\"\n\n\
+         [[channels]]\nname = \"hook\"\nkind = \"webhook\"\nurl_env = \"LW_SECRET_HOOK_URL\"\nsecret = \"MARKER-hmac\"\n\n\
+         [[channels]]\nname = \"chat\"\nkind = \"slack\"\nurl = \"{slack_url}?MARKER-slack\"\n\n\
+         [[channels]]\nname = \"pager\"\nkind = \"pagerduty\"\nrouting_key_env = \"LW_SECRET_ROUTING_KEY\"\nurl = \"{pd_url}\"\n\n\
+         [[channels]]\nname = \"mail\"\nkind = \"email\"\nsmtp = \"127.0.0.1:9\"\ntls = \"none\"\nfrom = \"lw@example.com\"\n\
+         to = [\"oncall@example.com\"]\nuser = \"lw\"\npassword_env = \"LW_SECRET_SMTP\"\n\n\
+         [[teams]]\nname = \"platform-oncall\"\nroutes = [{{ channel = \"hook\" }}, {{ channel = \"chat\" }}, \
+         {{ channel = \"pager\" }}, {{ channel = \"mail\" }}]\n"
+    ));
+    std::fs::write(&config, text).unwrap();
+    let db = dir.path().join("lifewatch.db");
+    let secrets = [
+        ("LW_SECRET_HOOK_URL", format!("{hook_url}?token=MARKER-hook-url")),
+        ("LW_SECRET_ROUTING_KEY", "MARKER-routing-key".to_string()),
+        ("LW_SECRET_SMTP", "MARKER-smtp-password".to_string()),
+    ];
+    let lifewatch = |args: &[&str]| {
+        let mut command = crate::nats_support::lifewatch();
+        command.args(args).env("RUST_LOG", "debug");
+        for (name, value) in &secrets {
+            command.env(name, value);
+        }
+        command
+    };
+    let mut outputs = Vec::new();
+    let fixture = crate::common::repo_root().join("fixtures/provisioning_failed.jsonl");
+    crate::nats_support::publish(&server.url(), &[&fixture], &[]);
+    for format in ["human", "json"] {
+        let port = free_port();
+        let log = dir.path().join(format!("monitor-{format}.log"));
+        let mut child = lifewatch(&["run", "--nats", &server.url(), "--log-format", format, "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--db")
+            .arg(&db)
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        // Deliveries fail, are retried and given up meanwhile.
+        wait_for("a dead delivery", std::time::Duration::from_secs(30), || {
+            let connection =
+                rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                    .ok()?;
+            let dead: i64 = connection
+                .query_row("SELECT count(*) FROM deliveries WHERE state = 'dead'", [], |row| row.get(0))
+                .ok()?;
+            (dead > 0).then_some(())
+        });
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let client = reqwest::blocking::Client::new();
+        let get = |path: &str| {
+            client
+                .get(format!("http://127.0.0.1:{port}{path}"))
+                .bearer_auth("MARKER-web-token")
+                .send()
+                .and_then(|answer| answer.text())
+                .unwrap_or_default()
+        };
+        let incidents = get("/api/incidents");
+        let first: serde_json::Value = serde_json::from_str(&incidents).unwrap_or_default();
+        let id = first["incidents"][0]["id"].as_str().unwrap_or("none").to_string();
+        assert_ne!(id, "none", "{incidents}");
+        for path in [
+            "/".to_string(),
+            "/metrics".to_string(),
+            "/api/openapi.json".to_string(),
+            format!("/api/incidents/{id}"),
+            format!("/incidents/{id}"),
+        ] {
+            outputs.push((path.clone(), get(&path)));
+        }
+        // Unauthorised: the answer does not echo the token either.
+        outputs.push((
+            "401".into(),
+            reqwest::blocking::get(format!("http://127.0.0.1:{port}/")).unwrap().text().unwrap(),
+        ));
+        let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = child.wait();
+        outputs.push((format!("{format} log"), std::fs::read_to_string(&log).unwrap()));
+    }
+    for args in [
+        vec!["check", "--root", "."],
+        vec!["config", "show"],
+        vec!["notify", "test", "--channel", "pager"],
+        vec!["notify", "test", "--channel", "mail", "--timeout", "1s"],
+    ] {
+        let output = lifewatch(&args)
+            .arg("--config")
+            .arg(&config)
+            .current_dir(crate::common::repo_root())
+            .output()
+            .unwrap();
+        outputs.push((args.join(" "), String::from_utf8_lossy(&output.stdout).into_owned()));
+        outputs.push((args.join(" "), String::from_utf8_lossy(&output.stderr).into_owned()));
+    }
+    let listed = lifewatch(&["deliveries", "--db", db.to_str().unwrap(), "-o", "jsonl"]).output().unwrap();
+    outputs.push(("deliveries".into(), String::from_utf8_lossy(&listed.stdout).into_owned()));
+    // The logs did record failures: retries in both runs, a give-up in the first.
+    let log =
+        |name: &str| outputs.iter().find(|(what, _)| what == name).map(|(_, text)| text.clone()).unwrap();
+    assert!(log("human log").contains("delivery given up"), "{}", log("human log"));
+    assert!(log("json log").contains("retrying"), "{}", log("json log"));
+    for (what, text) in &outputs {
+        assert!(!text.contains("MARKER"), "a secret in {what}:\n{text}");
+    }
+}
