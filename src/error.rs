@@ -32,6 +32,9 @@ pub enum UsageError {
         /// What is wrong.
         message: String,
     },
+    /// The risk register (`ops/risks.toml`) is wrong, naming the risk and key.
+    #[error(transparent)]
+    Risks(Box<crate::risks::RiskError>),
 }
 
 impl UsageError {

@@ -15,6 +15,7 @@ mod live;
 mod output;
 mod pipeline;
 mod progress;
+mod risks;
 
 /// jemalloc rather than glibc's malloc, whose bookkeeping (`malloc_consolidate`,
 /// `_int_free`) was a sixth of the monitor's CPU: async-nats allocates several
@@ -126,6 +127,11 @@ enum Command {
     /// Prints the routing table; exits 1 with one line per problem.
     #[command(after_help = commands::check::EXAMPLES)]
     Check(commands::check::CheckArgs),
+    /// The launch risk register (ops/risks.toml): each risk's likelihood, impact,
+    /// detection, owner, runbook and drill, and whether it is covered, accepted or
+    /// has gaps (named).
+    #[command(after_help = commands::risks::EXAMPLES)]
+    Risks(commands::risks::RisksArgs),
     /// Generate a realistic, time-ordered event stream (JSON Lines).
     ///
     /// The same seed always gives the same stream. With --faults it also contains
@@ -213,6 +219,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => commands::demo::run(args),
         Command::Replay(args) => commands::replay::run(args),
         Command::Check(args) => commands::check::run(args),
+        Command::Risks(args) => commands::risks::main(args),
         Command::Simulate(args) => commands::simulate::run(args),
         Command::Run(args) => commands::run::run(args),
         Command::Serve(args) => commands::serve::run(args),

@@ -20,6 +20,7 @@ pub mod rejected;
 pub mod replay;
 pub mod replay_db;
 pub mod report;
+pub mod risks;
 pub mod run;
 pub mod serve;
 pub mod show;

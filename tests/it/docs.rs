@@ -20,7 +20,8 @@
 //!   `4222` (and `9464`) for a free port, so examples stay the ones a reader
 //!   copies.
 //! - A runbook's `$DB` is a database replayed from the fixture of the same
-//!   name (`ops/runbooks/stuck.md` → `fixtures/stuck.jsonl`).
+//!   name (`ops/runbooks/stuck.md` → `fixtures/stuck.jsonl`), or from
+//!   `fixtures/launch-day.jsonl` when there is none (`monitor_down.md`).
 //! - A block without a language that holds a `$ ` or `lifewatch ` line, or a
 //!   shell block spelt otherwise (`bash`, `shell`), fails the test.
 
@@ -317,7 +318,13 @@ fn document_env(file: &str, dir: &Path) -> Vec<(&'static str, String)> {
         return Vec::new();
     };
     let db = dir.join("runbook.db");
-    let fixture = format!("fixtures/{name}.jsonl");
+    // A runbook of an incident kind has the fixture of that kind; the
+    // runbooks of the monitor's own risks (monitor_down.md, database.md, …)
+    // work on the launch day.
+    let fixture = match format!("fixtures/{name}.jsonl") {
+        own if crate::common::repo_root().join(&own).is_file() => own,
+        _ => "fixtures/launch-day.jsonl".to_string(),
+    };
     let outcome =
         run_bash(dir, &format!("lifewatch replay --db '{}' {fixture} > /dev/null", db.display()), &[]);
     assert!(outcome.success, "{file}: cannot replay {fixture} for $DB: {}", outcome.stderr);
