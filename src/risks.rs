@@ -351,7 +351,8 @@ struct Known<'a> {
 fn parse(text: &str, path: &Path, known: &Known<'_>) -> Result<Vec<Risk>, RiskError> {
     let table: toml::Table =
         toml::from_str(text).map_err(|source| RiskError::Syntax { path: path.to_path_buf(), source })?;
-    let top = |key: &str, message: &str| RiskError::Top { key: key.to_string(), message: message.to_string() };
+    let top =
+        |key: &str, message: &str| RiskError::Top { key: key.to_string(), message: message.to_string() };
     if let Some(key) = table.keys().find(|key| *key != "risks") {
         return Err(top(key, "unknown key (the register holds only [[risks]])"));
     }
@@ -581,11 +582,20 @@ accepted = { owner = "launch-ops", reason = "no event shows it" }
     fn each_mistake_names_the_risk_and_the_key() {
         let cases = [
             (GOOD.replace("comms = ", "coms = "), "risk monitor_down: `coms`: unknown key"),
-            (GOOD.replace("\"low\"\nimpact = \"critical\"", "\"often\"\nimpact = \"critical\""), "`likelihood`"),
+            (
+                GOOD.replace("\"low\"\nimpact = \"critical\"", "\"often\"\nimpact = \"critical\""),
+                "`likelihood`",
+            ),
             (GOOD.replace("impact = \"critical\"", "impact = \"huge\""), "`impact`"),
-            (GOOD.replace("alerts = [\"LifewatchDown\"]", "alerts = [\"LifewatchGone\"]"), "`detection.alerts`"),
+            (
+                GOOD.replace("alerts = [\"LifewatchDown\"]", "alerts = [\"LifewatchGone\"]"),
+                "`detection.alerts`",
+            ),
             (GOOD.replace("alerts = [\"LifewatchDown\"]", "kinds = [\"stuk\"]"), "`detection.kinds`"),
-            (GOOD.replace("alerts = [\"LifewatchDown\"]", "kind = [\"stuck\"]"), "`detection`: unknown field"),
+            (
+                GOOD.replace("alerts = [\"LifewatchDown\"]", "kind = [\"stuck\"]"),
+                "`detection`: unknown field",
+            ),
             (GOOD.replace("owner = \"launch-ops\"\nrunbook", "owner = \"ops\"\nrunbook"), "`owner`"),
             (GOOD.replace("stuck.md", "nope.md"), "`runbook`: ops/runbooks/nope.md does not exist"),
             (GOOD.replace("ops/runbooks/stuck.md", "/etc/passwd"), "`runbook`"),
@@ -594,7 +604,10 @@ accepted = { owner = "launch-ops", reason = "no event shows it" }
             (GOOD.replace("\"monitor_down\"", "\"Monitor-Down\""), "risk #1: `id`"),
             (GOOD.replace("quota_wrongly_blocks", "monitor_down"), "a second risk has this id"),
             (GOOD.replace("reason = \"no event shows it\"", "reason = \" \""), "`accepted.reason`"),
-            (GOOD.replace("owner = \"launch-ops\", reason", "owner = \"nobody\", reason"), "`accepted.owner`"),
+            (
+                GOOD.replace("owner = \"launch-ops\", reason", "owner = \"nobody\", reason"),
+                "`accepted.owner`",
+            ),
             (GOOD.replace("title = \"the monitor dies\"\n", ""), "`title`: missing"),
             (format!("version = 1\n{GOOD}"), "version: unknown key"),
         ];
@@ -608,11 +621,16 @@ accepted = { owner = "launch-ops", reason = "no event shows it" }
 
     #[test]
     fn what_is_left_out_is_a_gap() {
-        let text = GOOD.replace("detection = { alerts = [\"LifewatchDown\"] }\n", "").replace("comms = \"internal-update\"\n", "");
+        let text = GOOD
+            .replace("detection = { alerts = [\"LifewatchDown\"] }\n", "")
+            .replace("comms = \"internal-update\"\n", "");
         let risks = parse_text(&text).unwrap();
         let register = Register { root: PathBuf::from(env!("CARGO_MANIFEST_DIR")), risks };
         let status = register.status(&register.risks[0]);
-        assert_eq!(status.to_string(), "gap: no detection (detection.kinds or detection.alerts); drill file missing; no comms template");
+        assert_eq!(
+            status.to_string(),
+            "gap: no detection (detection.kinds or detection.alerts); drill file missing; no comms template"
+        );
     }
 
     #[test]

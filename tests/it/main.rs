@@ -16,6 +16,7 @@ mod nats_live;
 mod notify;
 mod oncall;
 mod operator;
+mod ops;
 mod properties;
 mod replay_cli;
 mod schemas;
