@@ -463,10 +463,8 @@ fn parse_risk(table: &toml::Table, index: usize, known: &Known<'_>) -> Result<Ri
     }
 
     let runbook = text(table, id, "runbook")?;
-    if let Some(runbook) = &runbook {
-        if let Some(problem) = runbook_problem(known.root, runbook) {
-            return Err(invalid(id, "runbook", problem));
-        }
+    if let Some(problem) = runbook.as_deref().and_then(|runbook| runbook_problem(known.root, runbook)) {
+        return Err(invalid(id, "runbook", problem));
     }
 
     let drill = text(table, id, "drill")?;
