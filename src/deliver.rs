@@ -70,25 +70,45 @@ pub async fn send(
     links: &Links,
     timeout: Duration,
 ) -> Result<Answer, SendError> {
+    // A channel whose secret is not set cannot send: the delivery is given
+    // up at once, naming the variable, and `deliveries retry` sends it
+    // once the monitor runs with it set.
+    if let Some((key, variable)) = channel.unset_secrets().first() {
+        return Ok(Answer {
+            status: 400,
+            took: Duration::ZERO,
+            body: format!(
+                "not sent: channel {} has no secret: `{key}` names {variable}, which is not set",
+                channel.name
+            ),
+            retry_after_ms: None,
+        });
+    }
     let request = match &channel.kind {
         ChannelKind::Webhook { url, secret } => {
             let body = serde_json::to_vec(&payload::webhook_body(transition, record, links))
                 .map_err(|_| SendError::Request)?;
             let mut request = client
-                .post(url.expose())
+                .post(url.expose().map_err(|_| SendError::Request)?)
                 .header("content-type", "application/json")
                 .header("idempotency-key", idempotency);
             if let Some(secret) = secret {
-                request = request.header("x-lifewatch-signature", signature(secret.expose(), &body)?);
+                request = request.header(
+                    "x-lifewatch-signature",
+                    signature(secret.expose().map_err(|_| SendError::Request)?, &body)?,
+                );
             }
             request.body(body)
         }
-        ChannelKind::Slack { url } => {
-            client.post(url.expose()).json(&payload::slack_message(transition, record, links))
-        }
-        ChannelKind::PagerDuty { routing_key, url } => {
-            client.post(url).json(&payload::pagerduty_event(routing_key.expose(), transition, record, links))
-        }
+        ChannelKind::Slack { url } => client
+            .post(url.expose().map_err(|_| SendError::Request)?)
+            .json(&payload::slack_message(transition, record, links)),
+        ChannelKind::PagerDuty { routing_key, url } => client.post(url).json(&payload::pagerduty_event(
+            routing_key.expose().map_err(|_| SendError::Request)?,
+            transition,
+            record,
+            links,
+        )),
         ChannelKind::Email { smtp, tls, from, to, user, password } => {
             let mail = payload::email(transition, record, links);
             let settings =
@@ -177,7 +197,8 @@ async fn send_email(
         .tls(tls)
         .timeout(Some(timeout));
     if let (Some(user), Some(password)) = (settings.user, settings.password) {
-        transport = transport.credentials(Credentials::new(user.to_string(), password.expose().to_string()));
+        let password = password.expose().map_err(|_| SendError::Request)?;
+        transport = transport.credentials(Credentials::new(user.to_string(), password.to_string()));
     }
     let started = Instant::now();
     match transport.build().send(message).await {

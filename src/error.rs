@@ -35,6 +35,9 @@ pub enum UsageError {
     /// The risk register (`ops/risks.toml`) is wrong, naming the risk and key.
     #[error(transparent)]
     Risks(Box<crate::risks::RiskError>),
+    /// A drill file (`ops/drills/*.toml`) is wrong, naming the file and key.
+    #[error(transparent)]
+    Drill(Box<crate::drill::DrillError>),
 }
 
 impl UsageError {

@@ -9,12 +9,14 @@
 mod commands;
 mod config;
 mod deliver;
+mod drill;
 mod error;
 mod input;
 mod live;
 mod output;
 mod pipeline;
 mod progress;
+mod readiness;
 mod risks;
 
 /// jemalloc rather than glibc's malloc, whose bookkeeping (`malloc_consolidate`,
@@ -121,10 +123,11 @@ enum Command {
     /// Feed rejected events through validation again; accepted ones join the log.
     #[command(after_help = commands::redrive::EXAMPLES)]
     Redrive(commands::redrive::RedriveArgs),
-    /// Validate a configuration and the operations package: every incident kind
-    /// reaches an owner, every runbook named exists.
+    /// The launch-readiness gate: the configuration and the operations package
+    /// (owners, runbooks, comms, drills, risks, teams, deadlines) have no gap.
     ///
-    /// Prints the routing table; exits 1 with one line per problem.
+    /// Prints the readiness table; exits 1 naming each gap, 2 for an invalid
+    /// configuration.
     #[command(after_help = commands::check::EXAMPLES)]
     Check(commands::check::CheckArgs),
     /// The launch risk register (ops/risks.toml): each risk's likelihood, impact,
@@ -132,6 +135,11 @@ enum Command {
     /// has gaps (named).
     #[command(after_help = commands::risks::EXAMPLES)]
     Risks(commands::risks::RisksArgs),
+    /// Run the launch drills (ops/drills/*.toml) through the real engine and
+    /// store: a table of expectations met and missed with the time to detect
+    /// and to notify, and a Markdown and JSON report; exits 1 on a miss.
+    #[command(after_help = commands::drill::EXAMPLES)]
+    Drill(commands::drill::DrillArgs),
     /// Generate a realistic, time-ordered event stream (JSON Lines).
     ///
     /// The same seed always gives the same stream. With --faults it also contains
@@ -220,6 +228,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => commands::replay::run(args),
         Command::Check(args) => commands::check::run(args),
         Command::Risks(args) => commands::risks::main(args),
+        Command::Drill(args) => commands::drill::main(args),
         Command::Simulate(args) => commands::simulate::run(args),
         Command::Run(args) => commands::run::run(args),
         Command::Serve(args) => commands::serve::run(args),

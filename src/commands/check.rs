@@ -8,15 +8,27 @@ use clap::Args;
 use lifewatch_core::{Config, IncidentKind, State, SubjectType};
 
 use crate::config::AppConfig;
+use crate::output::{self, Table};
 
 /// The `Examples:` section of `lifewatch check --help`.
 pub const EXAMPLES: &str = "Examples:
   lifewatch check
-  lifewatch check --config /etc/lifewatch/lifewatch.toml
-  lifewatch check --config ops/lifewatch.toml --root .
+  lifewatch check --format json
+  lifewatch check --config /etc/lifewatch/lifewatch.toml --secrets
+  lifewatch check --config ops/lifewatch.toml --root . --config-only
 
-Runbook paths are relative to the operations package's root: the directory of
-the --config file (the directory above it when that directory is named ops, as
+The launch-readiness gate: every incident kind has an owner, a runbook with
+every section (Detect, Impact, Triage, Mitigate, Rollback, Escalate,
+Communicate), a comms template and a drill; every risk of ops/risks.toml is
+covered or accepted; every team has a channel and an escalation chain that
+ends with a person (a page or an email); every deadline is set; every drill
+of ops/drills passes. Prints a table (kind or risk x owner, runbook, comms,
+drill, channel, status) and exits 1 naming each gap on standard error; an
+invalid configuration exits 2 naming the key. --config-only checks only the
+configuration and its runbooks.
+
+Paths are relative to the operations package's root: the directory of the
+--config file (the directory above it when that directory is named ops, as
 in the shipped ops/lifewatch.toml), or for the built-in configuration the
 repository lifewatch was built from. --root overrides it.";
 
@@ -26,18 +38,114 @@ pub struct CheckArgs {
     /// Configuration file (default: the shipped ops/lifewatch.toml, built in).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Directory that runbook paths are relative to (default: the
-    /// configuration's root, see below).
+    /// Directory that runbook, comms, drill and risk paths are relative to
+    /// (default: the configuration's root, see below).
     #[arg(long, value_name = "DIR")]
     root: Option<PathBuf>,
+    /// Check only the configuration and its runbooks, not the launch package
+    /// (risks, comms, drills, teams).
+    #[arg(long)]
+    config_only: bool,
+    /// Do not run the drills (the gate then does not prove they pass).
+    #[arg(long, conflicts_with = "config_only")]
+    no_drills: bool,
+    /// A channel secret that is not set in this environment is a gap: run
+    /// it where the monitor runs.
+    #[arg(long, conflicts_with = "config_only")]
+    secrets: bool,
+    /// Output format: table for people, json for CI.
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    format: CheckFormat,
+}
+
+/// How `check` prints.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckFormat {
+    /// Tables for people.
+    Table,
+    /// One JSON document: ready, rows, gaps, warnings, drills.
+    Json,
 }
 
 /// `lifewatch check`: exit 1 when there is a problem.
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let config = AppConfig::load(args.config.as_deref())?;
     let root = args.root.clone().unwrap_or_else(|| crate::config::runbook_root(args.config.as_deref()));
+    if args.config_only {
+        return config_only(&args, &config, &root);
+    }
+    let options = crate::readiness::Options { run_drills: !args.no_drills, secrets: args.secrets };
+    let readiness = crate::readiness::assess(&config, &root, options);
     let mut out = io::stdout().lock();
-    let mut problems = check(&config.engine, &root, &mut out)?;
+    match args.format {
+        CheckFormat::Json => {
+            serde_json::to_writer_pretty(&mut out, &readiness)?;
+            writeln!(out)?;
+        }
+        CheckFormat::Table => {
+            let mut table = Table::new(&["ITEM", "OWNER", "RUNBOOK", "COMMS", "DRILL", "CHANNEL", "STATUS"]);
+            for row in &readiness.rows {
+                table.row([
+                    &row.item,
+                    &row.owner,
+                    &row.runbook,
+                    &row.comms,
+                    &row.drill,
+                    &row.channel,
+                    &row.status,
+                ]);
+            }
+            table.write(&mut out)?;
+            writeln!(out)?;
+            check_notifications(&config.engine, &config.notifications, &mut out)?;
+            let with_deadline: Vec<String> = State::all()
+                .filter_map(|state| {
+                    config
+                        .engine
+                        .deadline(state)
+                        .map(|deadline| format!("{} {state} {deadline}", state.entity_type()))
+                })
+                .collect();
+            writeln!(out, "deadlines: {}", with_deadline.join(", "))?;
+            writeln!(out, "outage_threshold: {}", config.engine.outage_threshold)?;
+            if !options.run_drills {
+                writeln!(out, "drills: not run (--no-drills)")?;
+            }
+            if readiness.ready {
+                writeln!(
+                    out,
+                    "ready: every kind and risk is owned, written down, rehearsed and routed to a person"
+                )?;
+            } else {
+                writeln!(out, "NOT READY: {} gaps (listed on standard error)", readiness.gaps.len())?;
+            }
+        }
+    }
+    drop(out);
+    for warning in &readiness.warnings {
+        eprintln!("lifewatch check: warning: {}", output::terminal_safe(warning));
+    }
+    for gap in &readiness.gaps {
+        eprintln!(
+            "lifewatch check: gap: {}: {}",
+            output::terminal_safe(&gap.item),
+            output::terminal_safe(&gap.message)
+        );
+    }
+    if args.root.is_none() && readiness.gaps.iter().any(|gap| gap.message.contains(" missing: ")) {
+        eprintln!(
+            "lifewatch check: the package was looked for in {} (the configuration's root); \
+             give --root DIR to name the directory that holds it",
+            root.display()
+        );
+    }
+    Ok(if readiness.ready { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `check --config-only`: the configuration and its runbooks.
+fn config_only(args: &CheckArgs, config: &AppConfig, root: &Path) -> anyhow::Result<ExitCode> {
+    let mut out = io::stdout().lock();
+    let mut problems = check(&config.engine, root, &mut out)?;
     problems.extend(check_notifications(&config.engine, &config.notifications, &mut out)?);
     drop(out);
     for problem in &problems {
@@ -71,7 +179,7 @@ pub fn subjects_of(kind: IncidentKind) -> &'static [SubjectType] {
 /// path, a `..` component or a symbolic link that leads out of the root would
 /// point incidents at files that are not part of the operations package
 /// (`/etc/passwd` exists everywhere, so existing is not enough).
-fn runbook_problem(root: &Path, runbook: &str) -> Option<String> {
+pub fn runbook_problem(root: &Path, runbook: &str) -> Option<String> {
     let relative = Path::new(runbook);
     if relative.is_absolute() {
         return Some(format!("is outside the runbook root (an absolute path): {runbook}"));

@@ -10,6 +10,7 @@ pub mod completions;
 pub mod config;
 pub mod deliveries;
 pub mod demo;
+pub mod drill;
 pub mod incidents;
 pub mod notify;
 pub mod outbox;

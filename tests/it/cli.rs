@@ -518,7 +518,8 @@ fn check_refuses_runbook_paths_outside_the_root() {
                 "billing_dispute = \"../../../../../../../../etc/passwd\"",
             )
     });
-    let run = lifewatch(&["check", "--config", &config, "--root", root.to_str().unwrap()], None);
+    let run =
+        lifewatch(&["check", "--config", &config, "--root", root.to_str().unwrap(), "--config-only"], None);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     for kind in ["stuck", "quota_breach", "billing_dispute"] {
         assert!(

@@ -142,11 +142,20 @@ impl Drop for NatsServer {
     }
 }
 
-/// A configuration file: the shipped one with `replacements` applied (each
-/// `(old, new)` must occur) and `[nats]` lines appended.
+/// The shipped configuration without its `[[channels]]` and `[[teams]]`
+/// (the section from `# Notifications:` on): live tests that send define
+/// their own receivers, and the others send nothing.
+pub fn shipped_without_notifications() -> String {
+    let text = std::fs::read_to_string(repo_root().join("ops/lifewatch.toml")).expect("ops/lifewatch.toml");
+    let end = text.find("\n# Notifications:").expect("ops/lifewatch.toml has a # Notifications: section");
+    text[..=end].to_string()
+}
+
+/// A configuration file: the shipped one (without its notifications) with
+/// `replacements` applied (each `(old, new)` must occur) and `[nats]` lines
+/// appended.
 pub fn write_config(dir: &Path, replacements: &[(&str, &str)], nats: &str) -> PathBuf {
-    let mut text =
-        std::fs::read_to_string(repo_root().join("ops/lifewatch.toml")).expect("ops/lifewatch.toml");
+    let mut text = shipped_without_notifications();
     for (old, new) in replacements {
         assert!(text.contains(old), "ops/lifewatch.toml has no {old:?}");
         text = text.replacen(old, new, 1);

@@ -160,7 +160,7 @@ fn config_with(dir: &std::path::Path, notifications: &str) -> std::path::PathBuf
 #[test]
 fn check_shows_the_routes_and_no_secret() {
     let dir = TempDir::new("notify-check");
-    let (code, stdout, stderr) = run(&dir, CONFIG, &["check", "--root", "."]);
+    let (code, stdout, stderr) = run(&dir, CONFIG, &["check", "--root", ".", "--config-only"]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("platform-oncall    platform-pager       pagerduty  critical,error"), "{stdout}");
     assert!(
@@ -185,11 +185,6 @@ fn each_mistake_names_its_key_and_exits_2() {
             CONFIG.replace("channel = \"platform-chat\"", "channel = \"platform-chta\""),
             "teams[0].routes[1].channel",
         ),
-        (
-            CONFIG
-                .replace("routing_key_env = \"LW_TEST_ROUTING_KEY\"", "routing_key_env = \"LW_TEST_UNSET\""),
-            "channels[0].routing_key_env",
-        ),
         (CONFIG.replace("kind = \"slack\"", "kind = \"pigeon\""), "channels[1].kind"),
         (CONFIG.replace("after = \"10m\"", "after = \"later\""), "teams[0].escalation[0].after"),
     ] {
@@ -202,10 +197,43 @@ fn each_mistake_names_its_key_and_exits_2() {
     let (code, _, stderr) = run(
         &dir,
         &CONFIG.replace("name = \"platform-oncall\"", "name = \"platfrom-oncall\""),
-        &["check", "--root", "."],
+        &["check", "--root", ".", "--config-only"],
     );
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("\"platfrom-oncall\" owns no incident kind"), "{stderr}");
+    // The gate says so too.
+    let (code, _, stderr) = run(
+        &dir,
+        &CONFIG.replace("name = \"platform-oncall\"", "name = \"platfrom-oncall\""),
+        &["check", "--root", ".", "--no-drills"],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("team platfrom-oncall owns no incident kind"), "{stderr}");
+
+    // A secret whose variable is not set does not fail the configuration
+    // (commands that send nothing work without the deployment's secrets):
+    // check warns, naming it, and the channel refuses to send, naming it.
+    let unset =
+        CONFIG.replace("routing_key_env = \"LW_TEST_ROUTING_KEY\"", "routing_key_env = \"LW_TEST_UNSET\"");
+    let (code, _, stderr) = run(&dir, &unset, &["check", "--root", ".", "--no-drills"]);
+    assert!(
+        stderr.contains(
+            "warning: channel platform-pager: `routing_key_env` names LW_TEST_UNSET, which is not set"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(code, Some(1), "the test configuration routes only some teams: {stderr}");
+    let (code, _, stderr) = run(&dir, &unset, &["check", "--root", ".", "--no-drills", "--secrets"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains(
+            "gap: channel platform-pager: channel platform-pager: `routing_key_env` names LW_TEST_UNSET"
+        ),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = run(&dir, &unset, &["notify", "test", "--channel", "platform-pager"]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(format!("{stdout}{stderr}").contains("LW_TEST_UNSET, which is not set"), "{stdout}{stderr}");
 }
 
 /// Every PagerDuty event lifewatch would send — a trigger, an
@@ -880,6 +908,7 @@ fn no_secret_reaches_a_log_an_error_or_the_api() {
     }
     for args in [
         vec!["check", "--root", "."],
+        vec!["check", "--root", ".", "--config-only"],
         vec!["config", "show"],
         vec!["notify", "test", "--channel", "pager"],
         vec!["notify", "test", "--channel", "mail", "--timeout", "1s"],

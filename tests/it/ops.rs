@@ -291,8 +291,9 @@ fn the_runbook_checks_catch_what_they_are_for() {
     );
 }
 
-/// The team names of the Markdown table under `## Teams`.
-fn support_teams(text: &str) -> Vec<String> {
+/// The team names of the Markdown table under `## Teams`, each with its
+/// escalation cell.
+fn support_teams(text: &str) -> Vec<(String, String)> {
     let body = sections(text)
         .into_iter()
         .find(|(title, _)| title == "Teams")
@@ -312,14 +313,15 @@ fn support_teams(text: &str) -> Vec<String> {
             let cells: Vec<&str> = line.split('|').map(str::trim).collect();
             assert_eq!(cells.len(), 7, "a row of five cells: {line}");
             assert!(cells[1..6].iter().all(|cell| !cell.is_empty()), "an empty cell: {line}");
-            cells[1].to_string()
+            (cells[1].to_string(), cells[5].to_string())
         })
         .collect()
 }
 
 #[test]
 fn the_support_model_names_exactly_the_configured_teams() {
-    let teams = support_teams(&read("ops/SUPPORT.md"));
+    let rows = support_teams(&read("ops/SUPPORT.md"));
+    let teams: Vec<String> = rows.iter().map(|(team, _)| team.clone()).collect();
     let unique: BTreeSet<String> = teams.iter().cloned().collect();
     assert_eq!(unique.len(), teams.len(), "a team listed twice: {teams:?}");
     let config: toml::Table =
@@ -330,8 +332,33 @@ fn the_support_model_names_exactly_the_configured_teams() {
     };
     let owners = names("owners", "owner").expect("ops/lifewatch.toml has [[owners]]");
     assert_eq!(unique, owners, "ops/SUPPORT.md's teams against the owners of ops/lifewatch.toml");
-    if let Some(configured) = names("teams", "name") {
-        assert_eq!(unique, configured, "ops/SUPPORT.md's teams against the [[teams]] of ops/lifewatch.toml");
+    let configured = names("teams", "name").expect("ops/lifewatch.toml has [[teams]]");
+    assert_eq!(unique, configured, "ops/SUPPORT.md's teams against the [[teams]] of ops/lifewatch.toml");
+    // Each team's escalation cell states its configured chain.
+    for team in config["teams"].as_array().expect("[[teams]]") {
+        let name = team["name"].as_str().expect("a team's name");
+        let steps = team["escalation"].as_array().unwrap_or_else(|| panic!("team {name} has no escalation"));
+        let mut chain = steps
+            .iter()
+            .map(|step| {
+                let targets: Vec<&str> = step["notify"]
+                    .as_array()
+                    .expect("notify")
+                    .iter()
+                    .filter_map(toml::Value::as_str)
+                    .collect();
+                format!("{} {}", step["after"].as_str().expect("after"), targets.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join(" → ");
+        if steps.last().and_then(|step| step.get("repeat")).and_then(toml::Value::as_bool) == Some(true) {
+            chain.push_str(" (repeats)");
+        }
+        let cell = &rows.iter().find(|(team, _)| team == name).expect("the team's row").1;
+        assert!(
+            cell.contains(&format!("`{chain}`")),
+            "ops/SUPPORT.md's escalation of {name} does not state `{chain}`: {cell}"
+        );
     }
     // Every owner a risk names is one of them.
     let risks = lifewatch(&["risks", "--format", "jsonl"], None);

@@ -210,14 +210,19 @@ fn check_finds_the_runbooks_from_any_directory_and_suggests_root() {
     }
     let config = ops.join("lifewatch.toml");
     write(&config, "outage_threshold = 3\n");
-    let run = lifewatch_in(&elsewhere, &["check", "--config", config.to_str().unwrap()], None);
+    let run =
+        lifewatch_in(&elsewhere, &["check", "--config", config.to_str().unwrap(), "--config-only"], None);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
 
     // A configuration elsewhere, without runbooks beside it: check names
     // where it looked and suggests --root.
     let bare = elsewhere.join("lifewatch.toml");
     write(&bare, "outage_threshold = 3\n");
-    let run = lifewatch_in(&repo_root().join("ops"), &["check", "--config", bare.to_str().unwrap()], None);
+    let run = lifewatch_in(
+        &repo_root().join("ops"),
+        &["check", "--config", bare.to_str().unwrap(), "--config-only"],
+        None,
+    );
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert!(run.stderr.contains("--root"), "{}", run.stderr);
     assert!(run.stderr.contains(&format!("looked for in {}", elsewhere.to_str().unwrap())), "{}", run.stderr);

@@ -10,14 +10,32 @@ use std::fmt;
 
 use serde::Deserialize;
 
-/// A secret value: printed as `<secret>`, whatever it holds.
+/// A secret value: printed as `<secret>`, whatever it holds. A secret
+/// named by an environment variable that is not set is kept as such
+/// instead of failing the configuration: commands that do not send
+/// (`replay`, `check`, `serve`, …) work without the deployment's secrets,
+/// `check` and `run` name the variable, and a delivery through the channel
+/// ends `dead` naming it (`deliveries retry` once it is set).
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret(Result<String, String>);
+
+/// A secret whose environment variable is not set.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the environment variable {variable} is not set")]
+pub struct SecretUnset {
+    /// The variable.
+    pub variable: String,
+}
 
 impl Secret {
     /// The value, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
+    pub fn expose(&self) -> Result<&str, SecretUnset> {
+        self.0.as_deref().map_err(|variable| SecretUnset { variable: variable.clone() })
+    }
+
+    /// The environment variable that should hold it, when it is not set.
+    pub fn unset_variable(&self) -> Option<&str> {
+        self.0.as_ref().err().map(String::as_str)
     }
 }
 
@@ -106,6 +124,29 @@ pub struct Channel {
     pub kind: ChannelKind,
     /// At most this many messages a minute (the rest are summarised).
     pub per_minute: Option<u32>,
+}
+
+impl Channel {
+    /// Its secrets whose environment variables are not set, as
+    /// `(key, variable)`: it cannot send until they are.
+    pub fn unset_secrets(&self) -> Vec<(&'static str, &str)> {
+        let secrets: Vec<(&'static str, Option<&Secret>)> = match &self.kind {
+            ChannelKind::Webhook { url, secret } => {
+                vec![("url_env", Some(url)), ("secret_env", secret.as_ref())]
+            }
+            ChannelKind::Slack { url } => vec![("url_env", Some(url))],
+            ChannelKind::PagerDuty { routing_key, .. } => vec![("routing_key_env", Some(routing_key))],
+            ChannelKind::Email { password, .. } => vec![("password_env", password.as_ref())],
+            ChannelKind::Nats { .. } => Vec::new(),
+        };
+        secrets.into_iter().filter_map(|(key, secret)| Some((key, secret?.unset_variable()?))).collect()
+    }
+
+    /// Whether a person reads what it sends: a page (PagerDuty) or an
+    /// email. Chat channels, webhooks and NATS subjects may go unread.
+    pub fn reaches_a_person(&self) -> bool {
+        matches!(self.kind, ChannelKind::PagerDuty { .. } | ChannelKind::Email { .. })
+    }
 }
 
 /// Which transitions of a team's incidents go to a channel.
@@ -342,13 +383,10 @@ fn secret(
             key: key.to_string(),
             message: format!("give `{key}` or `{key}_env`, not both"),
         }),
-        (Some(value), None) => Ok(Some(Secret(value))),
+        (Some(value), None) => Ok(Some(Secret(Ok(value)))),
         (None, Some(name)) => match env(&name) {
-            Some(value) if !value.is_empty() => Ok(Some(Secret(value))),
-            _ => Err(NotifyConfigError {
-                key: format!("{key}_env"),
-                message: format!("the environment variable {name} is not set"),
-            }),
+            Some(value) if !value.is_empty() => Ok(Some(Secret(Ok(value)))),
+            _ => Ok(Some(Secret(Err(name)))),
         },
         (None, None) => Ok(None),
     }
@@ -391,7 +429,16 @@ fn channel(
         "pagerduty" => ChannelKind::PagerDuty {
             routing_key: secret(&key("routing_key"), raw.routing_key, raw.routing_key_env, env)?
                 .ok_or_else(|| missing("routing_key"))?,
-            url: url.map_or_else(|| PAGERDUTY_EVENTS_URL.to_string(), |url| url.0),
+            url: match url {
+                None => PAGERDUTY_EVENTS_URL.to_string(),
+                Some(Secret(Ok(url))) => url,
+                Some(Secret(Err(variable))) => {
+                    return Err(NotifyConfigError {
+                        key: key("url_env"),
+                        message: format!("the environment variable {variable} is not set"),
+                    });
+                }
+            },
         },
         "email" => ChannelKind::Email {
             smtp: raw.smtp.ok_or_else(|| missing("smtp"))?,
@@ -550,12 +597,25 @@ mod tests {
         assert!(team.inhibit_during_outage);
         let printed = format!("{notifications:?}");
         assert!(!printed.contains("k-123") && !printed.contains("xyz"), "{printed}");
+        assert!(notifications.channels["pager"].unset_secrets().is_empty());
+    }
+
+    #[test]
+    fn an_unset_variable_leaves_the_channel_unable_to_send_and_named() {
+        let notifications = parse(CONFIG, &[]).unwrap();
+        let pager = &notifications.channels["pager"];
+        assert_eq!(pager.unset_secrets(), [("routing_key_env", "PD_KEY")]);
+        let ChannelKind::PagerDuty { routing_key, .. } = &pager.kind else { panic!("{pager:?}") };
+        assert_eq!(
+            routing_key.expose().unwrap_err().to_string(),
+            "the environment variable PD_KEY is not set"
+        );
+        assert!(pager.reaches_a_person() && !notifications.channels["chat"].reaches_a_person());
     }
 
     #[test]
     fn each_mistake_names_its_key() {
         let cases = [
-            (CONFIG.to_string(), vec![], "channels[0].routing_key_env"),
             (
                 CONFIG.replace("channel = \"chat\"", "channel = \"chaat\""),
                 vec![("PD_KEY", "k")],

@@ -11,7 +11,7 @@ pub mod payload;
 pub mod schedule;
 
 pub use config::{
-    Channel, ChannelKind, EmailTls, Names, Notifications, NotifyConfigError, Route, Secret, Team,
+    Channel, ChannelKind, EmailTls, Names, Notifications, NotifyConfigError, Route, Secret, SecretUnset, Team,
 };
 pub use digest::{Admission, Digest};
 pub use schedule::{AfterFailure, DeliveryId, RetryPolicy, Schedule};
