@@ -510,21 +510,24 @@ pub fn assess(config: &AppConfig, root: &Path, options: Options) -> Readiness {
             }
         }
     }
+    for state in missing_deadlines(engine) {
+        gap(
+            &mut gaps,
+            &format!("deadline {state}"),
+            GapKind::Deadline,
+            format!("{state} has no deadline: an entity can wait there unseen"),
+        );
+    }
+    Readiness { ready: gaps.is_empty(), rows, gaps, warnings, drills: outcomes }
+}
+
+/// The states of [`DEADLINE_STATES`] that `engine` gives no deadline.
+pub fn missing_deadlines(engine: &lifewatch_core::Config) -> Vec<&'static str> {
     let set: BTreeSet<String> = State::all()
         .filter(|state| engine.deadline(*state).is_some())
         .map(|state| format!("{} {state}", state.entity_type()))
         .collect();
-    for state in DEADLINE_STATES {
-        if !set.contains(state) {
-            gap(
-                &mut gaps,
-                &format!("deadline {state}"),
-                GapKind::Deadline,
-                format!("{state} has no deadline: an entity can wait there unseen"),
-            );
-        }
-    }
-    Readiness { ready: gaps.is_empty(), rows, gaps, warnings, drills: outcomes }
+    DEADLINE_STATES.into_iter().filter(|state| !set.contains(*state)).collect()
 }
 
 fn status(gap: bool, accepted: bool) -> String {
@@ -543,6 +546,14 @@ pub fn drill_name(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_state_without_its_deadline_is_named() {
+        assert!(missing_deadlines(&lifewatch_core::Config::shipped()).is_empty());
+        let text = lifewatch_core::DEFAULT_CONFIG_TOML.replacen("provisioning = \"15m\"\n", "", 1);
+        let config = AppConfig::from_toml(&text).unwrap();
+        assert_eq!(missing_deadlines(&config.engine), vec!["project provisioning"]);
+    }
 
     #[test]
     fn runbook_sections_are_checked_in_order_and_not_empty() {

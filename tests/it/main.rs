@@ -18,6 +18,7 @@ mod oncall;
 mod operator;
 mod ops;
 mod properties;
+mod readiness;
 mod replay_cli;
 mod schemas;
 mod setup;
