@@ -85,6 +85,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let notifying = !config.notifications.teams.is_empty();
         if notifying {
             writer.set_delivery_router(crate::deliver::router(&config.notifications));
+            for channel in config.notifications.channels.values() {
+                for (key, variable) in channel.unset_secrets() {
+                    tracing::warn!(
+                        channel = %channel.name,
+                        key,
+                        variable,
+                        "a channel's secret is not set: its deliveries will be given up (dead) until the monitor runs with it"
+                    );
+                }
+            }
         }
         let restored = writer.restore_stats();
         tracing::info!(
