@@ -230,6 +230,10 @@ pub struct Check {
     pub notified: Vec<String>,
     /// What was missed, one entry each.
     pub misses: Vec<String>,
+    /// The ids and keys of the incidents it matched (for a live drill to
+    /// recognise their notifications).
+    #[serde(skip)]
+    pub incidents: Vec<String>,
 }
 
 /// One drill's result.
@@ -474,7 +478,21 @@ fn run_events<'a>(
     writer.commit()?;
     drop(writer);
     let store = Store::open_read_only(&db)?;
-    let all = query::incidents(&store, &query::IncidentQuery::default())?.incidents;
+    evaluate(&store, fault_at, drill, root, false)
+}
+
+/// Checks `drill`'s expectations against what `store` holds, the fault at
+/// `fault_at` (event time). With `delivered`, an expected notification
+/// counts only once its delivery succeeded (a live drill); otherwise once
+/// it is routed (pending, delivered or dead: not held back).
+pub fn evaluate(
+    store: &Store,
+    fault_at: Timestamp,
+    drill: &Drill,
+    root: &Path,
+    delivered: bool,
+) -> anyhow::Result<Vec<Check>> {
+    let all = query::incidents(store, &query::IncidentQuery::default())?.incidents;
     let mut checks = Vec::new();
     for expectation in &drill.expectations {
         let matching: Vec<_> = all
@@ -518,8 +536,10 @@ fn run_events<'a>(
         // transition each carries.
         let mut reached: Vec<(String, String, Timestamp)> = Vec::new();
         for record in &matching {
-            for delivery in query::notifications_of(&store, &record.id)? {
-                if matches!(delivery.state.as_str(), "inhibited" | "suppressed") {
+            for delivery in query::notifications_of(store, &record.id)? {
+                if matches!(delivery.state.as_str(), "inhibited" | "suppressed")
+                    || (delivered && !matches!(delivery.state.as_str(), "delivered" | "summarised"))
+                {
                     continue;
                 }
                 let at = match delivery.transition.as_str() {
@@ -558,6 +578,7 @@ fn run_events<'a>(
             time_to_notify: notify_at.map(|at| at.since(fault_at).to_string()),
             notified: notified.into_iter().collect(),
             misses,
+            incidents: matching.iter().flat_map(|record| [record.id.clone(), record.key.clone()]).collect(),
         });
     }
     Ok(checks)
@@ -596,6 +617,7 @@ fn run_alert(alert: &AlertScenario, root: &Path) -> anyhow::Result<Check> {
         time_to_notify: None,
         notified: Vec::new(),
         misses: Vec::new(),
+        incidents: Vec::new(),
     };
     let output = match std::process::Command::new("promtool").arg("test").arg("rules").arg(&file).output() {
         Ok(output) => output,

@@ -10,6 +10,7 @@ mod commands;
 mod config;
 mod deliver;
 mod drill;
+mod drill_live;
 mod error;
 mod input;
 mod live;

@@ -17,12 +17,18 @@ pub const EXAMPLES: &str = "Examples:
   lifewatch drill
   lifewatch drill ops/drills/project_stuck.toml --report /tmp/drill-report
   lifewatch drill --config /etc/lifewatch/lifewatch.toml --format json
+  lifewatch drill ops/drills/project_stuck.toml --nats nats://127.0.0.1:4222
 
 Without FILE, every drill of ops/drills/ under the package root runs. Event
 drills replay their scenario into a temporary database with the
 configuration's deadlines, owners, severities and notification routing, so a
 changed configuration is rehearsed before it ships; times are event time.
 Alert drills need promtool (Debian: apt-get install prometheus).
+
+With --nats URL, event drills run through a live monitor (`lifewatch run`,
+started by the drill) on a rehearsal NATS server, their channels pointed at
+local receivers: the events are moved so that the scenario ends now, a
+notification counts once delivered, and the time to notify is wall-clock.
 
 The report is written as PATH.md and PATH.json (default drill-report in the
 current directory). Exit 0 when every expectation was met, 1 when one was
@@ -49,6 +55,14 @@ pub struct DrillArgs {
     /// Output format: table for people, json or jsonl for tools.
     #[arg(long, short = 'o', value_enum, default_value = "table")]
     format: Format,
+    /// Run the event drills through a live monitor on this rehearsal NATS
+    /// server (one of its own: the drill refuses a server that has the
+    /// monitor's streams), with every channel pointed at local receivers.
+    #[arg(long = "nats", value_name = "URL")]
+    nats: Option<String>,
+    /// With --nats: how long to wait for a drill's expectations.
+    #[arg(long, value_name = "D", default_value = "60s", value_parser = crate::commands::parse_duration)]
+    timeout: std::time::Duration,
 }
 
 /// `lifewatch drill`.
@@ -64,7 +78,22 @@ pub fn main(args: DrillArgs) -> anyhow::Result<ExitCode> {
     for file in &files {
         drills.push(drill::load(file).map_err(|error| crate::error::UsageError::Drill(Box::new(error)))?);
     }
-    let outcomes = run_all(&drills, &config, &root)?;
+    let outcomes = match &args.nats {
+        None => run_all(&drills, &config, &root)?,
+        Some(url) => {
+            let options = crate::drill_live::LiveOptions {
+                url: url.clone(),
+                timeout: args.timeout,
+                config: args.config.clone(),
+            };
+            let mut outcomes = Vec::new();
+            for drill in &drills {
+                eprintln!("lifewatch drill: {} (live)", crate::readiness::drill_name(&drill.path));
+                outcomes.push(crate::drill_live::run(drill, &config, &root, &options)?);
+            }
+            outcomes
+        }
+    };
     let mut out = io::stdout().lock();
     match args.format {
         Format::Table => write_table(&outcomes, &mut out)?,

@@ -278,3 +278,63 @@ fn a_drill_that_is_not_met_or_not_valid_is_named() {
         run.stderr
     );
 }
+
+/// `drill --nats`: the drill runs through a live monitor it starts on the
+/// rehearsal server, the shipped channels pointed at its own receivers; a
+/// notification counts once delivered, timed on the wall clock. The
+/// escalation to launch-ops' pager (30 minutes in event time) happens
+/// within seconds, because the scenario is moved to end now. A server that
+/// already has the monitor's streams is refused, and the drill leaves none.
+#[test]
+fn a_live_drill_goes_through_the_monitor_and_the_channels() {
+    let server = crate::nats_support::NatsServer::start(&[]);
+    let dir = TempDir::new("live-drill");
+    let drill = dir.join("stuck.toml");
+    let text = std::fs::read_to_string(repo_root().join("ops/drills/project_stuck.toml"))
+        .unwrap()
+        .replace("comms = \"stuck\"\n", "");
+    std::fs::write(&drill, text).unwrap();
+    let run = lifewatch(
+        &[
+            "drill",
+            "--no-report",
+            "--format",
+            "json",
+            "--nats",
+            &server.url(),
+            "--timeout",
+            "40s",
+            drill.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout_text(), run.stderr);
+    let outcomes: Value = serde_json::from_slice(&run.stdout).unwrap();
+    let check = &outcomes[0]["checks"][0];
+    assert_eq!(check["met"], true, "{check}");
+    assert_eq!(check["time_to_detect"], "5m", "event time: the deadline");
+    let notify = check["time_to_notify"].as_str().expect("measured");
+    assert!(notify.ends_with("ms") || notify.ends_with('s'), "{notify}");
+    for channel in ["platform-pager", "platform-chat", "launch-pager"] {
+        assert!(check["notified"].as_array().unwrap().contains(&Value::from(channel)), "{check}");
+    }
+    // The drill deleted the streams it made, so it can run again.
+    let again = lifewatch(&["drill", "--no-report", "--nats", &server.url(), drill.to_str().unwrap()], None);
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+
+    // A server with the monitor's streams is not a rehearsal server.
+    let db = dir.join("real.db");
+    let config = repo_root().join("ops/lifewatch.toml");
+    let monitor = crate::nats_support::Monitor::start(&server.url(), &db, &config, &[]);
+    let url = server.url();
+    crate::nats_support::wait_for("the monitor's streams", std::time::Duration::from_secs(20), || {
+        crate::nats_support::block_on(async {
+            let client = async_nats::connect(url.as_str()).await.ok()?;
+            async_nats::jetstream::new(client).get_stream("LIFECYCLE").await.ok().map(|_| ())
+        })
+    });
+    let run = lifewatch(&["drill", "--no-report", "--nats", &url, drill.to_str().unwrap()], None);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("already has the stream LIFECYCLE"), "{}", run.stderr);
+    drop(monitor);
+}
