@@ -141,6 +141,10 @@ enum Command {
     /// and to notify, and a Markdown and JSON report; exits 1 on a miss.
     #[command(after_help = commands::drill::EXAMPLES)]
     Drill(commands::drill::DrillArgs),
+    /// An incident's communication templates (ops/comms/<kind>.md: status-page
+    /// updates, support macro, follow-up email), filled from its record.
+    #[command(after_help = commands::comms::EXAMPLES)]
+    Comms(commands::comms::CommsArgs),
     /// Generate a realistic, time-ordered event stream (JSON Lines).
     ///
     /// The same seed always gives the same stream. With --faults it also contains
@@ -230,6 +234,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => commands::check::run(args),
         Command::Risks(args) => commands::risks::main(args),
         Command::Drill(args) => commands::drill::main(args),
+        Command::Comms(args) => commands::comms::run(args),
         Command::Simulate(args) => commands::simulate::run(args),
         Command::Run(args) => commands::run::run(args),
         Command::Serve(args) => commands::serve::run(args),

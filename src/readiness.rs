@@ -159,14 +159,22 @@ pub fn section_problems(text: &str) -> Vec<String> {
     problems
 }
 
-/// What is wrong with the comms template `name` of the package at `root`.
+/// What is wrong with the comms file `name` of the package at `root`: it
+/// is missing, lacks a template its kind needs (every status-page phase,
+/// the support macro and the follow-up email), has an empty one, or names a
+/// placeholder that does not exist.
 pub fn comms_problems(root: &Path, name: &str) -> Vec<String> {
-    let path = root.join(COMMS_DIR).join(format!("{name}.md"));
-    match std::fs::read_to_string(&path) {
-        Ok(text) if !text.trim().is_empty() => Vec::new(),
-        Ok(_) => vec![format!("{COMMS_DIR}/{name}.md is empty")],
-        Err(error) => vec![format!("{COMMS_DIR}/{name}.md: {error}")],
+    let relative = format!("{COMMS_DIR}/{name}.md");
+    let text = match std::fs::read_to_string(root.join(&relative)) {
+        Ok(text) => text,
+        Err(error) => return vec![format!("{relative} missing: {error}")],
+    };
+    let (templates, problems) = lifewatch_core::comms::parse(&text, lifewatch_core::comms::required(name));
+    let mut problems: Vec<String> = problems.iter().map(|problem| format!("{relative}: {problem}")).collect();
+    if templates.is_empty() {
+        problems.push(format!("{relative}: no template (a `## NAME` section)"));
     }
+    problems
 }
 
 /// What is wrong with `team`'s notifications for incidents of `kind` at
@@ -478,13 +486,21 @@ pub fn assess(config: &AppConfig, root: &Path, options: Options) -> Readiness {
             owners.insert(engine.owner(kind, subject));
         }
     }
+    // A team owns something when an owner rule names it (the catch-all
+    // too) or a risk does.
+    let mut owning: BTreeSet<String> = engine.owner_rules().iter().map(|rule| rule.owner.clone()).collect();
+    if let Ok(register) = crate::risks::load(root) {
+        owning.extend(register.risks.iter().filter_map(|risk| risk.owner.clone()));
+    }
     for team in notifications.teams.keys() {
-        if !owners.contains(team.as_str()) {
+        if !owning.contains(team) {
             gap(
                 &mut gaps,
                 &format!("team {team}"),
                 GapKind::Channel,
-                format!("team {team} owns no incident kind: its routes are never used (a typing mistake?)"),
+                format!(
+                    "team {team} owns no incident kind and no risk: its routes are never used (a typing mistake?)"
+                ),
             );
         }
     }

@@ -225,10 +225,9 @@ pub fn check_notifications(
         writeln!(out, "notifications: none configured ([[channels]] and [[teams]])")?;
         return Ok(problems);
     }
-    let owners: std::collections::BTreeSet<&str> = IncidentKind::ALL
-        .iter()
-        .flat_map(|&kind| SubjectType::ALL.iter().map(move |&subject| config.owner(kind, subject)))
-        .collect();
+    // Every team an owner rule names, the catch-all's too.
+    let owners: std::collections::BTreeSet<&str> =
+        config.owner_rules().iter().map(|rule| rule.owner.as_str()).collect();
     let any = |set: &std::collections::BTreeSet<String>| {
         if set.is_empty() { "any".to_string() } else { set.iter().cloned().collect::<Vec<_>>().join(",") }
     };

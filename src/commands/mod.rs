@@ -6,6 +6,7 @@
 pub mod act;
 pub mod backup;
 pub mod check;
+pub mod comms;
 pub mod completions;
 pub mod config;
 pub mod deliveries;

@@ -8,6 +8,7 @@ mod nats_support;
 
 mod browser;
 mod cli;
+mod comms;
 mod conformance;
 mod demo;
 mod docs;

@@ -208,7 +208,7 @@ fn each_mistake_names_its_key_and_exits_2() {
         &["check", "--root", ".", "--no-drills"],
     );
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains("team platfrom-oncall owns no incident kind"), "{stderr}");
+    assert!(stderr.contains("team platfrom-oncall owns no incident kind and no risk"), "{stderr}");
 
     // A secret whose variable is not set does not fail the configuration
     // (commands that send nothing work without the deployment's secrets):

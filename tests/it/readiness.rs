@@ -101,7 +101,7 @@ fn the_shipped_package_is_ready() {
 #[test]
 fn check_names_each_kind_of_gap() {
     type Break = fn(&Path);
-    let cases: [(&str, Break, &str, &str, &str); 10] = [
+    let cases: [(&str, Break, &str, &str, &str); 11] = [
         (
             "runbook section",
             |root| edit(&root.join("ops/runbooks/quota_breach.md"), "## Rollback", "## Undo"),
@@ -122,6 +122,13 @@ fn check_names_each_kind_of_gap() {
             "kind billing_dispute",
             "comms",
             "billing_dispute",
+        ),
+        (
+            "comms placeholder",
+            |root| edit(&root.join("ops/comms/stuck.md"), "{{incident.state}}", "{{incident.stage}}"),
+            "kind stuck",
+            "comms",
+            "unknown placeholder {{incident.stage}}",
         ),
         (
             "drill",

@@ -301,8 +301,9 @@ fn hostile_event_strings_render_as_text() {
     let quoted = |text: &str| serde_json::to_string(text).unwrap();
     let lines = [
         format!(
-            r#"{{"specversion":"1.0","id":{},"source":{},"type":"project.requested","subject":"prj_h","time":"2026-11-27T12:00:00Z","data":{{"account_id":"acc_1","region":{}}}}}"#,
+            r#"{{"specversion":"1.0","id":{},"source":{},"type":"project.requested","subject":"prj_h","time":"2026-11-27T12:00:00Z","data":{{"account_id":{},"region":{}}}}}"#,
             quoted(image),
+            quoted(script),
             quoted(script),
             quoted(image)
         ),
@@ -345,6 +346,19 @@ fn hostile_event_strings_render_as_text() {
             );
         }
     }
+    // The invariant violation's communication templates quote the hostile
+    // account id: escaped on the page, as is in JSON.
+    let (_, page) = served.json("/api/incidents?kind=invariant_violation");
+    let failed = page["incidents"][0]["id"].as_str().unwrap_or_else(|| panic!("{page}")).to_string();
+    let (status, html) = served.text(&format!("/incidents/{failed}"));
+    assert_eq!(status, 200);
+    assert!(!html.contains("<img"), "{html}");
+    let comms_section =
+        html.split("id=\"comms\"").nth(1).unwrap_or_else(|| panic!("no comms section: {html}"));
+    assert!(comms_section.contains("&lt;script&gt;alert(1)"), "{comms_section}");
+    let (status, comms) = served.json(&format!("/api/incidents/{failed}/comms"));
+    assert_eq!(status, 200);
+    assert!(comms[4]["text"].as_str().unwrap().contains(script), "JSON carries the text as is: {comms}");
 }
 
 #[test]

@@ -11,6 +11,7 @@
 //! instants and persist or publish what it reports. See [`Engine`] for the call
 //! order.
 
+pub mod comms;
 mod config;
 mod engine;
 mod event;

@@ -209,6 +209,30 @@ pub struct IncidentDetail {
     pub actions: Vec<crate::OperatorAction>,
 }
 
+/// For a regional outage, how many distinct projects of its region had a
+/// `stuck` or `provisioning_failed` incident open at some moment while it
+/// was open (the figure its comms templates quote); 0 for other kinds.
+pub fn outage_projects(store: &Store, record: &IncidentRecord) -> Result<u64, StoreError> {
+    if record.kind != IncidentKind::RegionalOutage {
+        return Ok(0);
+    }
+    let query = IncidentQuery {
+        region: Some(record.entity.id.clone()),
+        since: Some(record.opened_at),
+        ..IncidentQuery::default()
+    };
+    let end = record.resolved_at;
+    let projects: std::collections::BTreeSet<String> = incidents(store, &query)?
+        .incidents
+        .into_iter()
+        .filter(|incident| matches!(incident.kind, IncidentKind::Stuck | IncidentKind::ProvisioningFailed))
+        .filter(|incident| incident.entity.entity_type == lifewatch_core::SubjectType::Project)
+        .filter(|incident| end.is_none_or(|end| incident.opened_at <= end))
+        .map(|incident| incident.entity.id)
+        .collect();
+    Ok(projects.len() as u64)
+}
+
 /// The incident with this id, if there is one.
 pub fn incident(store: &Store, id: &str) -> Result<Option<IncidentDetail>, StoreError> {
     store.snapshot(|store| {

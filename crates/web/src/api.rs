@@ -21,6 +21,7 @@ pub(crate) fn routes() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/api/incidents", get(incidents))
         .route("/api/incidents/{id}", get(incident))
+        .route("/api/incidents/{id}/comms", get(comms))
         .route("/api/incidents/{id}/ack", axum::routing::post(crate::actions::ack))
         .route("/api/incidents/{id}/resolve", axum::routing::post(crate::actions::resolve))
         .route("/api/incidents/{id}/notes", axum::routing::post(crate::actions::notes))
@@ -71,6 +72,33 @@ pub(crate) async fn incident(
     let detail = state.pool.read(move |store| query::incident(store, &id).map_err(ApiError::store)).await?;
     match detail {
         Some(detail) => Ok(Json(detail).into_response()),
+        None => Err(ApiError::not_found(format!("no incident {}", crate::pages::bounded(&shown)))),
+    }
+}
+
+/// The incident's communication templates (`ops/comms/<kind>.md`: status-page
+/// updates, support macro, follow-up email), filled from its record.
+#[utoipa::path(get, path = "/api/incidents/{id}/comms", params(("id" = String, Path, description = "The incident id")),
+    responses((status = 200, description = "`[{name, text}]`, in the file's order", body = Object),
+        (status = 404, body = ErrorBody)))]
+pub(crate) async fn comms(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let shown = id.clone();
+    let root = state.runbook_root.clone();
+    let rendered = state
+        .pool
+        .read(move |store| {
+            let read = || -> Result<_, lifewatch_store::StoreError> {
+                let Some(detail) = query::incident(store, &id)? else { return Ok(None) };
+                crate::comms::render(&root, store, &detail.record).map(Some)
+            };
+            read().map_err(ApiError::store)
+        })
+        .await?;
+    match rendered {
+        Some(rendered) => Ok(Json(rendered).into_response()),
         None => Err(ApiError::not_found(format!("no incident {}", crate::pages::bounded(&shown)))),
     }
 }

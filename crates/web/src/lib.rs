@@ -16,6 +16,7 @@
 mod actions;
 mod api;
 mod auth;
+pub mod comms;
 mod error;
 mod openapi;
 mod pages;

@@ -19,6 +19,7 @@ use crate::{actions, api};
     paths(
         api::incidents,
         api::incident,
+        api::comms,
         api::entity,
         api::stuck,
         api::outages,

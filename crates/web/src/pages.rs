@@ -383,7 +383,8 @@ pub(crate) async fn incident(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let shown = id.clone();
-    let (detail, timeline, notifications, version) = state
+    let root = state.runbook_root.clone();
+    let (detail, timeline, notifications, comms, version) = state
         .pool
         .read(move |store| {
             // Each query reads one committed state of its own; the version
@@ -391,11 +392,12 @@ pub(crate) async fn incident(
             let read = || -> Result<_, lifewatch_store::StoreError> {
                 let version = store.version()?;
                 let Some(detail) = query::incident(store, &id)? else {
-                    return Ok((None, None, Vec::new(), version));
+                    return Ok((None, None, Vec::new(), Vec::new(), version));
                 };
                 let entity = query::entity(store, &detail.record.entity.id)?;
                 let notifications = query::notifications_of(store, &id)?;
-                Ok((Some(detail), entity, notifications, version))
+                let comms = crate::comms::render(&root, store, &detail.record)?;
+                Ok((Some(detail), entity, notifications, comms, version))
             };
             read().map_err(ApiError::store)
         })
@@ -409,7 +411,7 @@ pub(crate) async fn incident(
         &detail,
         timeline.as_ref(),
         &notifications,
-        &runbook,
+        &Guides { runbook: &runbook, comms: &comms },
         &version,
         wall_clock(),
         actions_enabled,
@@ -417,11 +419,19 @@ pub(crate) async fn incident(
     .into_response())
 }
 
+/// What the incident page shows people to do and say.
+struct Guides<'a> {
+    /// The runbook, as HTML.
+    runbook: &'a Markup,
+    /// The communication templates, filled in.
+    comms: &'a [lifewatch_core::comms::Rendered],
+}
+
 fn render_incident(
     detail: &IncidentDetail,
     entity: Option<&EntityDetail>,
     notifications: &[query::NotificationState],
-    runbook: &Markup,
+    guides: &Guides<'_>,
     version: &str,
     now: Timestamp,
     actions_enabled: bool,
@@ -551,8 +561,22 @@ fn render_incident(
             }
         }
         p.hint { "JSON: " a href=(format!("/api{}", incident_href(&record.id))) { "this incident" } }
-        h2 { "Runbook" }
-        article.runbook { (runbook) }
+        nav.tabs { a href="#runbook" { "Runbook" } " · " a href="#comms" { "Communication" } }
+        h2 id="runbook" { "Runbook" }
+        article.runbook { (guides.runbook) }
+        h2 id="comms" { "Communication" }
+        @if guides.comms.is_empty() {
+            p.none { "No communication templates for this kind (ops/comms/" (record.kind.as_str()) ".md)." }
+        } @else {
+            p.hint { "Filled from this incident: copy, check the wording, post. JSON: "
+                a href=(format!("/api{}/comms", incident_href(&record.id))) { "templates" } }
+            @for template in guides.comms {
+                details.comms {
+                    summary { (template.name) }
+                    pre { (template.text) }
+                }
+            }
+        }
     };
     layout(&format!("{} {}", record.kind.as_str(), bounded(&record.entity.id)), version, body)
 }
