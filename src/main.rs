@@ -145,6 +145,11 @@ enum Command {
     /// updates, support macro, follow-up email), filled from its record.
     #[command(after_help = commands::comms::EXAMPLES)]
     Comms(commands::comms::CommsArgs),
+    /// Replay a database's log under a changed configuration, without writing,
+    /// and print what it would have changed: incidents opened, closed,
+    /// re-routed, re-graded or re-timed.
+    #[command(after_help = commands::backtest::EXAMPLES)]
+    Backtest(commands::backtest::BacktestArgs),
     /// Generate a realistic, time-ordered event stream (JSON Lines).
     ///
     /// The same seed always gives the same stream. With --faults it also contains
@@ -235,6 +240,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Risks(args) => commands::risks::main(args),
         Command::Drill(args) => commands::drill::main(args),
         Command::Comms(args) => commands::comms::run(args),
+        Command::Backtest(args) => commands::backtest::run(args),
         Command::Simulate(args) => commands::simulate::run(args),
         Command::Run(args) => commands::run::run(args),
         Command::Serve(args) => commands::serve::run(args),

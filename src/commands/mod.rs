@@ -4,6 +4,7 @@
 //! `lifewatch_store::query`) and render with `crate::output`.
 
 pub mod act;
+pub mod backtest;
 pub mod backup;
 pub mod check;
 pub mod comms;

@@ -6,6 +6,7 @@
 mod common;
 mod nats_support;
 
+mod backtest;
 mod browser;
 mod cli;
 mod comms;

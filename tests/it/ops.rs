@@ -18,9 +18,9 @@ use crate::web::Served;
 /// The sections of every runbook, in this order.
 const SECTIONS: [&str; 7] = ["Detect", "Impact", "Triage", "Mitigate", "Rollback", "Escalate", "Communicate"];
 
-/// Commands the runbooks may name before they exist: they come with the
-/// launch-readiness work (issue 14). Remove a name once the command exists.
-const PLANNED: [&str; 1] = ["backtest"];
+/// Commands the runbooks may name before they exist. Remove a name once
+/// the command exists.
+const PLANNED: [&str; 0] = [];
 
 fn read(relative: &str) -> String {
     std::fs::read_to_string(repo_root().join(relative)).unwrap_or_else(|error| panic!("{relative}: {error}"))
