@@ -763,7 +763,10 @@ mod tests {
                 IncidentQuery { status: Some(Status::Open), limit: Some(100), order, ..Default::default() };
             let (sql, values) = incidents_sql(&query);
             let plan = plan(&store, &sql, rusqlite::params_from_iter(values.iter()));
-            assert!(plan.lines().any(|line| line.ends_with("USING INDEX incidents_open")), "{order:?}: {plan}");
+            assert!(
+                plan.lines().any(|line| line.ends_with("USING INDEX incidents_open")),
+                "{order:?}: {plan}"
+            );
             assert!(!plan.contains("TEMP B-TREE"), "{order:?}: {plan}");
         }
         let (sql, values) =
