@@ -110,11 +110,7 @@ pub(crate) async fn ack(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    bearer_required(&state, &headers)?;
-    let body = parse_body(&body)?;
-    perform(&state, id, ActionKind::Ack, body.by, body.note)
-        .await
-        .map(|(status, action)| (status, Json(action)).into_response())
+    api_action(&state, id, &headers, &body, ActionKind::Ack).await
 }
 
 /// `POST /api/incidents/{id}/resolve`.
@@ -132,11 +128,7 @@ pub(crate) async fn resolve(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    bearer_required(&state, &headers)?;
-    let body = parse_body(&body)?;
-    perform(&state, id, ActionKind::Resolve, body.by, body.note)
-        .await
-        .map(|(status, action)| (status, Json(action)).into_response())
+    api_action(&state, id, &headers, &body, ActionKind::Resolve).await
 }
 
 /// `POST /api/incidents/{id}/notes`.
@@ -154,12 +146,24 @@ pub(crate) async fn notes(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    bearer_required(&state, &headers)?;
-    let body = parse_body(&body)?;
-    if body.note.as_deref().is_none_or(|note| note.trim().is_empty()) {
+    api_action(&state, id, &headers, &body, ActionKind::Note).await
+}
+
+/// The API's actions: the bearer token, the JSON body (a note is required
+/// for a note), then [`perform`].
+async fn api_action(
+    state: &AppState,
+    id: String,
+    headers: &HeaderMap,
+    body: &Bytes,
+    kind: ActionKind,
+) -> Result<Response, ApiError> {
+    bearer_required(state, headers)?;
+    let body = parse_body(body)?;
+    if kind == ActionKind::Note && body.note.as_deref().is_none_or(|note| note.trim().is_empty()) {
         return Err(ApiError::bad_parameter("note", "a note is required"));
     }
-    perform(&state, id, ActionKind::Note, body.by, body.note)
+    perform(state, id, kind, body.by, body.note)
         .await
         .map(|(status, action)| (status, Json(action)).into_response())
 }
