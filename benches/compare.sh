@@ -11,6 +11,10 @@
 #
 #   benches/compare.sh OLD_BINARY NEW_BINARY        # RUNS=7 by default
 #
+# OLD_ARGS and NEW_ARGS are extra arguments of each side's replays, e.g.
+# NEW_ARGS="--config /tmp/quiet.toml" with `channels = []` in that file, so
+# that a build whose shipped configuration escalates does the older build's work.
+#
 # Build the old one from another worktree, e.g.
 #   git worktree add /tmp/old <commit> && (cd /tmp/old && cargo build --release)
 set -euo pipefail
@@ -37,10 +41,10 @@ column_median() { # the median of column $1 of standard input
 for side in old new; do : >"$work/$side-memory.txt"; : >"$work/$side-db.txt"; done
 for _ in $(seq "$RUNS"); do
   for side in old new; do
-    bin="$old"; [ "$side" = new ] && bin="$new"
-    measure "$bin" replay "$work/events.jsonl" --format jsonl >>"$work/$side-memory.txt"
+    bin="$old"; args=(${OLD_ARGS:-}); [ "$side" = new ] && { bin="$new"; args=(${NEW_ARGS:-}); }
+    measure "$bin" replay "$work/events.jsonl" --format jsonl "${args[@]}" >>"$work/$side-memory.txt"
     rm -f "$work"/run.db*
-    measure "$bin" replay --db "$work/run.db" "$work/events.jsonl" --format jsonl >>"$work/$side-db.txt"
+    measure "$bin" replay --db "$work/run.db" "$work/events.jsonl" --format jsonl "${args[@]}" >>"$work/$side-db.txt"
   done
 done
 # Medians of wall time, their ratio, and the median of the ratios of each

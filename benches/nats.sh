@@ -14,7 +14,10 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 scripts/install-nats-server.sh >/dev/null
 cargo build --release --quiet --bin lifewatch -p lifewatch
 cargo build --release --quiet -p lifewatch-nats --example nats_bench
-BIN="$CARGO_TARGET_DIR/release/lifewatch"
+# LIFEWATCH_BIN measures another build (e.g. an older one, side by side);
+# RUN_ARGS are extra arguments of `lifewatch run` (e.g. `--config FILE`).
+BIN="${LIFEWATCH_BIN:-$CARGO_TARGET_DIR/release/lifewatch}"
+read -r -a RUN_EXTRA <<<"${RUN_ARGS:-}"
 BENCH="$CARGO_TARGET_DIR/release/examples/nats_bench"
 WORK="$(mktemp -d)"
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
@@ -40,7 +43,7 @@ RUNS="${RUNS:-3}"
 for run in $(seq "$RUNS"); do
   "$BENCH" bare "$URL" | tee -a "$WORK/a.txt"
   "$BENCH" reset "$URL"; rm -f "$WORK"/lifewatch.db*
-  RUST_LOG=warn "$BIN" run --nats "$URL" --db "$WORK/lifewatch.db" 2>"$WORK/run.log" & RUN=$!; PIDS+=($RUN)
+  RUST_LOG=warn "$BIN" run --nats "$URL" --db "$WORK/lifewatch.db" "${RUN_EXTRA[@]}" 2>"$WORK/run.log" & RUN=$!; PIDS+=($RUN)
   "$BENCH" drain "$URL" | tee -a "$WORK/b.txt"
   kill -TERM "$RUN"; wait "$RUN" || { echo "monitor failed:"; cat "$WORK/run.log"; exit 1; }
 done
@@ -50,7 +53,7 @@ echo "median (a) bare consumer: $A events/s; median (b) lifewatch run: $B events
 echo "ratio of medians (b)/(a): $(python3 -c "print(f'{$B/$A:.0%}')")"
 
 echo "(c) latency at 5000 events/s of background load:"
-RUST_LOG=warn "$BIN" run --nats "$URL" --db "$WORK/lifewatch.db" 2>"$WORK/run.log" & RUN=$!; PIDS+=($RUN)
+RUST_LOG=warn "$BIN" run --nats "$URL" --db "$WORK/lifewatch.db" "${RUN_EXTRA[@]}" 2>"$WORK/run.log" & RUN=$!; PIDS+=($RUN)
 "$BIN" simulate --faults --seed 8 --nats "$URL" --rate 5000 --duration 40s 2>"$WORK/sim.log" & PIDS+=($!)
 sleep 5   # let the background load reach its rate
 "$BENCH" latency "$URL" 300 100
