@@ -21,22 +21,10 @@ BIN="$CARGO_TARGET_DIR/release/lifewatch"
 BENCH="$CARGO_TARGET_DIR/release/examples/nats_bench"
 SINK="$CARGO_TARGET_DIR/release/examples/webhook_sink"
 WORK="$(mktemp -d)"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PORT="$(free_port)"; HOOK_PORT="$(free_port)"
-URL="nats://127.0.0.1:$PORT"
-PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-wait_port() { until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do sleep 0.1; done; }
-nats-server -a 127.0.0.1 -p "$PORT" -js -sd "$WORK/js" 2>"$WORK/nats.log" & PIDS+=($!)
-wait_port "$PORT"
-echo "$(nats-server --version), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-
-START="$(date -u -d '90 days ago' +%Y-%m-%dT00:00:00Z)"
-"$BIN" simulate --faults --seed 7 --accounts $(( EVENTS / 11 + 100 )) --start "$START" 2>/dev/null \
-  | head -n "$EVENTS" > "$WORK/events.jsonl"
-echo "generated $(wc -l < "$WORK/events.jsonl") lines"
-"$BIN" publish --raw "$WORK/events.jsonl" --nats "$URL"
+. benches/lib.sh
+HOOK_PORT="$(free_port)"
+start_nats
+publish_simulated "$BIN" "$EVENTS"
 
 # Every team routes every transition to one webhook channel.
 {
@@ -49,14 +37,14 @@ echo "generated $(wc -l < "$WORK/events.jsonl") lines"
 drain() { # $1: label, $2...: extra run arguments
   local label="$1"; shift
   "$BENCH" reset "$URL"; rm -f "$WORK"/lifewatch.db*
-  RUST_LOG=warn "$BIN" run --nats "$URL" --db "$WORK/lifewatch.db" "$@" 2>"$WORK/run.log" & local run=$!; PIDS+=($run)
+  RUST_LOG=warn "$BIN" run --nats "$URL" --db "$WORK/lifewatch.db" "$@" 2>"$WORK/run.log" & local run=$!; track $run
   "$BENCH" drain "$URL" | sed "s/^/$label: /" | tee -a "$WORK/$label.txt"
   kill -TERM "$run"; wait "$run" || { echo "monitor failed:"; cat "$WORK/run.log"; exit 1; }
 }
 
 RUNS="${RUNS:-3}"
 : >"$WORK/plain.txt"; : >"$WORK/hanging.txt"
-"$SINK" "127.0.0.1:$HOOK_PORT" hang & HANG=$!; PIDS+=($HANG)
+"$SINK" "127.0.0.1:$HOOK_PORT" hang & HANG=$!; track $HANG
 wait_port "$HOOK_PORT"
 for run in $(seq "$RUNS"); do
   drain plain
@@ -70,10 +58,10 @@ echo "(a) ratio of medians (hanging)/(no channels): $(python3 -c "print(f'{$H/$P
 # (b) The last hanging run left its deliveries pending: deliver them to a receiver that accepts.
 PENDING=$(python3 -c "import sqlite3; print(sqlite3.connect('$WORK/lifewatch.db').execute(\"select count(*) from deliveries where state='pending'\").fetchone()[0])")
 kill "$HANG"; wait "$HANG" 2>/dev/null || true
-"$SINK" "127.0.0.1:$HOOK_PORT" accept & PIDS+=($!)
+"$SINK" "127.0.0.1:$HOOK_PORT" accept & track $!
 wait_port "$HOOK_PORT"
 STARTED=$(date +%s%3N)
-RUST_LOG=warn "$BIN" run --nats "$URL" --db "$WORK/lifewatch.db" --config "$WORK/channels.toml" 2>"$WORK/run.log" & RUN=$!; PIDS+=($RUN)
+RUST_LOG=warn "$BIN" run --nats "$URL" --db "$WORK/lifewatch.db" --config "$WORK/channels.toml" 2>"$WORK/run.log" & RUN=$!; track $RUN
 while :; do
   read -r COUNT FIRST LAST < <(curl -s "http://127.0.0.1:$HOOK_PORT/count")
   [ "$COUNT" -ge "$PENDING" ] && break

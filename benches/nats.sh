@@ -20,21 +20,9 @@ BIN="${LIFEWATCH_BIN:-$CARGO_TARGET_DIR/release/lifewatch}"
 read -r -a RUN_EXTRA <<<"${RUN_ARGS:-}"
 BENCH="$CARGO_TARGET_DIR/release/examples/nats_bench"
 WORK="$(mktemp -d)"
-PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-URL="nats://127.0.0.1:$PORT"
-PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-nats-server -a 127.0.0.1 -p "$PORT" -js -sd "$WORK/js" 2>"$WORK/nats.log" & PIDS+=($!)
-until (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do sleep 0.1; done
-echo "$(nats-server --version), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-
-# Events dated in the past (90 days ago on), so that none is `time_in_future`.
-START="$(date -u -d '90 days ago' +%Y-%m-%dT00:00:00Z)"
-"$BIN" simulate --faults --seed 7 --accounts $(( EVENTS / 11 + 100 )) --start "$START" 2>/dev/null \
-  | head -n "$EVENTS" > "$WORK/events.jsonl"
-echo "generated $(wc -l < "$WORK/events.jsonl") lines"
-"$BIN" publish --raw "$WORK/events.jsonl" --nats "$URL"
+. benches/lib.sh
+start_nats
+publish_simulated "$BIN" "$EVENTS"
 
 # (a) and (b) alternate RUNS times (default 3) on the same stream, each (b)
 # on a fresh database and consumer; medians and their ratio are reported.
@@ -43,7 +31,7 @@ RUNS="${RUNS:-3}"
 for run in $(seq "$RUNS"); do
   "$BENCH" bare "$URL" | tee -a "$WORK/a.txt"
   "$BENCH" reset "$URL"; rm -f "$WORK"/lifewatch.db*
-  RUST_LOG=warn "$BIN" run --nats "$URL" --db "$WORK/lifewatch.db" "${RUN_EXTRA[@]}" 2>"$WORK/run.log" & RUN=$!; PIDS+=($RUN)
+  RUST_LOG=warn "$BIN" run --nats "$URL" --db "$WORK/lifewatch.db" "${RUN_EXTRA[@]}" 2>"$WORK/run.log" & RUN=$!; track $RUN
   "$BENCH" drain "$URL" | tee -a "$WORK/b.txt"
   kill -TERM "$RUN"; wait "$RUN" || { echo "monitor failed:"; cat "$WORK/run.log"; exit 1; }
 done
@@ -53,8 +41,8 @@ echo "median (a) bare consumer: $A events/s; median (b) lifewatch run: $B events
 echo "ratio of medians (b)/(a): $(python3 -c "print(f'{$B/$A:.0%}')")"
 
 echo "(c) latency at 5000 events/s of background load:"
-RUST_LOG=warn "$BIN" run --nats "$URL" --db "$WORK/lifewatch.db" "${RUN_EXTRA[@]}" 2>"$WORK/run.log" & RUN=$!; PIDS+=($RUN)
-"$BIN" simulate --faults --seed 8 --nats "$URL" --rate 5000 --duration 40s 2>"$WORK/sim.log" & PIDS+=($!)
+RUST_LOG=warn "$BIN" run --nats "$URL" --db "$WORK/lifewatch.db" "${RUN_EXTRA[@]}" 2>"$WORK/run.log" & RUN=$!; track $RUN
+"$BIN" simulate --faults --seed 8 --nats "$URL" --rate 5000 --duration 40s 2>"$WORK/sim.log" & track $!
 sleep 5   # let the background load reach its rate
 "$BENCH" latency "$URL" 300 100
 kill -TERM "$RUN"; wait "$RUN" && echo "monitor stopped cleanly"

@@ -20,14 +20,9 @@ OHA="$(command -v oha || echo "$CARGO_TARGET_DIR/tools/bin/oha")"
 cargo build --release --quiet --bin lifewatch -p lifewatch
 BIN="$CARGO_TARGET_DIR/release/lifewatch"
 WORK="$(mktemp -d)"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PORT="$(free_port)"; WEB="$(free_port)"
-URL="nats://127.0.0.1:$PORT"
-PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
+. benches/lib.sh
+WEB="$(free_port)"
 trap "exit 130" INT TERM
-echo "$(nats-server --version), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 START="$(date -u -d '90 days ago' +%Y-%m-%dT00:00:00Z)"
 "$BIN" simulate --faults --seed 7 --accounts $(( EVENTS / 11 + 100 )) --start "$START" 2>/dev/null \
@@ -35,12 +30,11 @@ START="$(date -u -d '90 days ago' +%Y-%m-%dT00:00:00Z)"
 "$BIN" replay --db "$WORK/lifewatch.db" --quiet "$WORK/events.jsonl" > /dev/null
 echo "database of $(wc -l < "$WORK/events.jsonl") lines: $(du -h "$WORK/lifewatch.db" | cut -f1), $("$BIN" incidents --db "$WORK/lifewatch.db" -o jsonl | wc -l) incidents"
 
-nats-server -a 127.0.0.1 -p "$PORT" -js -sd "$WORK/js" 2>"$WORK/nats.log" & PIDS+=($!)
-until (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do sleep 0.1; done
-RUST_LOG=warn "$BIN" run --nats "$URL" --db "$WORK/lifewatch.db" --listen "127.0.0.1:$WEB" 2>"$WORK/run.log" & PIDS+=($!)
+start_nats
+RUST_LOG=warn "$BIN" run --nats "$URL" --db "$WORK/lifewatch.db" --listen "127.0.0.1:$WEB" 2>"$WORK/run.log" & track $!
 until curl -sf "http://127.0.0.1:$WEB/healthz" > /dev/null; do sleep 0.2; done
 # The writer's load: live events (dated now) at RATE per second for the whole measurement.
-"$BIN" simulate --faults --seed 8 --nats "$URL" --rate "$RATE" --duration "$(( 3 * SECONDS_EACH + 15 ))s" 2>"$WORK/sim.log" & PIDS+=($!)
+"$BIN" simulate --faults --seed 8 --nats "$URL" --rate "$RATE" --duration "$(( 3 * SECONDS_EACH + 15 ))s" 2>"$WORK/sim.log" & track $!
 sleep 5
 # The home page twice: as everyone loads it (rendered pages are kept 500 ms),
 # and with a different query string on every request (never kept: the cost
