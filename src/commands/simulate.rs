@@ -129,13 +129,17 @@ fn simulate_live(
         let mut simulator = lifewatch_sim::Simulator::new(options);
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
+        // A signal stops it at once, also while it waits for the server
+        // (a full window of unacknowledged messages, a server that is gone):
+        // it must never outlive whoever started it.
+        let mut stopped = false;
         loop {
             let due = started + interval.mul_f64(sent as f64);
             if due >= end {
                 break;
             }
             tokio::select! {
-                () = &mut shutdown => break,
+                () = &mut shutdown => { stopped = true; break }
                 () = tokio::time::sleep_until(due) => {}
             }
             let Some(line) = simulator.next() else { break };
@@ -143,12 +147,24 @@ fn simulate_live(
             let payload = retime(&line.line, now);
             let subject =
                 line.subject.clone().unwrap_or_else(|| format!("lifecycle.invalid.{sent}.malformed"));
-            publisher
-                .publish(Outgoing { subject, message_id: line.id.clone(), payload: payload.into() })
-                .await?;
+            let message = Outgoing { subject, message_id: line.id.clone(), payload: payload.into() };
+            tokio::select! {
+                published = publisher.publish(message) => published?,
+                () = &mut shutdown => { stopped = true; break }
+            }
             sent += 1;
         }
-        let totals = publisher.finish().await?;
+        if stopped {
+            eprintln!("simulate: stopped by a signal after {sent} messages (their acknowledgements not awaited)");
+            return anyhow::Ok(());
+        }
+        let totals = tokio::select! {
+            totals = publisher.finish() => totals?,
+            () = &mut shutdown => {
+                eprintln!("simulate: stopped by a signal after {sent} messages (their acknowledgements not awaited)");
+                return anyhow::Ok(());
+            }
+        };
         let seconds = started.elapsed().as_secs_f64();
         eprintln!(
             "simulate: {sent} messages in {seconds:.1}s ({:.0}/s): {} stored, {} duplicates",

@@ -905,3 +905,30 @@ fn a_fault_stream_published_raw_keeps_corrected_re_sends_and_matches_replay() {
     );
     assert_same_records("incidents --db live.db vs replay", &live, &replay(&[&fixture], NEVER, &config));
 }
+
+/// `simulate --nats` stops on SIGTERM at once, also while the server it
+/// publishes to is gone (it used to wait for acknowledgements that never
+/// came, and outlived the scripts that started it).
+#[test]
+fn simulate_stops_on_sigterm_when_its_server_is_gone() {
+    let mut server = crate::nats_support::NatsServer::start(&[]);
+    let mut simulate = crate::nats_support::lifewatch()
+        .args(["simulate", "--nats", &server.url(), "--rate", "2000", "--duration", "60s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start simulate");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    server.kill();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let _ = std::process::Command::new("kill").args(["-TERM", &simulate.id().to_string()]).status();
+    let status =
+        crate::nats_support::wait_for("simulate to exit", std::time::Duration::from_secs(10), || {
+            simulate.try_wait().expect("simulate's status")
+        });
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(simulate.stderr.as_mut().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("stopped by a signal"), "{stderr}");
+}
