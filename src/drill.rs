@@ -418,7 +418,7 @@ pub fn run(drill: &Drill, config: &AppConfig, root: &Path) -> anyhow::Result<Out
         Scenario::Events { lines, fault_at, end, .. } => {
             run_events(lines.iter().map(String::as_bytes), *fault_at, Some(*end), drill, config, root)?
         }
-        Scenario::Simulate { seed, accounts, faults, run_for } => {
+        Scenario::Simulate { seed, accounts, faults, .. } => {
             let options = lifewatch_sim::SimulateOptions {
                 seed: *seed,
                 accounts: *accounts,
@@ -430,8 +430,7 @@ pub fn run(drill: &Drill, config: &AppConfig, root: &Path) -> anyhow::Result<Out
             lifewatch_sim::generate(options, &mut stream)?;
             let lines: Vec<&[u8]> =
                 stream.split(|&byte| byte == b'\n').filter(|line| !line.is_empty()).collect();
-            // The clock runs `run_for` past the simulator's last event.
-            let _ = run_for;
+            // run_events runs the clock `run_for` past the last event.
             run_events(lines.into_iter(), start, None, drill, config, root)?
         }
     };

@@ -374,12 +374,13 @@ pub fn assess(config: &AppConfig, root: &Path, options: Options) -> Readiness {
             } else {
                 "gap".to_string()
             },
-            status: status(gaps.len() > before || drill_failed(&rehearsing), false),
+            status: status(gaps.len() > before || drill_failed(&rehearsing)),
         });
     }
 
     // Risks: the register's own gaps, and the same checks on what it names.
-    match crate::risks::load(root) {
+    let register = crate::risks::load(root);
+    match &register {
         Err(error) => gap(&mut gaps, "risks", GapKind::Risk, format!("{error:#}")),
         Ok(register) => {
             for risk in &register.risks {
@@ -472,7 +473,7 @@ pub fn assess(config: &AppConfig, root: &Path, options: Options) -> Readiness {
                 row.status = if accepted && gaps.len() == before {
                     "accepted".to_string()
                 } else {
-                    status(gaps.len() > before || drill_failed(&rehearsing), false)
+                    status(gaps.len() > before || drill_failed(&rehearsing))
                 };
                 rows.push(row);
             }
@@ -489,7 +490,7 @@ pub fn assess(config: &AppConfig, root: &Path, options: Options) -> Readiness {
     // A team owns something when an owner rule names it (the catch-all
     // too) or a risk does.
     let mut owning: BTreeSet<String> = engine.owner_rules().iter().map(|rule| rule.owner.clone()).collect();
-    if let Ok(register) = crate::risks::load(root) {
+    if let Ok(register) = &register {
         owning.extend(register.risks.iter().filter_map(|risk| risk.owner.clone()));
     }
     for team in notifications.teams.keys() {
@@ -546,12 +547,9 @@ pub fn missing_deadlines(engine: &lifewatch_core::Config) -> Vec<&'static str> {
     DEADLINE_STATES.into_iter().filter(|state| !set.contains(*state)).collect()
 }
 
-fn status(gap: bool, accepted: bool) -> String {
-    match (gap, accepted) {
-        (true, _) => "GAP".to_string(),
-        (false, true) => "accepted".to_string(),
-        (false, false) => "ready".to_string(),
-    }
+/// A row's status when it is not an accepted risk.
+fn status(gap: bool) -> String {
+    if gap { "GAP" } else { "ready" }.to_string()
 }
 
 /// A drill's name: its file's stem.
